@@ -1,0 +1,68 @@
+package testserver_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/billkit/billkit/internal/testserver"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestRedisStopStart(t *testing.T) {
+	r := testserver.StartRedis(t)
+	c := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	r.Stop()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("ping succeeded on a stopped server")
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("ping after restart: %v", err)
+	}
+}
+
+func TestCluster(t *testing.T) {
+	cl := testserver.StartCluster(t)
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs})
+	defer c.Close()
+	ctx := context.Background()
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		if err := c.Set(ctx, k, 1, 0).Err(); err != nil {
+			t.Fatalf("set %s: %v", k, err)
+		}
+	}
+	n := 0
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n++
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("masters = %d, err %v; want 3", n, err)
+	}
+}
+
+func TestStripeMock(t *testing.T) {
+	for _, v := range []string{testserver.StripeMockUsageRecords, testserver.StripeMockMeterEvents} {
+		t.Run(v, func(t *testing.T) {
+			s := testserver.StartStripeMock(t, v)
+			req, _ := http.NewRequest("GET", s.URL+"/v1/customers", nil)
+			req.Header.Set("Authorization", "Bearer sk_test_123")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+		})
+	}
+}

@@ -1,0 +1,57 @@
+package quota
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps usage counters: one per subject, meter and period. A Store
+// decides and counts in one atomic step, so concurrent requests for one
+// subject never over-admit.
+//
+// Implementations must be safe for concurrent use. Errors mean the store
+// could not decide (for example Redis is unreachable or the context ended);
+// a denial is a [TakeResult], not an error.
+type Store interface {
+	// Take checks req against its limit and, when allowed, adds req.Cost to
+	// the period's billable counter; a denied request adds req.Cost to the
+	// period's denied counter instead (denied units are never billable).
+	// The counter expires no earlier than req.ExpireAt.
+	Take(ctx context.Context, req TakeRequest) (TakeResult, error)
+
+	// Usage returns the counters of subject's meter for period, for the
+	// current period and for closed periods alike, until their expiry has
+	// passed. A counter that does not exist reads as zero.
+	Usage(ctx context.Context, subject, meter string, period Period) (Usage, error)
+}
+
+// TakeRequest is one metering decision.
+type TakeRequest struct {
+	Subject string
+	Meter   string
+	Period  Period
+	// Cost is the number of units the request uses; it must be positive.
+	Cost int64
+	// Limit is the hard limit: the request is allowed only if the period's
+	// billable count plus Cost stays at or below Limit. Zero means no cap.
+	Limit int64
+	// ExpireAt is when the counter may expire: the period's end plus the
+	// retention that lets the billing package report it.
+	ExpireAt time.Time
+}
+
+// TakeResult is the outcome of [Store.Take].
+type TakeResult struct {
+	// Allowed reports whether the request was admitted and counted.
+	Allowed bool
+	// Used is the period's billable count after this decision.
+	Used int64
+}
+
+// Usage is the state of one counter.
+type Usage struct {
+	// Used is the billable count: the units of allowed requests.
+	Used int64
+	// Denied is the units of denied requests, kept apart from Used.
+	Denied int64
+}
