@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stripe/stripe-go/v76/client"
+)
+
+// Server timeouts.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 15 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	shutdownTimeout   = 10 * time.Second
+	healthTimeout     = time.Second
+)
+
+// run is the whole program: it reads the configuration from getenv, prints
+// the generated secrets and the listen address on stdout, logs on stderr,
+// and serves until ctx is done.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(stderr) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		usage(stderr)
+		return fmt.Errorf("unexpected argument %q: the server is configured by environment variables", fs.Arg(0))
+	}
+	log := newLogger(stderr)
+	cfg, err := ConfigFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	app, err := NewApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	app.printGenerated(stdout)
+	return app.Run(ctx, stdout)
+}
+
+// usage prints the command's help: its environment variables.
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: server\n\nThe billkit sample server. Environment variables:\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, v := range envVars() {
+		fmt.Fprintf(tw, "  %s\t%s\t(default: %s)\n", v.Name, v.Help, v.Default)
+	}
+	tw.Flush()
+}
+
+// newLogger returns a JSON logger on w, or a text logger when w is a
+// terminal.
+func newLogger(w io.Writer) *slog.Logger {
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			return slog.New(slog.NewTextHandler(w, nil))
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// App is the composed server. Build it with [NewApp], serve it with
+// [App.Run] (or mount [App.Handler] yourself), and release it with
+// [App.Close]. Its methods are safe for concurrent use.
+type App struct {
+	cfg Config
+	log *slog.Logger
+
+	rdb        redis.UniversalClient
+	closeRedis func() error
+	stripe     *client.API // nil without STRIPE_SECRET_KEY
+	keys       *apiKeys
+
+	handler http.Handler
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewApp connects to Redis (or starts the embedded one), builds the Stripe
+// client and every billkit component, and returns the application. The
+// caller must Close it.
+func NewApp(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	rdb, closeRedis, err := openRedis(ctx, cfg.RedisURL, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{
+		cfg:        cfg,
+		log:        log,
+		rdb:        rdb,
+		closeRedis: closeRedis,
+		stripe:     newStripeClient(cfg, log),
+		keys:       newAPIKeys(cfg.APIKeys),
+	}
+	if err := a.build(); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if a.stripe == nil {
+		log.Warn("STRIPE_SECRET_KEY is unset: /billing/checkout and /billing/portal answer 503 and usage is not reported to Stripe")
+	}
+	if cfg.DemoPrices {
+		log.Info("no PRICE_* variable is set: using the demo plans, walk the lifecycle with send-event", "starter", demoPriceStarter, "pro", demoPricePro)
+	}
+	return a, nil
+}
+
+// build creates the billkit components and the routes.
+func (a *App) build() error {
+	a.handler = a.routes()
+	return nil
+}
+
+// Handler returns the application's HTTP handler.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// printGenerated prints the generated secrets, one "name: value" line each,
+// for a person or a script to read.
+func (a *App) printGenerated(w io.Writer) {
+	if a.cfg.WebhookSecretGenerated {
+		fmt.Fprintf(w, "webhook secret: %s\n", a.cfg.WebhookSecrets[0])
+	}
+	if a.cfg.APIKeyGenerated {
+		keys := make([]string, 0, len(a.cfg.APIKeys))
+		for k := range a.cfg.APIKeys {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "demo api key: %s\n", k)
+		}
+	}
+}
+
+// Run listens on the configured address, prints "listening on ADDR" on
+// stdout, runs the usage reporter in the background and serves until ctx is
+// done. It then stops accepting connections, waits for in-flight requests
+// (up to a deadline) and stops the reporter.
+func (a *App) Run(ctx context.Context, stdout io.Writer) error {
+	ln, err := net.Listen("tcp", a.cfg.Addr)
+	if err != nil {
+		return &ConfigError{Var: "ADDR", Err: err}
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	a.log.Info("listening", "addr", ln.Addr().String())
+
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.runBackground(bg)
+	}()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err = <-serveErr:
+		// Serve failed before shutdown was asked for.
+		stopBG()
+		wg.Wait()
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down: draining in-flight requests", "timeout", shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	stopBG()
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	a.log.Info("stopped")
+	return nil
+}
+
+// runBackground runs the background work (the usage reporter) until ctx is
+// done.
+func (a *App) runBackground(ctx context.Context) {
+	<-ctx.Done()
+}
+
+// Close releases Redis (and stops the embedded one). It is idempotent.
+func (a *App) Close() error {
+	a.closeOnce.Do(func() {
+		if a.closeRedis != nil {
+			a.closeErr = a.closeRedis()
+		}
+	})
+	return a.closeErr
+}
+
+// healthz answers 200 when Redis answers PING within a short deadline, and
+// 503 otherwise.
+func (a *App) healthz(w http.ResponseWriter, r *http.Request) {
+	if err := pingRedis(r.Context(), a.rdb, healthTimeout); err != nil {
+		a.log.Warn("health check: redis unreachable", "err", err)
+		writeProblem(w, http.StatusServiceUnavailable, "Service Unavailable", "Redis is unreachable.")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Demo price IDs, used when no PRICE_* variable is set so that the whole
+// subscription lifecycle can be walked offline with send-event. They are
+// well-formed but exist in no Stripe account: Checkout against real Stripe
+// needs PRICE_STARTER and PRICE_PRO.
+const (
+	demoPriceStarter = "price_1DemoStarter0000000000"
+	demoPricePro     = "price_1DemoPro00000000000000"
+)
+
+// Defaults of the configuration.
+const (
+	defaultAddr           = ":8080"
+	defaultReportInterval = time.Minute
+	demoSubject           = "demo"
+)
+
+// envVar documents one environment variable the server reads.
+type envVar struct {
+	Name, Default, Help string
+}
+
+// envVars lists every variable the server reads, for -h and the README.
+func envVars() []envVar {
+	return []envVar{
+		{"ADDR", defaultAddr, "listen address (host:port; port 0 picks a free port)"},
+		{"REDIS_URL", "embedded miniredis", "redis://, rediss://, redis+sentinel:// or redis+cluster:// URL"},
+		{"STRIPE_SECRET_KEY", "unset: checkout and portal answer 503", "Stripe secret key (sk_test_... or rk_test_...)"},
+		{"STRIPE_API_BASE", "https://api.stripe.com", "Stripe API base URL, for example stripe-mock's http://localhost:12111"},
+		{"STRIPE_WEBHOOK_SECRET", "generated and printed", "webhook signing secret(s), whsec_..., comma-separated during rotation"},
+		{"PRICE_STARTER", demoPriceStarter, "Stripe price ID of the starter tier"},
+		{"PRICE_PRO", demoPricePro, "Stripe price ID of the pro tier"},
+		{"API_KEYS", "one random key for subject \"demo\", printed", "key:subject pairs, comma-separated"},
+		{"USAGE_REPORT_INTERVAL", defaultReportInterval.String(), "how often usage is reported to Stripe (Go duration)"},
+	}
+}
+
+// Config is the server's configuration, read from the environment by
+// [ConfigFromEnv]. Its zero value is not valid; use ConfigFromEnv or fill
+// every field.
+type Config struct {
+	// Addr is the listen address.
+	Addr string
+	// RedisURL is the Redis URL; empty means an embedded miniredis.
+	RedisURL string
+
+	// StripeSecretKey is the Stripe API key; empty disables checkout,
+	// portal and usage reporting.
+	StripeSecretKey string
+	// StripeAPIBase overrides the Stripe API base URL (stripe-mock).
+	StripeAPIBase string
+
+	// WebhookSecrets are the accepted webhook signing secrets, the first
+	// being the current one.
+	WebhookSecrets []string
+	// WebhookSecretGenerated reports that WebhookSecrets[0] was generated.
+	WebhookSecretGenerated bool
+
+	// Prices maps each tier to its Stripe price ID.
+	Prices map[string]string
+	// DemoPrices reports that Prices are the built-in demo price IDs.
+	DemoPrices bool
+
+	// APIKeys maps each API key to the subject it authenticates.
+	APIKeys map[string]string
+	// APIKeyGenerated reports that APIKeys holds one generated key.
+	APIKeyGenerated bool
+
+	// ReportInterval is the usage reporter's interval.
+	ReportInterval time.Duration
+}
+
+// tierPrice names a tier, the variable that holds its price and its demo
+// price.
+type tierPrice struct{ Tier, Env, Demo string }
+
+// tiers lists the tiers of the example, in order.
+func tiers() []tierPrice {
+	return []tierPrice{
+		{"starter", "PRICE_STARTER", demoPriceStarter},
+		{"pro", "PRICE_PRO", demoPricePro},
+	}
+}
+
+// ConfigError is a configuration error that names the variable at fault.
+type ConfigError struct {
+	Var string
+	Err error
+}
+
+func (e *ConfigError) Error() string { return e.Var + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func badVar(name, format string, args ...any) error {
+	return &ConfigError{Var: name, Err: fmt.Errorf(format, args...)}
+}
+
+var (
+	priceRE   = regexp.MustCompile(`^(price|plan)_[A-Za-z0-9_]+$`)
+	subjectRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,128}$`)
+	apiKeyRE  = regexp.MustCompile(`^[\x21-\x7e]{16,256}$`)
+)
+
+// ConfigFromEnv reads the configuration from getenv, generating a webhook
+// secret and an API key when none is configured. Every error is a
+// *[ConfigError] naming the offending variable; values of secrets are never
+// part of an error.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
+	c := Config{
+		Addr:           defaultAddr,
+		RedisURL:       get("REDIS_URL"),
+		ReportInterval: defaultReportInterval,
+	}
+	var errs []error
+
+	if v := get("ADDR"); v != "" {
+		c.Addr = v
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil || port == "" {
+		errs = append(errs, badVar("ADDR", "want host:port such as :8080 or 127.0.0.1:0, got %q", c.Addr))
+	}
+
+	if c.RedisURL != "" {
+		if _, err := redisOptions(c.RedisURL); err != nil {
+			// The URL may hold a password: name the variable, not the value.
+			errs = append(errs, &ConfigError{Var: "REDIS_URL", Err: err})
+		}
+	}
+
+	c.StripeSecretKey = get("STRIPE_SECRET_KEY")
+	if k := c.StripeSecretKey; k != "" && !strings.HasPrefix(k, "sk_") && !strings.HasPrefix(k, "rk_") {
+		errs = append(errs, badVar("STRIPE_SECRET_KEY", "want a secret key starting with sk_ or rk_ (the publishable pk_ key does not work here)"))
+	}
+	c.StripeAPIBase = get("STRIPE_API_BASE")
+	if b := c.StripeAPIBase; b != "" {
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, badVar("STRIPE_API_BASE", "want an http:// or https:// URL such as http://localhost:12111, got %q", b))
+		}
+	}
+
+	if v := get("STRIPE_WEBHOOK_SECRET"); v != "" {
+		for _, s := range strings.Split(v, ",") {
+			s = strings.TrimSpace(s)
+			if !strings.HasPrefix(s, "whsec_") || len(s) <= len("whsec_") {
+				errs = append(errs, badVar("STRIPE_WEBHOOK_SECRET", "want whsec_... (comma-separated during rotation)"))
+				break
+			}
+			c.WebhookSecrets = append(c.WebhookSecrets, s)
+		}
+	} else {
+		c.WebhookSecrets = []string{"whsec_" + randomHex(24)}
+		c.WebhookSecretGenerated = true
+	}
+
+	c.Prices = make(map[string]string, len(tiers()))
+	var set, unset []string
+	for _, t := range tiers() {
+		v := get(t.Env)
+		if v == "" {
+			unset = append(unset, t.Env)
+			continue
+		}
+		set = append(set, t.Env)
+		if !priceRE.MatchString(v) {
+			errs = append(errs, badVar(t.Env, "want a Stripe price ID such as price_1Nx..., got %q", v))
+		}
+		c.Prices[t.Tier] = v
+	}
+	switch {
+	case len(set) == 0:
+		for _, t := range tiers() {
+			c.Prices[t.Tier] = t.Demo
+		}
+		c.DemoPrices = true
+	case len(unset) > 0:
+		for _, name := range unset {
+			errs = append(errs, badVar(name, "required when %s is set (set every PRICE_* variable, or none for the demo plans)", strings.Join(set, ", ")))
+		}
+	}
+
+	if v := get("API_KEYS"); v != "" {
+		keys, err := parseAPIKeys(v)
+		if err != nil {
+			errs = append(errs, &ConfigError{Var: "API_KEYS", Err: err})
+		}
+		c.APIKeys = keys
+	} else {
+		c.APIKeys = map[string]string{"demo_" + randomHex(16): demoSubject}
+		c.APIKeyGenerated = true
+	}
+
+	if v := get("USAGE_REPORT_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, badVar("USAGE_REPORT_INTERVAL", "want a positive Go duration such as 30s or 5m, got %q", v))
+		}
+		c.ReportInterval = d
+	}
+
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// parseAPIKeys parses "key1:subject1,key2:subject2". Keys are never echoed
+// in errors.
+func parseAPIKeys(v string) (map[string]string, error) {
+	keys := make(map[string]string)
+	for i, pair := range strings.Split(v, ",") {
+		key, subject, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("entry %d: want key:subject", i+1)
+		case !apiKeyRE.MatchString(key):
+			return nil, fmt.Errorf("entry %d: a key must be 16 to 256 printable characters without spaces", i+1)
+		case !subjectRE.MatchString(subject):
+			return nil, fmt.Errorf("entry %d: subject %q must be 1 to 128 of A-Z a-z 0-9 _ . @ -", i+1, subject)
+		}
+		if _, dup := keys[key]; dup {
+			return nil, fmt.Errorf("entry %d: duplicate key", i+1)
+		}
+		keys[key] = subject
+	}
+	return keys, nil
+}
+
+// randomHex returns n random bytes, hex-encoded.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails since Go 1.24
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,28 @@
+// Command server is billkit's sample server: an HTTP API sold by
+// subscription. It composes the four billkit packages the way a service
+// would: API-key authentication and the quota middleware in front of a demo
+// API under /v1/, the Stripe webhook endpoint driving entitlements, Checkout
+// and billing-portal endpoints, a usage endpoint, and the usage reporter in
+// the background.
+//
+// It runs with no configuration at all (an embedded Redis, demo plans, a
+// generated webhook secret and API key, printed on stdout); see README.md
+// for the environment variables and a walk-through.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(1)
+	}
+}
