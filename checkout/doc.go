@@ -1,0 +1,86 @@
+// Package checkout creates Stripe Checkout and billing-portal sessions for
+// the pricing tiers of an API sold by subscription, and serves them over
+// HTTP.
+//
+// It imports no other billkit package; it needs only stripe-go.
+//
+// # Catalog
+//
+// A [Catalog] maps tier names ("starter", "pro") to Stripe price IDs. The
+// prices come from configuration, never from code literals: from the
+// environment with [CatalogFromEnv] (PRICE_STARTER, PRICE_PRO, and an
+// optional PRICE_PRO_METERED for a usage-based price) or [CatalogFromEnviron]
+// (every PRICE_* variable), or from code with [NewCatalog] and
+// [CatalogFromMap]. The catalog is validated when built: an empty or
+// malformed price ID (one not starting with "price_") is an error that names
+// the variable or tier, and the value itself is never echoed. Tier names are
+// case-insensitive. [Catalog.TierByPrice] maps a subscription's price back
+// to its tier.
+//
+// # Sessions
+//
+// [Sessions] creates subscription-mode Checkout sessions with the tier's
+// price (quantity 1) and, when the tier has one, its metered price (a line
+// item without quantity), the configured success and cancel URLs (the
+// success URL may contain {CHECKOUT_SESSION_ID}), optional trial days and
+// promotion codes, and the subject's existing Stripe customer or an email to
+// prefill. The subject is attached as client_reference_id and, with the
+// tier, as metadata ([MetadataSubject], [MetadataTier]) to both the session
+// and subscription_data, so every later subscription and invoice event maps
+// back to it. It also creates billing-portal sessions for a customer.
+//
+// # Stripe client, retries, deadlines, idempotency
+//
+// Sessions holds the *client.API the caller builds; checkout never touches
+// stripe.Key or package-level Stripe calls. Network retries are stripe-go's
+// own: set MaxNetworkRetries on the backend. stripe-go retries connection
+// errors, 409, 503 and responses with Stripe-Should-Retry: true, sleeping
+// 0.5 s to 5 s between attempts, and every retry carries the same
+// Idempotency-Key header:
+//
+//	sc := client.New(os.Getenv("STRIPE_SECRET_KEY"), &stripe.Backends{
+//		API: stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{
+//			MaxNetworkRetries: stripe.Int64(2),
+//			HTTPClient:        &http.Client{Timeout: 30 * time.Second},
+//		}),
+//	})
+//
+// Every call runs under a deadline, [Config.Timeout] (default 10 s), that
+// covers the retries and the sleeps between them, and carries one
+// idempotency key: the caller's, or 128 random bits from crypto/rand.
+//
+// # HTTP handler
+//
+// [Handler] serves two POST endpoints. [Handler.ServeCheckout] takes
+// {"tier":"pro"} (and an optional "email") and answers
+// {"id":"cs_...","url":"https://checkout.stripe.com/..."};
+// [Handler.ServePortal] answers the same shape for the billing portal. The
+// subject comes from the caller's authentication through a [SubjectFunc],
+// never from the body (a body with a "subject" field is rejected). The
+// portal finds the subject's Stripe customer through a [CustomerFunc].
+//
+// A client's Idempotency-Key header (1 to 255 printable ASCII characters) is
+// bound to the endpoint and the subject before it reaches Stripe, whose keys
+// are shared by the whole Stripe account: the same header from the same
+// subject always gives the same Stripe key (and so the same session, for
+// Stripe's 24 hours), and two subjects choosing the same header never share
+// one.
+//
+// Errors are application/problem+json bodies (RFC 9457):
+//
+//	400  malformed JSON, unknown field, missing or unknown tier (the body
+//	     lists the valid tiers in "valid_tiers"), bad email or Idempotency-Key
+//	401  no subject
+//	405  not POST (with Allow: POST)
+//	409  portal for a subject with no Stripe customer yet; Idempotency-Key
+//	     reused with a different request
+//	413  body over HandlerConfig.MaxBodyBytes (default 64 KiB)
+//	415  Content-Type not application/json
+//	502  Stripe answered with an error, or could not be reached
+//	503  not configured ([NotConfigured]); customer lookup failed
+//	504  Stripe did not answer within Config.Timeout
+//
+// A 502 or 504 body holds a generic message and, when Stripe answered,
+// Stripe's request ID ("stripe_request_id") for support; never Stripe's own
+// message, and never a key. The full error is logged with log/slog.
+package checkout
