@@ -109,7 +109,7 @@ func badVar(name, format string, args ...any) error {
 }
 
 var (
-	priceRE   = regexp.MustCompile(`^(price|plan)_[A-Za-z0-9_]+$`)
+	priceRE   = regexp.MustCompile(`^price_[A-Za-z0-9_]{1,249}$`)
 	subjectRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,128}$`)
 	apiKeyRE  = regexp.MustCompile(`^[\x21-\x7e]{16,256}$`)
 )

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -68,7 +69,11 @@ func redisOptions(rawURL string) (redisConfig, error) {
 		return redisConfig{}, fmt.Errorf("unsupported scheme %q: want redis, rediss, unix, redis+sentinel or redis+cluster", scheme)
 	}
 	if err != nil {
-		// go-redis's messages do not repeat the URL, so they hold no password.
+		// url.Error repeats the URL, password included: keep only its cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return redisConfig{}, err
 	}
 	return c, nil

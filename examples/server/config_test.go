@@ -1,0 +1,186 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigFromEnvDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := ConfigFromEnv(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":8080" {
+		t.Errorf("Addr = %q, want :8080", c.Addr)
+	}
+	if c.RedisURL != "" || c.StripeSecretKey != "" || c.StripeAPIBase != "" {
+		t.Errorf("unexpected values: %+v", c)
+	}
+	if !c.WebhookSecretGenerated || len(c.WebhookSecrets) != 1 || !strings.HasPrefix(c.WebhookSecrets[0], "whsec_") {
+		t.Errorf("webhook secret not generated: %v %q", c.WebhookSecretGenerated, c.WebhookSecrets)
+	}
+	if !c.DemoPrices || c.Prices["starter"] != demoPriceStarter || c.Prices["pro"] != demoPricePro {
+		t.Errorf("demo prices not used: %v %v", c.DemoPrices, c.Prices)
+	}
+	if !c.APIKeyGenerated || len(c.APIKeys) != 1 {
+		t.Fatalf("api key not generated: %v %v", c.APIKeyGenerated, len(c.APIKeys))
+	}
+	for k, s := range c.APIKeys {
+		if s != "demo" || len(k) < 16 {
+			t.Errorf("generated key for %q has length %d", s, len(k))
+		}
+	}
+	if c.ReportInterval != time.Minute {
+		t.Errorf("ReportInterval = %v", c.ReportInterval)
+	}
+	// Generated values differ between runs.
+	c2, _ := ConfigFromEnv(env(nil))
+	if c2.WebhookSecrets[0] == c.WebhookSecrets[0] {
+		t.Error("two runs generated the same webhook secret")
+	}
+}
+
+func TestConfigFromEnvSet(t *testing.T) {
+	t.Parallel()
+	c, err := ConfigFromEnv(env(map[string]string{
+		"ADDR":                  "127.0.0.1:0",
+		"REDIS_URL":             "redis://:pw@localhost:6379/2",
+		"STRIPE_SECRET_KEY":     "sk_test_123",
+		"STRIPE_API_BASE":       "http://localhost:12111",
+		"STRIPE_WEBHOOK_SECRET": "whsec_new, whsec_old",
+		"PRICE_STARTER":         "price_A",
+		"PRICE_PRO":             "price_B",
+		"API_KEYS":              "key-aaaaaaaaaaaaaaaa:alice, key-bbbbbbbbbbbbbbbb:bob@example.com",
+		"USAGE_REPORT_INTERVAL": "10s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:0" || c.StripeSecretKey != "sk_test_123" || c.StripeAPIBase != "http://localhost:12111" {
+		t.Errorf("got %+v", c)
+	}
+	if got := strings.Join(c.WebhookSecrets, ","); got != "whsec_new,whsec_old" || c.WebhookSecretGenerated {
+		t.Errorf("WebhookSecrets = %q (generated %v)", got, c.WebhookSecretGenerated)
+	}
+	if c.DemoPrices || c.Prices["starter"] != "price_A" || c.Prices["pro"] != "price_B" {
+		t.Errorf("Prices = %v (demo %v)", c.Prices, c.DemoPrices)
+	}
+	if c.APIKeyGenerated || c.APIKeys["key-aaaaaaaaaaaaaaaa"] != "alice" || c.APIKeys["key-bbbbbbbbbbbbbbbb"] != "bob@example.com" {
+		t.Errorf("APIKeys = %v", c.APIKeys)
+	}
+	if c.ReportInterval != 10*time.Second {
+		t.Errorf("ReportInterval = %v", c.ReportInterval)
+	}
+}
+
+func TestConfigFromEnvInvalid(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3t-value"
+	tests := []struct {
+		name, variable string
+		env            map[string]string
+	}{
+		{"addr without port", "ADDR", map[string]string{"ADDR": "localhost"}},
+		{"addr empty port", "ADDR", map[string]string{"ADDR": "localhost:"}},
+		{"redis bad scheme", "REDIS_URL", map[string]string{"REDIS_URL": "http://localhost:6379"}},
+		{"redis not a url", "REDIS_URL", map[string]string{"REDIS_URL": "localhost:6379"}},
+		{"redis bad db", "REDIS_URL", map[string]string{"REDIS_URL": "redis://:" + secret + "@localhost:6379/x"}},
+		{"redis bad escape", "REDIS_URL", map[string]string{"REDIS_URL": "redis://:" + secret + "@localhost:6379/%zz"}},
+		{"redis unknown option", "REDIS_URL", map[string]string{"REDIS_URL": "redis://localhost:6379?nope=1"}},
+		{"redis sentinel without master", "REDIS_URL", map[string]string{"REDIS_URL": "redis+sentinel://localhost:26379"}},
+		{"redis unknown kind", "REDIS_URL", map[string]string{"REDIS_URL": "redis+ring://localhost:6379"}},
+		{"publishable key", "STRIPE_SECRET_KEY", map[string]string{"STRIPE_SECRET_KEY": "pk_test_" + secret}},
+		{"garbage key", "STRIPE_SECRET_KEY", map[string]string{"STRIPE_SECRET_KEY": secret}},
+		{"api base not a url", "STRIPE_API_BASE", map[string]string{"STRIPE_API_BASE": "localhost:12111"}},
+		{"api base bad scheme", "STRIPE_API_BASE", map[string]string{"STRIPE_API_BASE": "ftp://localhost"}},
+		{"webhook secret prefix", "STRIPE_WEBHOOK_SECRET", map[string]string{"STRIPE_WEBHOOK_SECRET": secret}},
+		{"webhook secret empty body", "STRIPE_WEBHOOK_SECRET", map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_"}},
+		{"webhook second secret bad", "STRIPE_WEBHOOK_SECRET", map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_a," + secret}},
+		{"starter price malformed", "PRICE_STARTER", map[string]string{"PRICE_STARTER": "prod_123", "PRICE_PRO": "price_1"}},
+		{"pro price is a secret", "PRICE_PRO", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "sk_live_x"}},
+		{"pro missing", "PRICE_PRO", map[string]string{"PRICE_STARTER": "price_1"}},
+		{"starter missing", "PRICE_STARTER", map[string]string{"PRICE_PRO": "price_1"}},
+		{"api keys no colon", "API_KEYS", map[string]string{"API_KEYS": secret + secret}},
+		{"api keys short key", "API_KEYS", map[string]string{"API_KEYS": "short:alice"}},
+		{"api keys empty subject", "API_KEYS", map[string]string{"API_KEYS": secret + secret + ":"}},
+		{"api keys bad subject", "API_KEYS", map[string]string{"API_KEYS": secret + secret + ":{alice}"}},
+		{"api keys duplicate", "API_KEYS", map[string]string{"API_KEYS": secret + secret + ":a," + secret + secret + ":b"}},
+		{"report interval", "USAGE_REPORT_INTERVAL", map[string]string{"USAGE_REPORT_INTERVAL": "soon"}},
+		{"report interval negative", "USAGE_REPORT_INTERVAL", map[string]string{"USAGE_REPORT_INTERVAL": "-1s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ConfigFromEnv(env(tt.env))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Var != tt.variable {
+				t.Fatalf("error %q does not name %s", err, tt.variable)
+			}
+			if !strings.HasPrefix(err.Error(), tt.variable+": ") {
+				t.Errorf("error %q does not start with %s", err, tt.variable)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error %q reveals a secret", err)
+			}
+		})
+	}
+}
+
+func TestConfigFromEnvReportsEveryBadVariable(t *testing.T) {
+	t.Parallel()
+	_, err := ConfigFromEnv(env(map[string]string{"ADDR": "x", "STRIPE_SECRET_KEY": "pk_x", "PRICE_PRO": "price_1"}))
+	for _, v := range []string{"ADDR", "STRIPE_SECRET_KEY", "PRICE_STARTER"} {
+		if err == nil || !strings.Contains(err.Error(), v+": ") {
+			t.Errorf("error %v does not name %s", err, v)
+		}
+	}
+}
+
+func TestRedisOptions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		url  string
+		kind string
+		addr []string
+	}{
+		{"redis://localhost:6379/0", "standalone", []string{"localhost:6379"}},
+		{"rediss://user:pw@redis.example.com:6380", "standalone", []string{"redis.example.com:6380"}},
+		{"redis+sentinel://s1:26379?master_name=mymaster&addr=s2:26379", "sentinel", []string{"s1:26379", "s2:26379"}},
+		{"redis+cluster://n1:7000?addr=n2:7001&addr=n3:7002", "cluster", []string{"n1:7000", "n2:7001", "n3:7002"}},
+		{"rediss+cluster://n1:7000", "cluster", []string{"n1:7000"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			c, err := redisOptions(tt.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kind string
+			var addr []string
+			switch {
+			case c.standalone != nil:
+				kind, addr = "standalone", []string{c.standalone.Addr}
+				if !c.standalone.ContextTimeoutEnabled {
+					t.Error("context timeouts disabled")
+				}
+			case c.sentinel != nil:
+				kind, addr = "sentinel", c.sentinel.SentinelAddrs
+			case c.cluster != nil:
+				kind, addr = "cluster", c.cluster.Addrs
+			}
+			if kind != tt.kind || strings.Join(addr, ",") != strings.Join(tt.addr, ",") {
+				t.Errorf("got %s %v, want %s %v", kind, addr, tt.kind, tt.addr)
+			}
+		})
+	}
+}
