@@ -15,7 +15,59 @@ var (
 	ErrNoPlan = errors.New("quota: subject has no active plan")
 	// ErrInvalidCost is returned when a request's cost is zero or negative.
 	ErrInvalidCost = errors.New("quota: cost must be positive")
+	// ErrInvalidSubject is returned by a [Store] for a subject that cannot
+	// be part of a storage key: empty, longer than [MaxSubjectLen] bytes, or
+	// containing '{' or '}' (which would break the Redis Cluster hash tag).
+	ErrInvalidSubject = errors.New("quota: invalid subject")
+	// ErrInvalidMeter is returned for a meter name that is empty, longer
+	// than [MaxMeterLen] bytes, or contains ':', '{' or '}'.
+	ErrInvalidMeter = errors.New("quota: invalid meter")
+	// ErrInvalidRequest is returned by [Store.Take] for a request whose
+	// period or expiry is missing or inconsistent.
+	ErrInvalidRequest = errors.New("quota: invalid take request")
+	// ErrInvalidConfig is returned by [New] and the store constructors for
+	// a configuration that cannot work; the wrapping error names the field.
+	ErrInvalidConfig = errors.New("quota: invalid configuration")
+	// ErrNoContextTimeout is returned by [NewRedisStore] for a go-redis
+	// client built without ContextTimeoutEnabled: such a client ignores
+	// the context's deadline on reads, so a slow Redis could hold a
+	// decision past [Config.Deadline].
+	ErrNoContextTimeout = errors.New("quota: redis client must have ContextTimeoutEnabled set")
 )
+
+// Limits on the names that go into storage keys.
+const (
+	// MaxSubjectLen is the longest subject, in bytes, a store accepts.
+	MaxSubjectLen = 256
+	// MaxMeterLen is the longest meter name, in bytes.
+	MaxMeterLen = 64
+)
+
+// validSubject reports whether s can be used as a subject in a key.
+func validSubject(s string) error {
+	if s == "" || len(s) > MaxSubjectLen {
+		return ErrInvalidSubject
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '{' || c == '}' {
+			return ErrInvalidSubject
+		}
+	}
+	return nil
+}
+
+// validMeter reports whether m can be used as a meter name in a key.
+func validMeter(m string) error {
+	if m == "" || len(m) > MaxMeterLen {
+		return ErrInvalidMeter
+	}
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c == '{' || c == '}' || c == ':' {
+			return ErrInvalidMeter
+		}
+	}
+	return nil
+}
 
 // Interval is the length of a calendar period, in UTC.
 type Interval int
@@ -51,11 +103,38 @@ func CalendarPeriod(iv Interval, t time.Time) Period {
 // ID returns the period's identifier as used in storage keys: the UTC start
 // as 20061102 when it falls on midnight, else as 20061102T150405Z.
 func (p Period) ID() string {
+	var b [16]byte
+	return string(p.appendID(b[:0]))
+}
+
+// appendID appends p.ID() to b without going through time.Format.
+func (p Period) appendID(b []byte) []byte {
 	s := p.Start.UTC()
-	if s.Hour() == 0 && s.Minute() == 0 && s.Second() == 0 && s.Nanosecond() == 0 {
-		return s.Format("20060102")
+	y, mo, d := s.Date()
+	b = append4(b, y)
+	b = append2(b, int(mo))
+	b = append2(b, d)
+	h, mi, sec := s.Clock()
+	if h == 0 && mi == 0 && sec == 0 && s.Nanosecond() == 0 {
+		return b
 	}
-	return s.Format("20060102T150405Z")
+	b = append(b, 'T')
+	b = append2(b, h)
+	b = append2(b, mi)
+	b = append2(b, sec)
+	return append(b, 'Z')
+}
+
+func append2(b []byte, v int) []byte {
+	return append(b, byte('0'+v/10), byte('0'+v%10))
+}
+
+func append4(b []byte, v int) []byte {
+	if v < 0 || v > 9999 {
+		// Outside time.Format's fixed-width range; rare enough to not matter.
+		return append(b, time.Date(v, 1, 1, 0, 0, 0, 0, time.UTC).Format("2006")...)
+	}
+	return append(b, byte('0'+v/1000), byte('0'+v/100%10), byte('0'+v/10%10), byte('0'+v%10))
 }
 
 // IsZero reports whether p is the zero period.

@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -54,4 +55,38 @@ type Usage struct {
 	Used int64
 	// Denied is the units of denied requests, kept apart from Used.
 	Denied int64
+}
+
+// validate reports whether req can be taken: a valid subject and meter, a
+// positive cost, a non-negative limit, a non-empty period and an expiry no
+// earlier than the period's end (so a counter cannot vanish before its
+// period could be reported).
+func (req *TakeRequest) validate() error {
+	if err := validSubject(req.Subject); err != nil {
+		return err
+	}
+	if err := validMeter(req.Meter); err != nil {
+		return err
+	}
+	if req.Cost <= 0 {
+		return ErrInvalidCost
+	}
+	if req.Limit < 0 {
+		return fmt.Errorf("%w: negative limit", ErrInvalidRequest)
+	}
+	if !req.Period.End.After(req.Period.Start) {
+		return fmt.Errorf("%w: empty period", ErrInvalidRequest)
+	}
+	if req.ExpireAt.Before(req.Period.End) {
+		return fmt.Errorf("%w: expiry before the period's end", ErrInvalidRequest)
+	}
+	return nil
+}
+
+// validateUsage reports whether a Usage query's names are valid.
+func validateUsage(subject, meter string) error {
+	if err := validSubject(subject); err != nil {
+		return err
+	}
+	return validMeter(meter)
 }

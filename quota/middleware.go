@@ -1,0 +1,362 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// SubjectFunc returns the subject that a request is metered against: the
+// caller's account or API key as established by authentication, never a
+// value the client chooses freely. An error or an empty subject means the
+// request is not authenticated; the middleware answers 401.
+type SubjectFunc func(*http.Request) (string, error)
+
+// CostFunc returns the number of units a request uses. A result of zero or
+// less, or an error, is a bug in the server (not in the request): the
+// middleware answers 500 and counts nothing. The default cost is 1.
+type CostFunc func(*http.Request) (int64, error)
+
+// HookFunc is called with a decision. It runs synchronously on the request's
+// goroutine, before the response is written, so it must be quick; ctx is the
+// request's context.
+type HookFunc func(ctx context.Context, d Decision)
+
+// DenyFunc writes the response to a request that is over its hard limit.
+// [DefaultDeny] is the default. r carries d (see [FromContext]).
+type DenyFunc func(w http.ResponseWriter, r *http.Request, d Decision)
+
+// Defaults of [Config].
+const (
+	DefaultMeter      = "requests"
+	DefaultDeadline   = 100 * time.Millisecond
+	DefaultRetention  = 35 * 24 * time.Hour
+	DefaultRetryAfter = time.Second
+)
+
+// Config configures a [Middleware]. Subject, Limits and Store are required;
+// every other zero field means its documented default.
+type Config struct {
+	// Subject identifies the caller. Required.
+	Subject SubjectFunc
+	// Limits tells what the subject's plan allows. It is called on every
+	// request inside the decision deadline, so it must answer from memory
+	// (see [LimitsSource]). Required.
+	Limits LimitsSource
+	// Store keeps the counters, such as a [RedisStore]. Required.
+	Store Store
+	// Meter names what is counted; it is part of the counter's key. The
+	// default is "requests". It must satisfy the rules of
+	// [ErrInvalidMeter].
+	Meter string
+	// Cost returns a request's units. The default counts 1 per request.
+	Cost CostFunc
+	// FailOpen lets requests through, uncounted, when no decision could be
+	// made in time (store or limits source failed or exceeded Deadline);
+	// the failure is logged. The default (false) is fail-closed: such
+	// requests get 503 with Retry-After.
+	FailOpen bool
+	// Deadline bounds one decision: the limits source and the store call
+	// together. The default is 100ms. A store must honour its context (see
+	// [NewRedisStore]).
+	Deadline time.Duration
+	// Retention is how long a counter outlives its period, so that the
+	// billing usage reporter can still read and report a closed period:
+	// counters expire at period end + Retention. The default is 35 days.
+	Retention time.Duration
+	// RetryAfter is the Retry-After of a 503 when the store is unavailable.
+	// It is rounded up to whole seconds. The default is one second.
+	RetryAfter time.Duration
+	// OnSoftLimit is called once per crossing of a soft limit: for the one
+	// request whose count reaches [Limits.Soft]. Optional.
+	OnSoftLimit HookFunc
+	// OnDeny is called for every request denied over its hard limit, before
+	// Deny writes the response. Optional.
+	OnDeny HookFunc
+	// Deny writes the response to a denied request. The default is
+	// [DefaultDeny]: 402 with an application/problem+json body.
+	Deny DenyFunc
+	// Logger receives store failures (warn) and configuration errors
+	// (error). The default is slog.Default().
+	Logger *slog.Logger
+	// Now is the clock that picks the period. The default is time.Now.
+	Now func() time.Time
+}
+
+// withDefaults returns c with every zero field set to its default, or an
+// error for a configuration that cannot work.
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	switch {
+	case out.Subject == nil:
+		return out, fmt.Errorf("%w: Subject is required", ErrInvalidConfig)
+	case out.Limits == nil:
+		return out, fmt.Errorf("%w: Limits is required", ErrInvalidConfig)
+	case out.Store == nil:
+		return out, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
+	case out.Deadline < 0, out.Retention < 0, out.RetryAfter < 0:
+		return out, fmt.Errorf("%w: negative duration", ErrInvalidConfig)
+	}
+	if out.Meter == "" {
+		out.Meter = DefaultMeter
+	}
+	if err := validMeter(out.Meter); err != nil {
+		return out, fmt.Errorf("%w: Meter %q: %w", ErrInvalidConfig, out.Meter, err)
+	}
+	if out.Deadline == 0 {
+		out.Deadline = DefaultDeadline
+	}
+	if out.Retention == 0 {
+		out.Retention = DefaultRetention
+	}
+	if out.RetryAfter == 0 {
+		out.RetryAfter = DefaultRetryAfter
+	}
+	if out.Deny == nil {
+		out.Deny = DefaultDeny
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	return out, nil
+}
+
+// Middleware meters requests against their subject's plan. Build it with
+// [New] and wrap handlers with [Middleware.Handle].
+//
+// A Middleware is safe for concurrent use. The zero value is not usable.
+type Middleware struct {
+	cfg        Config
+	retryAfter []string // precomputed Retry-After of a 503
+
+	mu       sync.RWMutex
+	policies map[policyKey][]string // RateLimit-Policy values
+}
+
+type policyKey struct {
+	name          string
+	quota, window int64
+}
+
+// maxPolicies bounds the RateLimit-Policy cache; past it the cache starts
+// over. Plans × distinct period lengths stay far below it in practice.
+const maxPolicies = 4096
+
+// New returns a Middleware for cfg, or an error wrapping
+// [ErrInvalidConfig] when a required field is missing or a field is
+// invalid.
+func New(cfg Config) (*Middleware, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Middleware{
+		cfg:        c,
+		retryAfter: []string{itoa(ceilSeconds(c.RetryAfter))},
+		policies:   make(map[policyKey][]string),
+	}, nil
+}
+
+// Handle returns next wrapped by the middleware. Requests that are allowed
+// reach next with their [Decision] in the request's context and the
+// RateLimit header fields set; other requests get a problem response:
+//
+//   - 401: no subject.
+//   - 402 (type quota-exceeded): over the hard limit, with Retry-After.
+//   - 402 (type [ProblemNoPlan]): the limits source returned [ErrNoPlan].
+//   - 500: the cost function failed or the subject cannot be stored.
+//   - 503 with Retry-After: no decision within the deadline (fail-closed).
+//
+// None of them counts anything, except 402 over the limit, whose cost goes
+// to the denied counter.
+func (m *Middleware) Handle(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.serve(w, r, next)
+	})
+}
+
+func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	cfg := &m.cfg
+	subject, err := cfg.Subject(r)
+	if err != nil || subject == "" {
+		writeProblem(w, http.StatusUnauthorized, ProblemNoSubject, "Unauthorized",
+			"The request does not identify an account.", nil)
+		return
+	}
+	cost := int64(1)
+	if cfg.Cost != nil {
+		cost, err = cfg.Cost(r)
+		if err == nil && cost <= 0 {
+			err = ErrInvalidCost
+		}
+		if err != nil {
+			cfg.Logger.ErrorContext(r.Context(), "quota: cost function failed",
+				slog.String("subject", subject), slog.Any("error", err))
+			writeServerError(w)
+			return
+		}
+	}
+
+	now := cfg.Now()
+	ctx, cancel := context.WithTimeout(r.Context(), cfg.Deadline)
+	lim, err := cfg.Limits.Limits(ctx, subject)
+	if err != nil {
+		cancel()
+		if errors.Is(err, ErrNoPlan) {
+			writeProblem(w, http.StatusPaymentRequired, ProblemNoPlan, "No active plan",
+				"The account has no active plan. Subscribe to a plan to use this API.", nil)
+			return
+		}
+		m.unavailable(w, r, next, subject, "limits", err)
+		return
+	}
+	period := lim.PeriodAt(now)
+	limit := lim.Limit()
+	res, err := cfg.Store.Take(ctx, TakeRequest{
+		Subject:  subject,
+		Meter:    cfg.Meter,
+		Period:   period,
+		Cost:     cost,
+		Limit:    limit,
+		ExpireAt: period.End.Add(cfg.Retention),
+	})
+	cancel()
+	if err != nil {
+		if isInputError(err) {
+			cfg.Logger.ErrorContext(r.Context(), "quota: request cannot be metered",
+				slog.String("subject", subject), slog.Any("error", err))
+			writeServerError(w)
+			return
+		}
+		m.unavailable(w, r, next, subject, "store", err)
+		return
+	}
+
+	d := &Decision{
+		Subject:  subject,
+		Plan:     lim.Plan,
+		Meter:    cfg.Meter,
+		Allowed:  res.Allowed,
+		Cost:     cost,
+		Limit:    limit,
+		Included: lim.Included,
+		Soft:     lim.Soft,
+		Used:     res.Used,
+		Period:   period,
+	}
+	d.Remaining = -1
+	if limit > 0 {
+		d.Remaining = max(limit-res.Used, 0)
+	}
+	if lim.Overage && lim.Included > 0 {
+		d.Overage = max(res.Used-lim.Included, 0)
+	}
+	if lim.Soft > 0 && res.Allowed && res.Used >= lim.Soft {
+		d.SoftLimitReached = true
+		d.SoftLimitCrossed = res.Used-cost < lim.Soft
+	}
+	r = r.WithContext(context.WithValue(r.Context(), decisionKey{}, d))
+	h := w.Header()
+	m.setRateLimit(h, d, now)
+	if !res.Allowed {
+		if cfg.OnDeny != nil {
+			cfg.OnDeny(r.Context(), *d)
+		}
+		cfg.Deny(w, r, *d)
+		return
+	}
+	if d.SoftLimitReached {
+		h[headerSoftLimit] = []string{itoa(lim.Soft)}
+		if d.SoftLimitCrossed && cfg.OnSoftLimit != nil {
+			cfg.OnSoftLimit(r.Context(), *d)
+		}
+	}
+	next.ServeHTTP(w, r)
+}
+
+// unavailable answers a request for which no decision could be made.
+func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error) {
+	cfg := &m.cfg
+	if cfg.FailOpen {
+		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
+			slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
+		d := &Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), decisionKey{}, d)))
+		return
+	}
+	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
+		slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
+	w.Header()["Retry-After"] = m.retryAfter
+	writeProblem(w, http.StatusServiceUnavailable, ProblemUnavailable, "Service unavailable",
+		"The request could not be metered. Retry later.", nil)
+}
+
+// isInputError reports whether a store refused the request itself, which no
+// retry or fail-open can fix.
+func isInputError(err error) bool {
+	return errors.Is(err, ErrInvalidSubject) || errors.Is(err, ErrInvalidMeter) ||
+		errors.Is(err, ErrInvalidCost) || errors.Is(err, ErrInvalidRequest)
+}
+
+// Decision is the outcome of metering one request. Handlers behind the
+// middleware read it with [FromContext].
+type Decision struct {
+	// Subject is who the request is metered against.
+	Subject string
+	// Plan is the subject's plan, [Limits.Plan].
+	Plan string
+	// Meter is the counted meter.
+	Meter string
+	// Allowed reports whether the request was admitted.
+	Allowed bool
+	// Degraded reports that the request was let through uncounted because
+	// no decision could be made (fail-open); the counts below are then
+	// unknown and zero.
+	Degraded bool
+	// Cost is the request's units.
+	Cost int64
+	// Limit is the effective hard limit ([Limits.Limit]); 0 means no cap.
+	Limit int64
+	// Included and Soft are the plan's included units and soft limit.
+	Included, Soft int64
+	// Used is the period's billable count after this request.
+	Used int64
+	// Remaining is Limit - Used, at least 0; -1 when there is no cap.
+	Remaining int64
+	// Overage is the units above Included counted this period, when the
+	// plan allows overage.
+	Overage int64
+	// SoftLimitReached reports that Used is at or above a non-zero Soft.
+	SoftLimitReached bool
+	// SoftLimitCrossed reports that this request made Used reach Soft.
+	SoftLimitCrossed bool
+	// Period is the counting period; its End is when the count resets.
+	Period Period
+}
+
+// Reset returns when the period's count resets: the period's end.
+func (d Decision) Reset() time.Time { return d.Period.End }
+
+type decisionKey struct{}
+
+// NewContext returns a copy of ctx carrying d.
+func NewContext(ctx context.Context, d Decision) context.Context {
+	return context.WithValue(ctx, decisionKey{}, &d)
+}
+
+// FromContext returns the decision that the middleware (or [NewContext])
+// stored in ctx.
+func FromContext(ctx context.Context) (Decision, bool) {
+	d, ok := ctx.Value(decisionKey{}).(*Decision)
+	if !ok {
+		return Decision{}, false
+	}
+	return *d, true
+}

@@ -1,0 +1,185 @@
+package quota
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Problem types (RFC 9457) of the middleware's responses. Responses whose
+// meaning is the HTTP status alone (401, 500, 503) use "about:blank".
+const (
+	// ProblemQuotaExceeded is the type of a 402 over the hard limit, as
+	// defined by the IETF RateLimit header fields draft. Its body also has
+	// "violated-policies", "limit", "used" and "reset" (RFC 3339).
+	ProblemQuotaExceeded = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+	// ProblemNoPlan is the type of a 402 for a subject without an active
+	// plan: the caller is authenticated (so not 401) and may gain access by
+	// subscribing (so 402 Payment Required, not a permanent 403), and the
+	// distinct type tells this apart from an exhausted quota.
+	ProblemNoPlan = "https://pkg.go.dev/github.com/billkit/billkit/quota#ProblemNoPlan"
+	// ProblemNoSubject is the type of a 401 for a request without subject.
+	ProblemNoSubject = "about:blank"
+	// ProblemUnavailable is the type of a 503 when no decision could be made.
+	ProblemUnavailable = "about:blank"
+)
+
+// Response header fields set by the middleware (canonical form).
+const (
+	headerPolicy    = "Ratelimit-Policy"
+	headerRateLimit = "Ratelimit"
+	headerSoftLimit = "Quota-Soft-Limit"
+	headerRetry     = "Retry-After"
+)
+
+var (
+	problemContentType = []string{"application/problem+json"}
+	noStore            = []string{"no-store"}
+	nosniff            = []string{"nosniff"}
+)
+
+type problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// quotaProblem is the body of a 402 over the hard limit.
+type quotaProblem struct {
+	problem
+	ViolatedPolicies []string `json:"violated-policies"`
+	Limit            int64    `json:"limit"`
+	Used             int64    `json:"used"`
+	Reset            string   `json:"reset"`
+}
+
+// writeProblem writes an application/problem+json response. body, when not
+// nil, replaces the plain problem.
+func writeProblem(w http.ResponseWriter, status int, typ, title, detail string, body any) {
+	if body == nil {
+		body = problem{Type: typ, Title: title, Status: status, Detail: detail}
+	}
+	b, err := json.Marshal(body)
+	if err != nil { // cannot happen for these types
+		b = []byte(`{"type":"about:blank","status":500}`)
+		status = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h["Content-Type"] = problemContentType
+	h["Cache-Control"] = noStore
+	h["X-Content-Type-Options"] = nosniff
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func writeServerError(w http.ResponseWriter) {
+	writeProblem(w, http.StatusInternalServerError, "about:blank", "Internal Server Error",
+		"The request could not be metered.", nil)
+}
+
+// DefaultDeny is the default [DenyFunc]: 402 Payment Required with an
+// application/problem+json body of type [ProblemQuotaExceeded] giving the
+// limit, the count and the reset time. The middleware has already set the
+// RateLimit fields and Retry-After (seconds to the period's end).
+func DefaultDeny(w http.ResponseWriter, r *http.Request, d Decision) {
+	writeProblem(w, http.StatusPaymentRequired, ProblemQuotaExceeded, "", "", quotaProblem{
+		problem: problem{
+			Type:   ProblemQuotaExceeded,
+			Title:  "Quota exceeded",
+			Status: http.StatusPaymentRequired,
+			Detail: "The plan's quota for the current period is used up.",
+		},
+		ViolatedPolicies: []string{policyName(&d)},
+		Limit:            d.Limit,
+		Used:             d.Used,
+		Reset:            d.Period.End.UTC().Format(time.RFC3339),
+	})
+}
+
+// policyName is the RateLimit policy identifier: the plan, else the meter.
+func policyName(d *Decision) string {
+	if d.Plan != "" {
+		return d.Plan
+	}
+	return d.Meter
+}
+
+// setRateLimit sets the RateLimit-Policy and RateLimit fields
+// (draft-ietf-httpapi-ratelimit-headers) for a capped decision, and
+// Retry-After for a denied one.
+//
+//	RateLimit-Policy: "pro";q=1000;w=2592000
+//	RateLimit: "pro";r=250;t=86400
+func (m *Middleware) setRateLimit(h http.Header, d *Decision, now time.Time) {
+	reset := ceilSeconds(d.Period.End.Sub(now))
+	if !d.Allowed {
+		h[headerRetry] = []string{itoa(max(reset, 1))}
+	}
+	if d.Limit <= 0 {
+		return
+	}
+	name := policyName(d)
+	h[headerPolicy] = m.policy(name, d.Limit, ceilSeconds(d.Period.End.Sub(d.Period.Start)))
+	var buf [80]byte
+	b := appendSFString(buf[:0], name)
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, d.Remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, reset, 10)
+	h[headerRateLimit] = []string{string(b)}
+}
+
+// policy returns the cached RateLimit-Policy value.
+func (m *Middleware) policy(name string, quota, window int64) []string {
+	k := policyKey{name, quota, window}
+	m.mu.RLock()
+	v, ok := m.policies[k]
+	m.mu.RUnlock()
+	if ok {
+		return v
+	}
+	b := appendSFString(nil, name)
+	b = append(b, ";q="...)
+	b = strconv.AppendInt(b, quota, 10)
+	b = append(b, ";w="...)
+	b = strconv.AppendInt(b, window, 10)
+	v = []string{string(b)}
+	m.mu.Lock()
+	if len(m.policies) >= maxPolicies {
+		clear(m.policies)
+	}
+	m.policies[k] = v
+	m.mu.Unlock()
+	return v
+}
+
+// appendSFString appends s as a Structured Field String (RFC 9651): quoted,
+// with '"' and '\' escaped; bytes outside printable ASCII become '?'.
+func appendSFString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c > 0x7e:
+			b = append(b, '?')
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// ceilSeconds returns d in whole seconds, rounded up, and 0 for d <= 0.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
