@@ -1,0 +1,418 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+)
+
+// Defaults and limits of [Config].
+const (
+	// DefaultTolerance is the default maximum age of a signature's
+	// timestamp: five minutes, as in stripe-go and Stripe's libraries.
+	DefaultTolerance = 5 * time.Minute
+	// DefaultMaxBodyBytes is the default body size limit: 1 MiB. Stripe
+	// does not publish a maximum event size; events are typically a few
+	// kilobytes, and the largest (invoices with many lines, expanded
+	// objects) stay well below this.
+	DefaultMaxBodyBytes int64 = 1 << 20
+	// DefaultLease is the default lease of a claim: one minute.
+	DefaultLease = time.Minute
+	// DefaultRetention is the default retention of a done record: seven
+	// days.
+	DefaultRetention = 7 * 24 * time.Hour
+	// MinRetention is the shortest accepted retention: Stripe retries a
+	// failed delivery for up to three days, so a done record must outlive
+	// that window or a late retry would run the handlers again.
+	MinRetention = 72 * time.Hour
+)
+
+// Errors returned by webhook.
+var (
+	// ErrNoSecret is returned by [New] when Config.Secrets holds no
+	// non-empty secret.
+	ErrNoSecret = errors.New("webhook: no signing secret")
+	// ErrNoStore is returned by [New] when Config.Store is nil.
+	ErrNoStore = errors.New("webhook: no idempotency store")
+	// ErrRetentionTooShort is returned by [New] when Config.Retention is
+	// set below [MinRetention].
+	ErrRetentionTooShort = errors.New("webhook: retention shorter than Stripe's 72h retry window")
+	// ErrInvalidConfig is returned (wrapped, with the field) by [New] for a
+	// negative duration or size, or a HandlerTimeout not below the Lease.
+	ErrInvalidConfig = errors.New("webhook: invalid config")
+	// ErrLeaseLost is returned by [Store.Complete] and [Store.Release] when
+	// the token no longer holds the event's lease: it expired and the event
+	// may have been claimed by another delivery.
+	ErrLeaseLost = errors.New("webhook: lease lost")
+	// ErrInvalidArgument is returned by the stores for an empty event ID or
+	// token, or a non-positive lease or retention.
+	ErrInvalidArgument = errors.New("webhook: invalid argument")
+)
+
+// HandlerFunc handles one verified event; a non-nil error makes the delivery
+// fail (500) and the event retryable.
+//
+// The context carries a deadline of Config.HandlerTimeout, which ends before
+// the claim's lease so that no other delivery takes the event over while a
+// handler that honours ctx is still running. It is not canceled when Stripe
+// disconnects, so a handler is not interrupted half way by a client timeout.
+//
+// The event and its Data must not be modified: every handler of a delivery
+// sees the same value.
+type HandlerFunc func(ctx context.Context, event *stripe.Event) error
+
+// Config configures a [Handler]. Secrets and Store are required; every other
+// zero field means its documented default.
+type Config struct {
+	// Secrets are the endpoint's signing secrets (whsec_...). A payload is
+	// accepted when it is signed with any of them, so a secret can be
+	// rolled by listing the new one beside the old until the old expires.
+	// Empty strings are ignored; at least one secret is required.
+	Secrets []string
+
+	// Tolerance is the maximum age of the signature's timestamp; older
+	// deliveries are rejected as replays. The default value is
+	// [DefaultTolerance] (5 minutes).
+	Tolerance time.Duration
+
+	// MaxBodyBytes is the largest accepted body; a larger one is answered
+	// with 413 without being read further. The default value is
+	// [DefaultMaxBodyBytes] (1 MiB).
+	MaxBodyBytes int64
+
+	// Store records claimed and handled events. Required: use a
+	// [RedisStore] when several processes serve the endpoint, a
+	// [MemoryStore] for a single process or tests, or your own database
+	// (see the package doc).
+	Store Store
+
+	// Lease is how long a claim holds an event before another delivery may
+	// take it over, for example after the holder crashed. It must exceed
+	// the time handlers take. The default value is [DefaultLease]
+	// (1 minute).
+	Lease time.Duration
+
+	// HandlerTimeout is the deadline of the context passed to handlers. It
+	// must be shorter than Lease. The default value is four fifths of the
+	// Lease (48 seconds for the default lease).
+	HandlerTimeout time.Duration
+
+	// Retention is how long a handled event's record is kept, so that
+	// duplicates and late retries within it are acknowledged without
+	// running the handlers. It must be at least [MinRetention] (72 hours,
+	// Stripe's retry window). The default value is [DefaultRetention]
+	// (7 days).
+	Retention time.Duration
+
+	// StrictAPIVersion rejects (400) events whose api_version differs from
+	// the version stripe-go is pinned to ([stripe.APIVersion]). By default
+	// such events are accepted: the Stripe CLI and many accounts send other
+	// versions, and Stripe disables endpoints that keep failing. The
+	// trade-off: without strictness a handler that decodes event.Data.Raw
+	// into stripe-go's types may meet fields renamed or reshaped by another
+	// version; check event.APIVersion where that matters. With it, a
+	// version mismatch fails every delivery until the endpoint's version is
+	// changed. The default value is false.
+	StrictAPIVersion bool
+
+	// Logger receives one record per delivery (event id, type, outcome)
+	// and handler errors. Secrets, signatures and payloads are never
+	// logged. The default value discards all records.
+	Logger *slog.Logger
+
+	// Now returns the current time, against which the signature timestamp
+	// is checked. The default value is [time.Now].
+	Now func() time.Time
+}
+
+// withDefaults returns c with its zero fields set to their defaults, or an
+// error when c is invalid.
+func (c Config) withDefaults() (Config, error) {
+	secrets := make([]string, 0, len(c.Secrets))
+	for _, s := range c.Secrets {
+		if s != "" {
+			secrets = append(secrets, s)
+		}
+	}
+	if len(secrets) == 0 {
+		return c, ErrNoSecret
+	}
+	c.Secrets = secrets
+	if c.Store == nil {
+		return c, ErrNoStore
+	}
+	switch {
+	case c.Tolerance < 0:
+		return c, fmt.Errorf("%w: negative Tolerance", ErrInvalidConfig)
+	case c.MaxBodyBytes < 0:
+		return c, fmt.Errorf("%w: negative MaxBodyBytes", ErrInvalidConfig)
+	case c.Lease < 0:
+		return c, fmt.Errorf("%w: negative Lease", ErrInvalidConfig)
+	case c.HandlerTimeout < 0:
+		return c, fmt.Errorf("%w: negative HandlerTimeout", ErrInvalidConfig)
+	case c.Retention < 0:
+		return c, fmt.Errorf("%w: negative Retention", ErrInvalidConfig)
+	}
+	if c.Tolerance == 0 {
+		c.Tolerance = DefaultTolerance
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = c.Lease / 5 * 4
+	}
+	if c.HandlerTimeout >= c.Lease {
+		return c, fmt.Errorf("%w: HandlerTimeout %v must be shorter than Lease %v", ErrInvalidConfig, c.HandlerTimeout, c.Lease)
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.Retention < MinRetention {
+		return c, fmt.Errorf("%w: %v < %v", ErrRetentionTooShort, c.Retention, MinRetention)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c, nil
+}
+
+// Handler is the http.Handler of a Stripe webhook endpoint. It verifies each
+// delivery's signature, decodes the event, claims the event ID in the
+// [Store], runs the handlers registered for the event's type and answers:
+//
+//	200  every handler succeeded, the event was already handled, or no
+//	     handler is registered for its type
+//	400  missing or invalid signature, stale timestamp, malformed JSON, an
+//	     event without id or type, or (StrictAPIVersion) another api_version
+//	405  a method other than POST (with Allow: POST)
+//	409  another delivery of the same event holds its lease
+//	413  the body exceeds MaxBodyBytes
+//	500  a handler failed (the event stays retryable)
+//	503  the Store failed
+//
+// Error bodies are application/problem+json (RFC 9457) and carry no
+// internal detail.
+//
+// A Handler is safe for concurrent use. [Handler.On] and [Handler.OnAny] may
+// be called at any time, also while the Handler serves: a registration
+// applies to deliveries that start after it.
+type Handler struct {
+	cfg Config
+
+	mu     sync.RWMutex
+	byType map[stripe.EventType][]HandlerFunc
+	any    []HandlerFunc
+}
+
+// New returns a Handler for cfg, or an error when cfg lacks a secret or a
+// store, or holds an invalid value (see [Config]).
+func New(cfg Config) (*Handler, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Handler{cfg: c, byType: make(map[stripe.EventType][]HandlerFunc)}, nil
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// On registers fns for events of eventType. Several handlers may be
+// registered for a type, by one or several calls; they run in registration
+// order, before the [Handler.OnAny] handlers. The first error stops the run:
+// the delivery fails, and a redelivery runs every handler again, including
+// those that had succeeded, so each handler's effect must be idempotent or
+// transactional. Nil functions are ignored.
+func (h *Handler) On(eventType stripe.EventType, fns ...HandlerFunc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, fn := range fns {
+		if fn != nil {
+			h.byType[eventType] = append(h.byType[eventType], fn)
+		}
+	}
+}
+
+// OnAny registers catch-all handlers that run for every event, after the
+// handlers of the event's type, in registration order. Nil functions are
+// ignored.
+func (h *Handler) OnAny(fns ...HandlerFunc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, fn := range fns {
+		if fn != nil {
+			h.any = append(h.any, fn)
+		}
+	}
+}
+
+// handlersFor returns the handlers to run for t, in order.
+func (h *Handler) handlersFor(t stripe.EventType) []HandlerFunc {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	typed := h.byType[t]
+	if len(h.any) == 0 {
+		return typed
+	}
+	fns := make([]HandlerFunc, 0, len(typed)+len(h.any))
+	return append(append(fns, typed...), h.any...)
+}
+
+// storeTimeout bounds Complete and Release, which run detached from the
+// request's cancellation.
+const storeTimeout = 5 * time.Second
+
+// ServeHTTP handles one delivery; see [Handler] for the responses.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	log := h.cfg.Logger
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeProblem(w, http.StatusMethodNotAllowed, "webhook deliveries use POST")
+		return
+	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		log.WarnContext(r.Context(), "webhook: body too large", "content_length", r.ContentLength, "limit", h.cfg.MaxBodyBytes)
+		writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.cfg.MaxBodyBytes))
+		return
+	}
+	payload, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			log.WarnContext(r.Context(), "webhook: body too large", "limit", h.cfg.MaxBodyBytes)
+			writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.cfg.MaxBodyBytes))
+			return
+		}
+		log.WarnContext(r.Context(), "webhook: body unreadable")
+		writeProblem(w, http.StatusBadRequest, "the body could not be read")
+		return
+	}
+
+	ev, err := h.constructEvent(payload, r.Header.Get(signatureHeader))
+	if err != nil {
+		log.WarnContext(r.Context(), "webhook: rejected", "reason", err.Error())
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	attrs := []any{"event_id", ev.ID, "event_type", string(ev.Type)}
+
+	fns := h.handlersFor(ev.Type)
+	if len(fns) == 0 {
+		log.DebugContext(r.Context(), "webhook: no handler for event type", attrs...)
+		writeAck(w, "ignored")
+		return
+	}
+
+	claim, err := h.cfg.Store.Claim(r.Context(), ev.ID, h.cfg.Lease)
+	if err != nil {
+		log.ErrorContext(r.Context(), "webhook: store claim failed", append(attrs, "err", err)...)
+		writeProblem(w, http.StatusServiceUnavailable, "the event could not be recorded; it will be accepted on a later delivery")
+		return
+	}
+	switch claim.Status {
+	case Done:
+		log.InfoContext(r.Context(), "webhook: duplicate delivery", attrs...)
+		writeAck(w, "duplicate")
+		return
+	case InFlight:
+		log.InfoContext(r.Context(), "webhook: event in flight elsewhere", attrs...)
+		writeProblem(w, http.StatusConflict, "this event is being handled by another delivery")
+		return
+	case Claimed:
+	default:
+		log.ErrorContext(r.Context(), "webhook: store returned an unknown claim status", append(attrs, "status", int(claim.Status))...)
+		writeProblem(w, http.StatusServiceUnavailable, "the event could not be recorded; it will be accepted on a later delivery")
+		return
+	}
+
+	detached := context.WithoutCancel(r.Context())
+	if err := h.run(ContextWithToken(detached, claim.Token), fns, ev); err != nil {
+		log.ErrorContext(r.Context(), "webhook: handler failed", append(attrs, "err", err)...)
+		ctx, cancel := context.WithTimeout(detached, storeTimeout)
+		defer cancel()
+		if rerr := h.cfg.Store.Release(ctx, ev.ID, claim.Token); rerr != nil {
+			// The lease expires by itself; a redelivery after it runs again.
+			log.ErrorContext(r.Context(), "webhook: store release failed", append(attrs, "err", rerr)...)
+		}
+		writeProblem(w, http.StatusInternalServerError, "the event could not be handled; it will be retried")
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(detached, storeTimeout)
+	defer cancel()
+	switch err := h.cfg.Store.Complete(ctx, ev.ID, claim.Token, h.cfg.Retention); {
+	case errors.Is(err, ErrLeaseLost):
+		// The handlers outlived the lease: another delivery may have run
+		// them too. Their effect is applied, so the answer is still 200.
+		log.WarnContext(r.Context(), "webhook: lease expired before completion; raise Config.Lease", attrs...)
+	case err != nil:
+		// The effect is applied; a retry would apply it again. The claim
+		// expires after its lease.
+		log.ErrorContext(r.Context(), "webhook: store complete failed", append(attrs, "err", err)...)
+	default:
+		log.InfoContext(r.Context(), "webhook: handled", attrs...)
+	}
+	writeAck(w, "handled")
+}
+
+// tokenKey is the context key of the claim token.
+type tokenKey struct{}
+
+// ContextWithToken returns a copy of ctx carrying a claim token, as the
+// [Handler] passes to handlers. Tests of a handler that reads
+// [TokenFromContext] use it to supply one.
+func ContextWithToken(ctx context.Context, token string) context.Context {
+	return context.WithValue(ctx, tokenKey{}, token)
+}
+
+// TokenFromContext returns the token of the [Store] claim under which a
+// handler runs, for a handler that marks the event done in its own
+// transaction (see the package doc). ok is false outside a claimed run.
+func TokenFromContext(ctx context.Context) (token string, ok bool) {
+	token, ok = ctx.Value(tokenKey{}).(string)
+	return token, ok && token != ""
+}
+
+// run calls fns in order under the handler deadline and stops at the first
+// error; a panic is returned as an error.
+func (h *Handler) run(ctx context.Context, fns []HandlerFunc, ev *stripe.Event) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.HandlerTimeout)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("webhook: handler panicked: %v", p)
+		}
+	}()
+	for _, fn := range fns {
+		if err := fn(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ack is the body of a 200 answer.
+type ack struct {
+	Received bool   `json:"received"`
+	Result   string `json:"result"`
+}
+
+func writeAck(w http.ResponseWriter, result string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(ack{Received: true, Result: result})
+}
