@@ -12,9 +12,20 @@ import (
 var (
 	// ErrNotFound is returned when a subject or customer has no entitlement.
 	ErrNotFound = errors.New("billing: not found")
-	// ErrStale is returned by [EntitlementStore.Apply] when the entitlement
-	// in the store was changed by a newer event than the one being applied.
+	// ErrStale reports that an event was older than what the entitlement
+	// already reflects, so it changed nothing. The lifecycle handlers treat
+	// it as success.
 	ErrStale = errors.New("billing: stale event")
+	// ErrConflict is returned by [EntitlementStore.Update] when the
+	// entitlement kept changing under it and the update gave up.
+	ErrConflict = errors.New("billing: concurrent update conflict")
+	// ErrInvalidPlan is returned (wrapped, naming the field) when a plan's
+	// configuration is invalid.
+	ErrInvalidPlan = errors.New("billing: invalid plan")
+	// ErrInvalidConfig is returned (wrapped, naming the field) by the
+	// constructors when a required dependency is missing or a setting is
+	// out of range.
+	ErrInvalidConfig = errors.New("billing: invalid config")
 )
 
 // Status is the state of a subject's entitlement, following the Stripe
@@ -35,8 +46,18 @@ const (
 	StatusCanceled          Status = "canceled"
 )
 
+// Terminal reports whether s is a final state of a subscription (canceled or
+// incomplete_expired): Stripe never revives such a subscription, and the
+// Redis store lets such an entitlement expire after its retention.
+func (s Status) Terminal() bool {
+	return s == StatusCanceled || s == StatusIncompleteExpired
+}
+
 // Entitlement is what one subject is entitled to, as last learned from
 // Stripe.
+//
+// The fields above Sources are derived from Sources by the lifecycle
+// handlers; read them, and leave Sources to the lifecycle.
 type Entitlement struct {
 	Subject string `json:"subject"`
 	Tier    string `json:"tier,omitempty"`
@@ -51,15 +72,80 @@ type Entitlement struct {
 	// Period is the subscription's current billing period.
 	Period quota.Period `json:"period"`
 	// PreviousPeriod is the billing period before Period, kept so that its
-	// usage can still be reported after the subscription renewed.
+	// usage can still be reported after the subscription renewed. It is
+	// zero until a renewal has been seen.
 	PreviousPeriod quota.Period `json:"previous_period"`
 
-	// GraceUntil is when a past_due subject's grace access ends.
+	// GraceUntil is when a past_due subject's grace access ends; zero when
+	// the subject is not past_due or its grace policy suspends at once.
 	GraceUntil time.Time `json:"grace_until,omitempty"`
+	// GraceTier is the tier whose limits a past_due subject has until
+	// GraceUntil (its own tier, or a lower one when the grace policy
+	// downgrades).
+	GraceTier string `json:"grace_tier,omitempty"`
 	// LastEventAt is the creation time of the newest Stripe event applied.
 	LastEventAt time.Time `json:"last_event_at,omitempty"`
 	// UpdatedAt is when the entitlement was last written.
 	UpdatedAt time.Time `json:"updated_at,omitempty"`
+
+	// Sources are the newest facts learned from each kind of Stripe event.
+	// The derived fields above are a pure function of Sources, which is
+	// what makes the result independent of the order events arrive in.
+	Sources Sources `json:"sources"`
+}
+
+// Sources are the facts an entitlement is derived from: the newest
+// subscription snapshot, the newest invoice outcome and the newest completed
+// checkout, each stamped with the Stripe event that carried it.
+type Sources struct {
+	Subscription SubscriptionFact `json:"subscription"`
+	Invoice      InvoiceFact      `json:"invoice"`
+	Checkout     CheckoutFact     `json:"checkout"`
+}
+
+// SubscriptionFact is a snapshot of a Stripe subscription.
+type SubscriptionFact struct {
+	// At is the creation time of the event that carried the snapshot (or,
+	// for a snapshot read from the API, when the read began, less one
+	// second).
+	At time.Time `json:"at,omitempty"`
+	// EventID is the event's ID; it breaks ties between snapshots of equal
+	// At, Period and status.
+	EventID        string       `json:"event_id,omitempty"`
+	ID             string       `json:"id,omitempty"`
+	CustomerID     string       `json:"customer_id,omitempty"`
+	Status         Status       `json:"status,omitempty"`
+	Tier           string       `json:"tier,omitempty"`
+	PriceID        string       `json:"price_id,omitempty"`
+	MeteredItemID  string       `json:"metered_item_id,omitempty"`
+	Period         quota.Period `json:"period"`
+	PreviousPeriod quota.Period `json:"previous_period"`
+}
+
+// InvoiceFact is the outcome of the newest payment attempt of a
+// subscription's invoice.
+type InvoiceFact struct {
+	At             time.Time `json:"at,omitempty"`
+	EventID        string    `json:"event_id,omitempty"`
+	ID             string    `json:"id,omitempty"`
+	SubscriptionID string    `json:"subscription_id,omitempty"`
+	CustomerID     string    `json:"customer_id,omitempty"`
+	Paid           bool      `json:"paid,omitempty"`
+	// FinalizedAt is when the invoice was finalized: the first payment
+	// attempt, from which a grace period is counted.
+	FinalizedAt time.Time    `json:"finalized_at,omitempty"`
+	Tier        string       `json:"tier,omitempty"`
+	Period      quota.Period `json:"period"`
+}
+
+// CheckoutFact is a completed Checkout Session.
+type CheckoutFact struct {
+	At             time.Time `json:"at,omitempty"`
+	EventID        string    `json:"event_id,omitempty"`
+	SessionID      string    `json:"session_id,omitempty"`
+	CustomerID     string    `json:"customer_id,omitempty"`
+	SubscriptionID string    `json:"subscription_id,omitempty"`
+	Tier           string    `json:"tier,omitempty"`
 }
 
 // EntitlementStore keeps entitlements and the customer → subject index.
@@ -67,15 +153,20 @@ type Entitlement struct {
 type EntitlementStore interface {
 	// Get returns subject's entitlement, or ErrNotFound.
 	Get(ctx context.Context, subject string) (Entitlement, error)
-	// Apply stores e unless the stored entitlement's LastEventAt is after
-	// e.LastEventAt, in which case it returns ErrStale and changes nothing.
-	// It also indexes e.CustomerID → e.Subject.
-	Apply(ctx context.Context, e Entitlement) error
+	// Update reads subject's entitlement (the zero Entitlement with Subject
+	// set when there is none), calls fn with it, and stores what fn left,
+	// atomically: if the stored entitlement changed in between, it reads
+	// again and calls fn again, so fn must have no side effects. When fn
+	// returns an error, nothing is stored and Update returns that error;
+	// when fn changes nothing, nothing is written. Update sets Subject and
+	// UpdatedAt, indexes CustomerID → Subject, and returns the entitlement
+	// as stored. It returns ErrConflict after too many concurrent changes.
+	Update(ctx context.Context, subject string, fn func(e *Entitlement) error) (Entitlement, error)
 	// SubjectByCustomer returns the subject linked to a Stripe customer, or
 	// ErrNotFound.
 	SubjectByCustomer(ctx context.Context, customerID string) (string, error)
 	// ForEach calls fn for every stored entitlement, stopping at the first
 	// error fn returns. It must scale on Redis Cluster (no KEYS, no
-	// cross-slot scripts).
+	// cross-slot scripts). fn is never called concurrently.
 	ForEach(ctx context.Context, fn func(Entitlement) error) error
 }
