@@ -209,9 +209,9 @@ func (c *Plans) Tiers() []string {
 // upper-case tier name. The PRICE_ variables are the ones the checkout
 // package's catalog reads, so one environment configures both.
 const (
-	EnvPricePrefix    = "PRICE_"    // PRICE_<TIER>: the tier's Stripe price ID
-	EnvMeteredSuffix  = "_METERED"  // PRICE_<TIER>_METERED: the tier's metered price ID
-	EnvPlanPrefix     = "PLAN_"     // PLAN_<TIER>_<FIELD>: the plan's limits
+	EnvPricePrefix    = "PRICE_"   // PRICE_<TIER>: the tier's Stripe price ID
+	EnvMeteredSuffix  = "_METERED" // PRICE_<TIER>_METERED: the tier's metered price ID
+	EnvPlanPrefix     = "PLAN_"    // PLAN_<TIER>_<FIELD>: the plan's limits
 	envPlanFieldNames = "INCLUDED, SOFT, HARD, OVERAGE, METER_EVENT, INTERVAL"
 )
 
