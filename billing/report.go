@@ -1,0 +1,717 @@
+package billing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/billkit/billkit/quota"
+	"github.com/stripe/stripe-go/v76"
+)
+
+// Errors of the usage reporter.
+var (
+	// ErrReportInvalid is returned by a [UsageSink] for a report Stripe
+	// could not accept as built, such as one for a subject without a
+	// Stripe customer or metered subscription item.
+	ErrReportInvalid = errors.New("billing: invalid usage report")
+	// ErrLeaseBusy is returned by [Reporter.Flush] when another reporter
+	// kept the subject's lease for longer than the flush could wait.
+	ErrLeaseBusy = errors.New("billing: usage of subject is being reported elsewhere")
+	// ErrWatermarkMoved is returned when a subject's watermark changed
+	// under a reporter that believed it held the subject's lease (the
+	// lease expired): nothing was lost, the next pass reports the rest.
+	ErrWatermarkMoved = errors.New("billing: watermark moved by another reporter")
+)
+
+// MeterFunc returns the meter to report for an entitlement, or false when
+// the entitlement has nothing to report (for example a plan without a
+// metered price).
+type MeterFunc func(e Entitlement) (UsageMeter, bool)
+
+// ReporterConfig configures a [Reporter]. Entitlements, Counters, Sink,
+// Watermarks, Leases and Meter are required; every other zero field means
+// the documented default.
+type ReporterConfig struct {
+	// Entitlements lists the subjects to report (ForEach) and maps a
+	// Stripe customer to its subject (SubjectByCustomer). Required.
+	Entitlements EntitlementStore
+	// Counters holds the usage counters to report. Required.
+	Counters quota.Store
+	// Sink delivers reports to Stripe: a [UsageRecordSink] (legacy
+	// metered prices) or a [MeterEventSink] (Billing Meters). Required.
+	Sink UsageSink
+	// Watermarks records what Stripe acknowledged. Required; use a
+	// [RedisWatermarkStore] in production (on a Redis with persistence).
+	Watermarks WatermarkStore
+	// Leases lets one reporter at a time report a subject. Required; use a
+	// [RedisLeaseStore] when several processes run a reporter.
+	Leases LeaseStore
+	// Meter says which meter of an entitlement's plan is reported.
+	// Required.
+	Meter MeterFunc
+
+	// Interval is the time between two passes of [Reporter.Run]. The
+	// default value is one hour.
+	Interval time.Duration
+	// Rate is the number of Stripe requests per second the reporter makes
+	// at most, across its workers. The default value is 20 (Stripe's
+	// test-mode limit is 25 requests per second, live mode 100).
+	Rate float64
+	// Burst is the number of requests that may go out at once after an
+	// idle time. The default value is 1.
+	Burst int
+	// Concurrency is the number of subjects reported at once by a pass.
+	// The default value is 4.
+	Concurrency int
+	// CallTimeout is the deadline of each Stripe call, stripe-go's own
+	// network retries included. The default value is 20 seconds; it must
+	// be at most half of LeaseTTL.
+	CallTimeout time.Duration
+	// LeaseTTL is how long a reporter holds a subject's lease. A reporter
+	// stops reporting the subject before four fifths of it have passed, so
+	// it never makes a Stripe call on an expired lease. The default value
+	// is two minutes.
+	LeaseTTL time.Duration
+	// FlushWait is how long [Reporter.Flush] waits for a lease another
+	// reporter holds. The default value is ten seconds.
+	FlushWait time.Duration
+	// MaxLateness is how long after a period's end its usage is still
+	// reported. The default value is 34 days (Stripe refuses meter events
+	// older than 35 days; quota keeps counters about 35 days after the
+	// period ends).
+	MaxLateness time.Duration
+	// Settle is how long after a period's end its counter is taken as
+	// final; a settled, fully reported period's counter is not read
+	// again. The default value is five minutes.
+	Settle time.Duration
+	// Retention is how long after a period's end its watermark is kept. It
+	// must exceed MaxLateness plus Settle, so that no period is reported
+	// again after its watermark expired. The default value is 45 days.
+	Retention time.Duration
+	// BackoffMin and BackoffMax bound the exponential backoff of a
+	// subject whose reports fail: it is skipped by periodic passes (not by
+	// [Reporter.Flush]) until the backoff has passed. The default values
+	// are one minute and one hour.
+	BackoffMin, BackoffMax time.Duration
+	// IdentifierPrefix starts every report identifier and Idempotency-Key.
+	// The default value is "billkit".
+	IdentifierPrefix string
+	// Logger receives the reporter's outcomes. The default value is
+	// slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. The default value is time.Now.
+	Now func() time.Time
+}
+
+func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
+	switch {
+	case c.Entitlements == nil:
+		return c, errors.New("billing: reporter needs an entitlement store")
+	case c.Counters == nil:
+		return c, errors.New("billing: reporter needs a counter store")
+	case c.Sink == nil:
+		return c, errors.New("billing: reporter needs a usage sink")
+	case c.Watermarks == nil:
+		return c, errors.New("billing: reporter needs a watermark store")
+	case c.Leases == nil:
+		return c, errors.New("billing: reporter needs a lease store")
+	case c.Meter == nil:
+		return c, errors.New("billing: reporter needs a meter function")
+	}
+	if m := c.Sink.Mode(); m != ReportTotals && m != ReportDeltas {
+		return c, fmt.Errorf("billing: usage sink has unknown mode %v", m)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Interval, time.Hour)
+	def(&c.CallTimeout, 20*time.Second)
+	def(&c.LeaseTTL, 2*time.Minute)
+	def(&c.FlushWait, 10*time.Second)
+	def(&c.MaxLateness, 34*24*time.Hour)
+	def(&c.Settle, 5*time.Minute)
+	def(&c.Retention, 45*24*time.Hour)
+	def(&c.BackoffMin, time.Minute)
+	def(&c.BackoffMax, time.Hour)
+	if c.Rate == 0 {
+		c.Rate = 20
+	}
+	if c.Burst == 0 {
+		c.Burst = 1
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 4
+	}
+	if c.IdentifierPrefix == "" {
+		c.IdentifierPrefix = "billkit"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	switch {
+	case c.Interval < 0, c.CallTimeout < 0, c.LeaseTTL < 0, c.FlushWait < 0, c.MaxLateness < 0,
+		c.Settle < 0, c.Retention < 0, c.BackoffMin < 0, c.BackoffMax < 0:
+		return c, errors.New("billing: reporter durations must not be negative")
+	case c.Rate < 0 || c.Burst < 0 || c.Concurrency < 0:
+		return c, errors.New("billing: reporter rate, burst and concurrency must not be negative")
+	case c.CallTimeout > c.LeaseTTL/2:
+		return c, errors.New("billing: reporter CallTimeout must be at most half of LeaseTTL")
+	case c.Retention <= c.MaxLateness+c.Settle:
+		return c, errors.New("billing: reporter Retention must exceed MaxLateness plus Settle")
+	case c.BackoffMax < c.BackoffMin:
+		return c, errors.New("billing: reporter BackoffMax must be at least BackoffMin")
+	case len(c.IdentifierPrefix) > 50:
+		return c, errors.New("billing: reporter IdentifierPrefix is longer than 50 bytes")
+	}
+	return c, nil
+}
+
+// ReporterStats describes a [Reporter]'s last pass and its totals.
+type ReporterStats struct {
+	// LastRun is when the last completed pass started; zero before the
+	// first.
+	LastRun time.Time
+	// LastDuration is how long the last pass took.
+	LastDuration time.Duration
+	// Subjects is the number of entitlements the last pass examined.
+	Subjects int
+	// Reported is the number of subjects whose new usage Stripe
+	// acknowledged in the last pass.
+	Reported int
+	// Failed is the number of subjects whose report failed in the last
+	// pass.
+	Failed int
+	// Pending is the number of subjects the last pass left with usage not
+	// yet reported: failed, backing off, or leased by another reporter.
+	Pending int
+	// Passes is the number of passes completed.
+	Passes uint64
+	// Reports and Failures count the Stripe calls acknowledged and failed
+	// since the reporter was created.
+	Reports, Failures uint64
+}
+
+// Reporter reports counted usage to Stripe, once and only once: see the
+// package documentation, section "Usage reporting".
+//
+// A Reporter is safe for concurrent use; several Reporters, in one process
+// or many, may run over the same subjects. Its zero value is not usable;
+// create one with [NewReporter].
+type Reporter struct {
+	cfg    ReporterConfig
+	mode   UsageMode
+	bucket *tokenBucket
+	log    *slog.Logger
+
+	reports, failures atomic.Uint64
+
+	mu      sync.Mutex
+	stats   ReporterStats
+	backoff map[string]backoffState
+
+	// fault, when set by tests, is called at each step of a report; an
+	// error it returns aborts the report there, as a crash would.
+	fault func(point string) error
+}
+
+type backoffState struct {
+	failures int
+	until    time.Time
+}
+
+// Fault points of a report, in order.
+const (
+	faultLoaded    = "loaded"    // lease held, watermarks and counters read
+	faultBegun     = "begun"     // in-flight record written
+	faultSent      = "sent"      // Stripe acknowledged
+	faultCommitted = "committed" // watermark written
+)
+
+// NewReporter returns a reporter for cfg.
+func NewReporter(cfg ReporterConfig) (*Reporter, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Reporter{
+		cfg:     c,
+		mode:    c.Sink.Mode(),
+		bucket:  newTokenBucket(c.Rate, c.Burst, time.Now),
+		log:     c.Logger,
+		backoff: make(map[string]backoffState),
+	}, nil
+}
+
+// Stats returns the outcome of the last pass and the reporter's totals.
+func (r *Reporter) Stats() ReporterStats {
+	r.mu.Lock()
+	s := r.stats
+	r.mu.Unlock()
+	s.Reports, s.Failures = r.reports.Load(), r.failures.Load()
+	return s
+}
+
+// Run reports every subject now and then every Interval, until ctx ends;
+// it then returns nil. A pass that fails (for example because the
+// entitlement store is unreachable) is logged and retried at the next
+// tick.
+func (r *Reporter) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := r.ReportAll(ctx); err != nil && ctx.Err() == nil {
+			r.log.ErrorContext(ctx, "billing: usage report pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type outcome int
+
+const (
+	outIdle outcome = iota
+	outReported
+	outFailed
+	outBusy
+	outBackoff
+	nOutcomes
+)
+
+// ReportAll makes one pass over every entitlement, reporting the new usage
+// of each subject's current and previous period. A subject's failure is
+// logged, counted and backed off, and does not stop the pass; ReportAll
+// returns an error only when the entitlements could not be listed.
+func (r *Reporter) ReportAll(ctx context.Context) error {
+	start, wall := r.cfg.Now(), time.Now()
+	jobs := make(chan Entitlement)
+	var counts [nOutcomes]atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < r.cfg.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range jobs {
+				counts[r.pass(ctx, e)].Add(1)
+			}
+		}()
+	}
+	err := r.cfg.Entitlements.ForEach(ctx, func(e Entitlement) error {
+		select {
+		case jobs <- e:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(jobs)
+	wg.Wait()
+
+	var total int64
+	for i := range counts {
+		total += counts[i].Load()
+	}
+	s := ReporterStats{
+		LastRun:      start,
+		LastDuration: time.Since(wall),
+		Subjects:     int(total),
+		Reported:     int(counts[outReported].Load()),
+		Failed:       int(counts[outFailed].Load()),
+		Pending:      int(counts[outFailed].Load() + counts[outBusy].Load() + counts[outBackoff].Load()),
+	}
+	r.mu.Lock()
+	s.Passes = r.stats.Passes + 1
+	r.stats = s
+	r.mu.Unlock()
+	r.log.InfoContext(ctx, "billing: usage report pass",
+		"subjects", s.Subjects, "reported", s.Reported, "failed", s.Failed, "pending", s.Pending,
+		"duration", s.LastDuration)
+	if err != nil {
+		return fmt.Errorf("billing: list entitlements: %w", err)
+	}
+	return nil
+}
+
+// pass reports one subject for a periodic pass, honouring its backoff.
+func (r *Reporter) pass(ctx context.Context, e Entitlement) outcome {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	b, backing := r.backoff[e.Subject]
+	r.mu.Unlock()
+	if backing && now.Before(b.until) {
+		return outBackoff
+	}
+	out, err := r.reportSubject(ctx, e, false)
+	r.settle(ctx, e.Subject, err)
+	return out
+}
+
+// settle records a subject's result in its backoff state.
+func (r *Reporter) settle(ctx context.Context, subject string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		delete(r.backoff, subject)
+		return
+	}
+	b := r.backoff[subject]
+	b.failures++
+	d := r.cfg.BackoffMin
+	for i := 1; i < b.failures && d < r.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.BackoffMax)
+	b.until = r.cfg.Now().Add(d)
+	r.backoff[subject] = b
+	r.log.WarnContext(ctx, "billing: usage report failed", "subject", subject,
+		"failures", b.failures, "retry_in", d, "err", err)
+}
+
+// Flush reports subject's new usage now, ignoring its backoff and waiting
+// up to FlushWait for a lease another reporter holds (then it returns
+// [ErrLeaseBusy]). It returns [ErrNotFound] for an unknown subject.
+func (r *Reporter) Flush(ctx context.Context, subject string) error {
+	e, err := r.cfg.Entitlements.Get(ctx, subject)
+	if err != nil {
+		return fmt.Errorf("billing: flush usage: %w", err)
+	}
+	out, err := r.reportSubject(ctx, e, true)
+	if err == nil && out == outBusy {
+		err = ErrLeaseBusy
+	}
+	r.settle(ctx, subject, err)
+	return err
+}
+
+// HandleInvoiceCreated is a webhook handler for invoice.created: it flushes
+// the usage of the invoice's customer, so that it reaches Stripe before
+// the invoice is finalized (about an hour later). An invoice of a customer
+// unknown to the entitlement store is acknowledged and ignored; a failed
+// flush returns an error, so Stripe delivers the event again.
+func (r *Reporter) HandleInvoiceCreated(ctx context.Context, ev *stripe.Event) error {
+	if ev == nil || ev.Data == nil || len(ev.Data.Raw) == 0 {
+		return nil
+	}
+	var inv stripe.Invoice
+	if err := json.Unmarshal(ev.Data.Raw, &inv); err != nil {
+		return fmt.Errorf("billing: decode invoice: %w", err)
+	}
+	if inv.Customer == nil || inv.Customer.ID == "" {
+		return nil
+	}
+	subject, err := r.cfg.Entitlements.SubjectByCustomer(ctx, inv.Customer.ID)
+	if errors.Is(err, ErrNotFound) {
+		r.log.DebugContext(ctx, "billing: invoice of unknown customer", "invoice", inv.ID)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("billing: invoice customer: %w", err)
+	}
+	err = r.Flush(ctx, subject)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// periodState is one period of a subject, as read from the stores.
+type periodState struct {
+	period quota.Period
+	wm     Watermark
+	used   int64
+	read   bool // used was read (false for a final period)
+}
+
+func (ps *periodState) hasWork() bool {
+	return ps.wm.InFlight != nil || (ps.read && ps.used > ps.wm.Reported)
+}
+
+// periods returns the periods of e still to consider at now.
+func (r *Reporter) periods(e Entitlement, now time.Time) []quota.Period {
+	var out []quota.Period
+	for _, p := range []quota.Period{e.PreviousPeriod, e.Period} {
+		switch {
+		case p.IsZero(), !p.End.After(p.Start), now.Before(p.Start), now.After(p.End.Add(r.cfg.MaxLateness)):
+			continue
+		case len(out) == 1 && out[0].Start.Equal(p.Start):
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (r *Reporter) load(ctx context.Context, e Entitlement, m UsageMeter, periods []quota.Period) ([]periodState, error) {
+	wms, err := r.cfg.Watermarks.Load(ctx, e.Subject, m.Name, periods)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]periodState, len(periods))
+	for i, p := range periods {
+		out[i] = periodState{period: p, wm: wms[i]}
+		if wms[i].Final && wms[i].InFlight == nil {
+			continue
+		}
+		u, err := r.cfg.Counters.Usage(ctx, e.Subject, m.Name, p)
+		if err != nil {
+			return nil, fmt.Errorf("billing: read usage: %w", err)
+		}
+		out[i].used, out[i].read = u.Used, true
+	}
+	return out, nil
+}
+
+func (r *Reporter) settled(p quota.Period, now time.Time) bool {
+	return !now.Before(p.End.Add(r.cfg.Settle))
+}
+
+func (r *Reporter) expireAt(p quota.Period) time.Time { return p.End.Add(r.cfg.Retention) }
+
+// reportSubject reports e's current and previous period. It reads without
+// the lease first and takes the lease only when there is something to
+// send, so idle subjects cost reads only.
+func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool) (outcome, error) {
+	m, ok := r.cfg.Meter(e)
+	if !ok || m.Name == "" {
+		return outIdle, nil
+	}
+	if (r.mode == ReportTotals && e.MeteredItemID == "") || (r.mode == ReportDeltas && e.CustomerID == "") {
+		return outIdle, nil
+	}
+	now := r.cfg.Now()
+	periods := r.periods(e, now)
+	if len(periods) == 0 {
+		return outIdle, nil
+	}
+	states, err := r.load(ctx, e, m, periods)
+	if err != nil {
+		return outFailed, err
+	}
+	work := false
+	for i := range states {
+		ps := &states[i]
+		if ps.hasWork() {
+			work = true
+			continue
+		}
+		if ps.read && !ps.wm.Final && ps.used == ps.wm.Reported && r.settled(ps.period, now) {
+			// Closed, settled, fully reported: stop reading its counter.
+			k := WatermarkKey{Subject: e.Subject, Meter: m.Name, Period: ps.period}
+			if _, err := r.cfg.Watermarks.Commit(ctx, k, WatermarkCommit{To: ps.used, Final: true}, r.expireAt(ps.period)); err != nil {
+				return outFailed, err
+			}
+		}
+		if ps.read && ps.used < ps.wm.Reported {
+			r.log.WarnContext(ctx, "billing: usage counter below reported watermark",
+				"subject", e.Subject, "meter", m.Name, "period", ps.period.ID(),
+				"used", ps.used, "reported", ps.wm.Reported)
+		}
+	}
+	if !work {
+		return outIdle, nil
+	}
+
+	token, deadline, ok, err := r.acquire(ctx, e.Subject, flush)
+	if err != nil {
+		return outFailed, err
+	}
+	if !ok {
+		return outBusy, nil
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.CallTimeout)
+		defer cancel()
+		if err := r.cfg.Leases.Release(rctx, e.Subject, token); err != nil {
+			r.log.WarnContext(ctx, "billing: release report lease", "subject", e.Subject, "err", err)
+		}
+	}()
+	lctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	now = r.cfg.Now()
+	if states, err = r.load(lctx, e, m, periods); err != nil {
+		return outFailed, err
+	}
+	if err := r.hit(faultLoaded); err != nil {
+		return outFailed, err
+	}
+	sent := 0
+	for i := range states {
+		n, err := r.reportPeriod(lctx, e, m, &states[i], now)
+		sent += n
+		if err != nil {
+			return outFailed, err
+		}
+	}
+	if sent == 0 {
+		return outIdle, nil
+	}
+	return outReported, nil
+}
+
+// acquire takes subject's lease, waiting up to FlushWait when flush is
+// set. The returned deadline is when the holder must stop: four fifths of
+// the TTL after the attempt started, so it ends before the lease does.
+func (r *Reporter) acquire(ctx context.Context, subject string, flush bool) (string, time.Time, bool, error) {
+	giveUp := time.Now().Add(r.cfg.FlushWait)
+	pause := 50 * time.Millisecond
+	for {
+		start := time.Now()
+		tok, ok, err := r.cfg.Leases.Acquire(ctx, subject, r.cfg.LeaseTTL)
+		if err != nil || ok || !flush || time.Now().Add(pause).After(giveUp) {
+			return tok, start.Add(r.cfg.LeaseTTL * 4 / 5), ok, err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", time.Time{}, false, ctx.Err()
+		case <-t.C:
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
+func (r *Reporter) hit(point string) error {
+	if r.fault == nil {
+		return nil
+	}
+	return r.fault(point)
+}
+
+// send delivers one report within the rate limit and CallTimeout.
+func (r *Reporter) send(ctx context.Context, rep UsageReport) error {
+	if err := r.bucket.wait(ctx); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	if err := r.cfg.Sink.Report(cctx, rep); err != nil {
+		r.failures.Add(1)
+		return err
+	}
+	r.reports.Add(1)
+	r.log.DebugContext(ctx, "billing: usage reported", "subject", rep.Subject, "meter", rep.Meter.Name,
+		"period", rep.Period.ID(), "from", rep.From, "to", rep.To, "mode", r.mode.String())
+	return nil
+}
+
+// eventTime is the timestamp of a delta reported at now: now, kept within
+// the period (a closed period's late units land on its last second).
+func eventTime(p quota.Period, now time.Time) time.Time {
+	t := now.Truncate(time.Second)
+	if last := p.End.Add(-time.Second); t.After(last) {
+		t = last
+	}
+	if t.Before(p.Start) {
+		t = p.Start
+	}
+	return t.UTC()
+}
+
+// reportPeriod reports one period under the subject's lease and returns
+// the number of reports Stripe acknowledged.
+func (r *Reporter) reportPeriod(ctx context.Context, e Entitlement, m UsageMeter, ps *periodState, now time.Time) (int, error) {
+	k := WatermarkKey{Subject: e.Subject, Meter: m.Name, Period: ps.period}
+	exp := r.expireAt(ps.period)
+	settled := r.settled(ps.period, now)
+	base := UsageReport{
+		Subject: e.Subject, CustomerID: e.CustomerID, SubscriptionItemID: e.MeteredItemID,
+		Meter: m, Period: ps.period,
+	}
+	commit := func(c WatermarkCommit) error {
+		ok, err := r.cfg.Watermarks.Commit(ctx, k, c, exp)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ErrWatermarkMoved
+		}
+		if c.To > ps.wm.Reported {
+			ps.wm.Reported = c.To
+		}
+		ps.wm.InFlight = nil
+		return r.hit(faultCommitted)
+	}
+	sent := 0
+	switch r.mode {
+	case ReportDeltas:
+		if f := ps.wm.InFlight; f != nil {
+			// Resend exactly what may already have reached Stripe.
+			rep := base
+			rep.From, rep.To, rep.Identifier, rep.Timestamp = f.From, f.To, f.Identifier, f.Timestamp
+			if err := r.send(ctx, rep); err != nil {
+				return sent, err
+			}
+			sent++
+			if err := r.hit(faultSent); err != nil {
+				return sent, err
+			}
+			if err := commit(WatermarkCommit{Identifier: f.Identifier, To: f.To, Final: settled && ps.read && f.To == ps.used}); err != nil {
+				return sent, err
+			}
+		}
+		if !ps.read || ps.used <= ps.wm.Reported {
+			return sent, nil
+		}
+		f := InFlight{
+			From: ps.wm.Reported, To: ps.used,
+			Timestamp: eventTime(ps.period, now),
+		}
+		f.Identifier = reportIdentifier(r.cfg.IdentifierPrefix, ReportDeltas, e.Subject, m.Name, ps.period, "", f.From, f.To)
+		ok, err := r.cfg.Watermarks.Begin(ctx, k, f, exp)
+		if err != nil {
+			return sent, err
+		}
+		if !ok {
+			return sent, ErrWatermarkMoved
+		}
+		if err := r.hit(faultBegun); err != nil {
+			return sent, err
+		}
+		rep := base
+		rep.From, rep.To, rep.Identifier, rep.Timestamp = f.From, f.To, f.Identifier, f.Timestamp
+		if err := r.send(ctx, rep); err != nil {
+			return sent, err
+		}
+		sent++
+		if err := r.hit(faultSent); err != nil {
+			return sent, err
+		}
+		return sent, commit(WatermarkCommit{Identifier: f.Identifier, To: f.To, Final: settled})
+
+	default: // ReportTotals
+		if ps.wm.InFlight != nil {
+			return sent, fmt.Errorf("billing: watermark %s holds a delta report; the sink's mode changed", ps.period.ID())
+		}
+		if !ps.read || ps.used <= ps.wm.Reported {
+			return sent, nil
+		}
+		rep := base
+		rep.From, rep.To = ps.wm.Reported, ps.used
+		rep.Timestamp = ps.period.Start.UTC()
+		rep.Identifier = reportIdentifier(r.cfg.IdentifierPrefix, ReportTotals, e.Subject, m.Name, ps.period, e.MeteredItemID, 0, ps.used)
+		if err := r.send(ctx, rep); err != nil {
+			return sent, err
+		}
+		sent++
+		if err := r.hit(faultSent); err != nil {
+			return sent, err
+		}
+		return sent, commit(WatermarkCommit{To: ps.used, Final: settled})
+	}
+}

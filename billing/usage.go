@@ -1,0 +1,275 @@
+package billing
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/billkit/billkit/quota"
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
+)
+
+// UsageMode says what the reports a [UsageSink] receives carry, and so how
+// the [Reporter] makes them idempotent.
+type UsageMode int
+
+const (
+	// ReportTotals sends the period's running total, which Stripe stores
+	// at one fixed timestamp and overwrites on every report (usage records
+	// with action=set). Sending the same total twice changes nothing.
+	ReportTotals UsageMode = iota + 1
+	// ReportDeltas sends the units counted since the last acknowledged
+	// report, under a deterministic identifier that Stripe deduplicates
+	// (Billing Meter events). The range of every delta is written down
+	// before it is sent, so a resend after a crash carries exactly the
+	// same range and identifier.
+	ReportDeltas
+)
+
+// String returns "totals" or "deltas".
+func (m UsageMode) String() string {
+	switch m {
+	case ReportTotals:
+		return "totals"
+	case ReportDeltas:
+		return "deltas"
+	default:
+		return "UsageMode(" + strconv.Itoa(int(m)) + ")"
+	}
+}
+
+// UsageMeter names one metered quantity of a plan: the quota counter that
+// counts it and, for Billing Meters, the Stripe meter's event name.
+type UsageMeter struct {
+	// Name is the quota meter whose counters are reported (the {meter}
+	// part of billkit:{subject}:usage:{meter}:{period}). Required.
+	Name string
+	// EventName is the event_name of the Stripe Billing Meter that bills
+	// this quantity. Required by [MeterEventSink], unused by
+	// [UsageRecordSink].
+	EventName string
+}
+
+// UsageReport is one report of one subject's usage of one meter in one
+// period. The [Reporter] builds it; a [UsageSink] sends it.
+type UsageReport struct {
+	// Subject is the billkit subject the usage belongs to.
+	Subject string
+	// CustomerID is the subject's Stripe customer.
+	CustomerID string
+	// SubscriptionItemID is the subscription item of the plan's metered
+	// price (legacy usage records).
+	SubscriptionItemID string
+	// Meter is the meter reported.
+	Meter UsageMeter
+	// Period is the billing period the units were counted in.
+	Period quota.Period
+	// From and To delimit the units reported: the counter's units
+	// [From, To). With [ReportTotals], To is the period's total; with
+	// [ReportDeltas], To-From units are new.
+	From, To int64
+	// Identifier is deterministic for the report's content: the meter
+	// event identifier and the Idempotency-Key of the request.
+	Identifier string
+	// Timestamp is the time the usage is reported at; it lies within
+	// Period and is the same on every resend of the report.
+	Timestamp time.Time
+}
+
+// UsageSink delivers usage reports to Stripe. Implementations must be safe
+// for concurrent use.
+//
+// Report returns nil only when Stripe acknowledged the report, including
+// when Stripe answered that it already holds it (a duplicate identifier).
+// Any other answer, and any network failure, is an error: the report is
+// then retried with the same content.
+type UsageSink interface {
+	// Mode says whether reports carry totals or deltas.
+	Mode() UsageMode
+	// Report sends r to Stripe, within ctx's deadline.
+	Report(ctx context.Context, r UsageReport) error
+}
+
+// Compile-time interface checks.
+var (
+	_ UsageSink = (*UsageRecordSink)(nil)
+	_ UsageSink = (*MeterEventSink)(nil)
+)
+
+// UsageRecordSink reports usage as legacy usage records on the metered
+// subscription item (stripe-go's UsageRecords.New), with action=set: each
+// report sets the period's running total at the period's start, so a
+// repeated or reordered resend of a total overwrites instead of adding.
+//
+// The price must be a legacy metered price with aggregate_usage "sum"
+// (the default) or "last_during_period": a period then holds exactly one
+// record and bills its quantity. Stripe accepts a timestamp only within
+// the subscription's current period, and for the period that just ended
+// until its invoice is finalized, which is why the [Reporter] flushes on
+// invoice.created.
+//
+// A UsageRecordSink is safe for concurrent use. Its zero value is not
+// usable; create one with [NewUsageRecordSink].
+type UsageRecordSink struct {
+	api *client.API
+}
+
+// NewUsageRecordSink returns a sink that reports through api, a client the
+// caller built (its backend carries MaxNetworkRetries).
+func NewUsageRecordSink(api *client.API) (*UsageRecordSink, error) {
+	if api == nil || api.UsageRecords == nil {
+		return nil, errors.New("billing: usage record sink needs a Stripe client")
+	}
+	return &UsageRecordSink{api: api}, nil
+}
+
+// Mode returns [ReportTotals].
+func (s *UsageRecordSink) Mode() UsageMode { return ReportTotals }
+
+// Report sets the subscription item's usage at r.Timestamp to r.To.
+func (s *UsageRecordSink) Report(ctx context.Context, r UsageReport) error {
+	if r.SubscriptionItemID == "" {
+		return fmt.Errorf("%w: subject has no metered subscription item", ErrReportInvalid)
+	}
+	p := &stripe.UsageRecordParams{
+		SubscriptionItem: stripe.String(r.SubscriptionItemID),
+		Action:           stripe.String(stripe.UsageRecordActionSet),
+		Quantity:         stripe.Int64(r.To),
+		Timestamp:        stripe.Int64(r.Timestamp.Unix()),
+	}
+	p.Context = ctx
+	if r.Identifier != "" {
+		p.SetIdempotencyKey(r.Identifier)
+	}
+	if _, err := s.api.UsageRecords.New(p); err != nil {
+		return fmt.Errorf("billing: usage record: %w", err)
+	}
+	return nil
+}
+
+// MeterEventSinkConfig configures a [MeterEventSink]. The zero value uses
+// Stripe's default payload keys.
+type MeterEventSinkConfig struct {
+	// CustomerKey is the payload key that maps the event to the customer:
+	// the meter's customer_mapping.event_payload_key. The default value is
+	// "stripe_customer_id".
+	CustomerKey string
+	// ValueKey is the payload key that carries the quantity: the meter's
+	// value_settings.event_payload_key. The default value is "value".
+	ValueKey string
+}
+
+func (c MeterEventSinkConfig) withDefaults() MeterEventSinkConfig {
+	if c.CustomerKey == "" {
+		c.CustomerKey = "stripe_customer_id"
+	}
+	if c.ValueKey == "" {
+		c.ValueKey = "value"
+	}
+	return c
+}
+
+// MeterEventSink reports usage as Billing Meter events
+// (stripe-go's BillingMeterEvents.New): each report is the delta since the
+// last acknowledged one, with a deterministic identifier that is also the
+// request's Idempotency-Key. A resend of the same report is answered by
+// Stripe either with the original response (same idempotency key) or with
+// a refusal of the duplicate identifier (HTTP 400, invalid_request_error,
+// "An event already exists with identifier ..."); both mean Stripe holds
+// the event, and Report returns nil for both.
+//
+// Stripe deduplicates identifiers within a rolling window of at least 24
+// hours, and accepts events timestamped up to 35 days back.
+//
+// A MeterEventSink is safe for concurrent use. Its zero value is not
+// usable; create one with [NewMeterEventSink].
+type MeterEventSink struct {
+	api *client.API
+	cfg MeterEventSinkConfig
+}
+
+// NewMeterEventSink returns a sink that reports through api, a client the
+// caller built (its backend carries MaxNetworkRetries).
+func NewMeterEventSink(api *client.API, cfg MeterEventSinkConfig) (*MeterEventSink, error) {
+	if api == nil || api.BillingMeterEvents == nil {
+		return nil, errors.New("billing: meter event sink needs a Stripe client")
+	}
+	return &MeterEventSink{api: api, cfg: cfg.withDefaults()}, nil
+}
+
+// Mode returns [ReportDeltas].
+func (s *MeterEventSink) Mode() UsageMode { return ReportDeltas }
+
+// Report sends one meter event of r.To-r.From units under r.Identifier.
+func (s *MeterEventSink) Report(ctx context.Context, r UsageReport) error {
+	switch {
+	case r.Meter.EventName == "":
+		return fmt.Errorf("%w: meter %q has no Stripe event name", ErrReportInvalid, r.Meter.Name)
+	case r.CustomerID == "":
+		return fmt.Errorf("%w: subject has no Stripe customer", ErrReportInvalid)
+	case r.Identifier == "":
+		return fmt.Errorf("%w: meter event without identifier", ErrReportInvalid)
+	case r.To <= r.From:
+		return fmt.Errorf("%w: empty range", ErrReportInvalid)
+	}
+	p := &stripe.BillingMeterEventParams{
+		EventName:  stripe.String(r.Meter.EventName),
+		Identifier: stripe.String(r.Identifier),
+		Payload: map[string]string{
+			s.cfg.CustomerKey: r.CustomerID,
+			s.cfg.ValueKey:    strconv.FormatInt(r.To-r.From, 10),
+		},
+		Timestamp: stripe.Int64(r.Timestamp.Unix()),
+	}
+	p.Context = ctx
+	p.SetIdempotencyKey(r.Identifier)
+	if _, err := s.api.BillingMeterEvents.New(p); err != nil {
+		if IsDuplicateMeterEvent(err) {
+			return nil
+		}
+		return fmt.Errorf("billing: meter event: %w", err)
+	}
+	return nil
+}
+
+// duplicateIdentifierMessage starts the message of Stripe's refusal of a
+// meter event whose identifier it already holds.
+const duplicateIdentifierMessage = "An event already exists with identifier"
+
+// IsDuplicateMeterEvent reports whether err is Stripe's answer to a meter
+// event whose identifier it already holds: HTTP 400, type
+// invalid_request_error, with the message "An event already exists with
+// identifier <id>." (or the code resource_already_exists). Such an event
+// was delivered by an earlier attempt.
+func IsDuplicateMeterEvent(err error) bool {
+	var se *stripe.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	if se.HTTPStatusCode != 400 || se.Type != stripe.ErrorTypeInvalidRequest {
+		return false
+	}
+	return se.Code == stripe.ErrorCodeResourceAlreadyExists ||
+		strings.HasPrefix(se.Msg, duplicateIdentifierMessage)
+}
+
+// reportIdentifier derives the deterministic identifier of a report: the
+// same inputs always give the same identifier, different ranges of one
+// period never share one. It is at most len(prefix)+41 characters, within
+// Stripe's limits of 100 (identifier) and 255 (Idempotency-Key).
+func reportIdentifier(prefix string, mode UsageMode, subject, meter string, p quota.Period, item string, from, to int64) string {
+	h := sha256.New()
+	for _, s := range []string{mode.String(), subject, meter, p.ID(), p.End.UTC().Format(time.RFC3339), item,
+		strconv.FormatInt(from, 10), strconv.FormatInt(to, 10)} {
+		h.Write([]byte(strconv.Itoa(len(s))))
+		h.Write([]byte{':'})
+		h.Write([]byte(s))
+	}
+	return prefix + "_" + hex.EncodeToString(h.Sum(nil))[:40]
+}
