@@ -72,11 +72,11 @@ func NewCatalog(tiers ...Tier) (*Catalog, error) {
 		t.PriceID = strings.TrimSpace(t.PriceID)
 		t.MeteredPriceID = strings.TrimSpace(t.MeteredPriceID)
 		if err := validPriceID(t.PriceID); err != nil {
-			return nil, fmt.Errorf("%w: tier %q: price ID: %v", ErrInvalidCatalog, t.Name, err)
+			return nil, fmt.Errorf("%w: tier %q: price ID %v", ErrInvalidCatalog, t.Name, err)
 		}
 		if t.MeteredPriceID != "" {
 			if err := validPriceID(t.MeteredPriceID); err != nil {
-				return nil, fmt.Errorf("%w: tier %q: metered price ID: %v", ErrInvalidCatalog, t.Name, err)
+				return nil, fmt.Errorf("%w: tier %q: metered price ID %v", ErrInvalidCatalog, t.Name, err)
 			}
 			if t.MeteredPriceID == t.PriceID {
 				return nil, fmt.Errorf("%w: tier %q: metered price ID equals its price ID", ErrInvalidCatalog, t.Name)
@@ -146,12 +146,12 @@ func CatalogFromEnv(lookup func(name string) (string, bool), tiers ...string) (*
 			return nil, fmt.Errorf("%w: %s is not set (the Stripe price ID of tier %q)", ErrInvalidCatalog, v, normalizeTier(name))
 		}
 		if err := validPriceID(strings.TrimSpace(price)); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidCatalog, v, err)
+			return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidCatalog, v, err)
 		}
 		t := Tier{Name: name, PriceID: price}
 		if metered, ok := lookup(v + EnvMeteredSuffix); ok {
 			if err := validPriceID(strings.TrimSpace(metered)); err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidCatalog, v+EnvMeteredSuffix, err)
+				return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidCatalog, v+EnvMeteredSuffix, err)
 			}
 			t.MeteredPriceID = metered
 		}
@@ -188,7 +188,7 @@ func CatalogFromEnviron(environ []string) (*Catalog, error) {
 			return nil, fmt.Errorf("%w: %s: tier name: %v", ErrInvalidCatalog, k, err)
 		}
 		if err := validPriceID(strings.TrimSpace(v)); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidCatalog, k, err)
+			return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidCatalog, k, err)
 		}
 		target[tier] = v
 	}
@@ -284,18 +284,18 @@ func validTierName(name string) error {
 func validPriceID(id string) error {
 	switch {
 	case id == "":
-		return fmt.Errorf("empty price ID")
+		return fmt.Errorf("is empty")
 	case len(id) > maxPriceIDLen:
-		return fmt.Errorf("price ID longer than %d bytes", maxPriceIDLen)
+		return fmt.Errorf("is longer than %d bytes", maxPriceIDLen)
 	case !strings.HasPrefix(id, pricePrefix) || len(id) == len(pricePrefix):
 		// The value is not echoed: a misplaced secret key must not reach
 		// an error message or a log.
-		return fmt.Errorf("price ID must start with %q", pricePrefix)
+		return fmt.Errorf("must start with %q", pricePrefix)
 	}
 	for i := 0; i < len(id); i++ {
 		b := id[i]
 		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_') {
-			return fmt.Errorf("price ID may hold only letters, digits and '_'")
+			return fmt.Errorf("may hold only letters, digits and '_'")
 		}
 	}
 	return nil
