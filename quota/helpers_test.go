@@ -1,0 +1,184 @@
+package quota_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/billkit/billkit/internal/testserver"
+	"github.com/billkit/billkit/quota"
+)
+
+// clock is a fake clock, safe for concurrent use.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock(t time.Time) *clock { return &clock{t: t} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// thisMonth returns a time inside the current real month, so that counters
+// written with it expire in the future on a real Redis.
+func thisMonth() time.Time {
+	return quota.CalendarPeriod(quota.Month, time.Now()).Start.Add(36 * time.Hour)
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// headerSubject reads the subject from the X-Subject header (tests only:
+// real subject functions read authentication).
+func headerSubject(r *http.Request) (string, error) { return r.Header.Get("X-Subject"), nil }
+
+func okHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+}
+
+func do(h http.Handler, subject string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(http.MethodGet, "/v1/thing", nil)
+	if subject != "" {
+		r.Header.Set("X-Subject", subject)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func newMiddleware(t testing.TB, cfg quota.Config) *quota.Middleware {
+	t.Helper()
+	if cfg.Subject == nil {
+		cfg.Subject = headerSubject
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discardLogger()
+	}
+	m, err := quota.New(cfg)
+	if err != nil {
+		t.Fatalf("quota.New: %v", err)
+	}
+	return m
+}
+
+func miniredisClient(t testing.TB) (*miniredis.Miniredis, *redis.Client) {
+	t.Helper()
+	mr := miniredis.RunT(t)
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return mr, c
+}
+
+func redisClient(t testing.TB, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func clusterClient(t testing.TB, cl *testserver.Cluster) *redis.ClusterClient {
+	t.Helper()
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func newRedisStore(t testing.TB, c redis.UniversalClient) *quota.RedisStore {
+	t.Helper()
+	s, err := quota.NewRedisStore(c, quota.RedisOptions{})
+	if err != nil {
+		t.Fatalf("NewRedisStore: %v", err)
+	}
+	return s
+}
+
+// countingHook counts the commands a go-redis client sends.
+type countingHook struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.mu.Lock()
+		h.cmds = append(h.cmds, cmd.Name())
+		h.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.mu.Lock()
+		for _, c := range cmds {
+			h.cmds = append(h.cmds, c.Name())
+		}
+		h.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+func (h *countingHook) reset() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.cmds
+	h.cmds = nil
+	return out
+}
+
+// codeWriter is a minimal, reusable http.ResponseWriter that keeps the
+// status code only.
+type codeWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *codeWriter) reset() {
+	clear(w.h)
+	w.code = 0
+}
+
+func (w *codeWriter) Header() http.Header {
+	if w.h == nil {
+		w.h = http.Header{}
+	}
+	return w.h
+}
+
+func (w *codeWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+
+func (w *codeWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return len(b), nil
+}

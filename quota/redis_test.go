@@ -1,0 +1,312 @@
+package quota_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/billkit/billkit/internal/testserver"
+	"github.com/billkit/billkit/quota"
+	"github.com/billkit/billkit/quota/quotatest"
+)
+
+func TestStoreConformance(t *testing.T) {
+	t.Parallel()
+	t.Run("Memory", func(t *testing.T) {
+		st := quota.NewMemoryStore(quota.MemoryOptions{})
+		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+	})
+	t.Run("MemoryZeroValue", func(t *testing.T) {
+		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return new(quota.MemoryStore) }})
+	})
+	t.Run("Miniredis", func(t *testing.T) {
+		_, c := miniredisClient(t)
+		st := newRedisStore(t, c)
+		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+	})
+}
+
+// TestRedisStore runs the store and the middleware against a real
+// redis-server.
+func TestRedisStore(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	c := redisClient(t, srv.Addr)
+	st := newRedisStore(t, c)
+
+	t.Run("Conformance", func(t *testing.T) {
+		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+	})
+	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
+	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
+	t.Run("OneRoundTrip", func(t *testing.T) { testOneRoundTrip(t, srv.Addr) })
+	t.Run("KeyFormat", func(t *testing.T) {
+		st, err := quota.NewRedisStore(c, quota.RedisOptions{Prefix: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := quota.CalendarPeriod(quota.Month, time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))
+		if got, want := st.Key("alice", "requests", p), "acme:{alice}:usage:requests:20261101"; got != want {
+			t.Fatalf("Key = %q, want %q", got, want)
+		}
+		p.Start = p.Start.Add(90*time.Minute + 5*time.Second)
+		if got, want := st.Key("alice", "requests", p), "acme:{alice}:usage:requests:20261101T013005Z"; got != want {
+			t.Fatalf("Key = %q, want %q", got, want)
+		}
+	})
+	// Q2, after everything above has written its keys.
+	t.Run("EveryKeyExpires", func(t *testing.T) { assertAllKeysExpire(t, c) })
+}
+
+// TestRedisCluster runs the same code on a three-master Redis Cluster.
+func TestRedisCluster(t *testing.T) {
+	cl := testserver.StartCluster(t)
+	c := clusterClient(t, cl)
+	st := newRedisStore(t, c)
+	t.Run("Conformance", func(t *testing.T) {
+		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+	})
+	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
+	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
+	t.Run("EveryKeyExpires", func(t *testing.T) {
+		err := c.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
+			assertAllKeysExpire(t, m)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// testExactCounting is Q1: 32 goroutines × 500 requests through the
+// middleware count exactly 16,000, and a strict limit of 1,000 admits
+// exactly 1,000.
+func testExactCounting(t *testing.T, st quota.Store) {
+	const goroutines, perG = 32, 500
+	run := func(t *testing.T, lim quota.Limits) (ok, denied int, subject string) {
+		subject = quotatest.Subject(t)
+		h := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits(lim), Deadline: 5 * time.Second}).Handle(okHandler())
+		var mu sync.Mutex
+		codes := map[int]int{}
+		var wg sync.WaitGroup
+		for g := 0; g < goroutines; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				local := map[int]int{}
+				// One request per goroutine: the middleware must not
+				// mutate it (it copies it with WithContext).
+				r := httptest.NewRequest(http.MethodGet, "/v1/thing", nil)
+				r.Header.Set("X-Subject", subject)
+				w := &codeWriter{}
+				for i := 0; i < perG; i++ {
+					w.reset()
+					h.ServeHTTP(w, r)
+					local[w.code]++
+				}
+				mu.Lock()
+				for k, v := range local {
+					codes[k] += v
+				}
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if len(codes) > 2 || codes[http.StatusOK]+codes[http.StatusPaymentRequired] != goroutines*perG {
+			t.Fatalf("status codes %v, want only 200 and 402", codes)
+		}
+		return codes[http.StatusOK], codes[http.StatusPaymentRequired], subject
+	}
+	period := quota.CalendarPeriod(quota.Month, time.Now())
+	t.Run("NoCap", func(t *testing.T) {
+		ok, _, sub := run(t, quota.Limits{Plan: "payg", Overage: true})
+		if ok != goroutines*perG {
+			t.Fatalf("allowed %d, want %d", ok, goroutines*perG)
+		}
+		u, err := st.Usage(context.Background(), sub, "requests", period)
+		if err != nil || u != (quota.Usage{Used: goroutines * perG}) {
+			t.Fatalf("Usage = %+v, %v; want Used %d", u, err, goroutines*perG)
+		}
+	})
+	t.Run("StrictLimit", func(t *testing.T) {
+		ok, denied, sub := run(t, quota.Limits{Plan: "strict", Included: 1000})
+		if ok != 1000 || denied != goroutines*perG-1000 {
+			t.Fatalf("allowed %d, denied %d; want 1000 and %d", ok, denied, goroutines*perG-1000)
+		}
+		u, err := st.Usage(context.Background(), sub, "requests", period)
+		if err != nil || u != (quota.Usage{Used: 1000, Denied: goroutines*perG - 1000}) {
+			t.Fatalf("Usage = %+v, %v; want Used 1000, Denied %d", u, err, goroutines*perG-1000)
+		}
+	})
+}
+
+// testExpiryNeverShortened checks that a Take sets the expiry to ExpireAt,
+// moves it later, never earlier, and gives an expiry to a key without one.
+func testExpiryNeverShortened(t *testing.T, c redis.UniversalClient, st *quota.RedisStore) {
+	ctx := context.Background()
+	sub := quotatest.Subject(t)
+	p := quota.CalendarPeriod(quota.Month, time.Now())
+	key := st.Key(sub, "requests", p)
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, ExpireAt: p.End.Add(10 * 24 * time.Hour)}
+	expireTime := func() int64 {
+		t.Helper()
+		v, err := c.ExpireTime(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(v / time.Second)
+	}
+	steps := []struct {
+		name     string
+		expireAt time.Time
+		want     time.Time
+	}{
+		{"set", p.End.Add(10 * 24 * time.Hour), p.End.Add(10 * 24 * time.Hour)},
+		{"extended", p.End.Add(40 * 24 * time.Hour), p.End.Add(40 * 24 * time.Hour)},
+		{"not shortened", p.End.Add(24 * time.Hour), p.End.Add(40 * 24 * time.Hour)},
+	}
+	for _, s := range steps {
+		req.ExpireAt = s.expireAt
+		if _, err := st.Take(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		if got := expireTime(); got != s.want.Unix() {
+			t.Fatalf("%s: EXPIRETIME = %d, want %d", s.name, got, s.want.Unix())
+		}
+	}
+	// A key that lost its expiry (written by hand, say) gets one back.
+	if err := c.Persist(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	req.ExpireAt = p.End.Add(time.Hour)
+	if _, err := st.Take(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if got := expireTime(); got != req.ExpireAt.Unix() {
+		t.Fatalf("after PERSIST: EXPIRETIME = %d, want %d", got, req.ExpireAt.Unix())
+	}
+}
+
+// assertAllKeysExpire is Q2: every key in the database has an expiry.
+func assertAllKeysExpire(t *testing.T, c *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	n := 0
+	iter := c.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		n++
+		ttl, err := c.TTL(ctx, iter.Val()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl <= 0 {
+			t.Errorf("key %s has TTL %v, want an expiry", iter.Val(), ttl)
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d keys on %s, all with an expiry", n, c.Options().Addr)
+}
+
+// testOneRoundTrip is Q4: in the steady state a decision through the
+// middleware costs exactly one command on the wire (EVALSHA), seen both by
+// a client hook and by the server's INFO commandstats.
+func testOneRoundTrip(t *testing.T, addr string) {
+	c := redisClient(t, addr)
+	hook := &countingHook{}
+	c.AddHook(hook)
+	st := newRedisStore(t, c)
+	h := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits{Plan: "pro", Included: 1000}}).Handle(okHandler())
+	sub := quotatest.Subject(t)
+	if w := do(h, sub); w.Code != http.StatusOK { // warm-up: may load the script
+		t.Fatalf("warm-up status %d", w.Code)
+	}
+	hook.reset()
+	admin := redisClient(t, addr)
+	before := commandCalls(t, admin)
+	const n = 25
+	for i := 0; i < n; i++ {
+		if w := do(h, sub); w.Code != http.StatusOK {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	after := commandCalls(t, admin)
+	cmds := hook.reset()
+	if len(cmds) != n {
+		t.Fatalf("%d requests sent %d commands %v, want %d", n, len(cmds), cmds, n)
+	}
+	for _, name := range cmds {
+		if name != "evalsha" {
+			t.Fatalf("command %q sent, want only evalsha", name)
+		}
+	}
+	if d := after["evalsha"] - before["evalsha"]; d != n {
+		t.Errorf("server counted %d EVALSHA, want %d", d, n)
+	}
+	for _, name := range []string{"eval", "get", "ttl", "pttl", "expire", "expireat", "hmget"} {
+		// Commands run inside the script count too, so only commands that
+		// the script does not run can be checked this way.
+		if name == "expireat" {
+			continue
+		}
+		if d := after[name] - before[name]; d != 0 {
+			t.Errorf("server counted %d %s, want 0", d, strings.ToUpper(name))
+		}
+	}
+}
+
+// commandCalls parses INFO commandstats into command → calls.
+func commandCalls(t *testing.T, c *redis.Client) map[string]int64 {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(info, "\r\n") {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":calls=")
+		if !ok {
+			continue
+		}
+		calls, _, _ := strings.Cut(rest, ",")
+		n, err := strconv.ParseInt(calls, 10, 64)
+		if err == nil {
+			out[name] = n
+		}
+	}
+	return out
+}
+
+func TestNewRedisStoreValidates(t *testing.T) {
+	t.Parallel()
+	_, good := miniredisClient(t)
+	noCtx := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { noCtx.Close() })
+	for _, c := range []struct {
+		name   string
+		client redis.UniversalClient
+		opts   quota.RedisOptions
+		want   error
+	}{
+		{"nil client", nil, quota.RedisOptions{}, quota.ErrInvalidConfig},
+		{"no context timeout", noCtx, quota.RedisOptions{}, quota.ErrNoContextTimeout},
+		{"brace in prefix", good, quota.RedisOptions{Prefix: "a{b"}, quota.ErrInvalidConfig},
+		{"ok", good, quota.RedisOptions{}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := quota.NewRedisStore(c.client, c.opts)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("NewRedisStore error = %v, want %v", err, c.want)
+			}
+		})
+	}
+}
