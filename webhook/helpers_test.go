@@ -1,0 +1,189 @@
+package webhook_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/billkit/billkit/internal/testserver"
+	"github.com/billkit/billkit/webhook"
+	"github.com/billkit/billkit/webhook/webhooktest"
+)
+
+const (
+	secret    = "whsec_test_primary_3f9a1c"
+	oldSecret = "whsec_test_rotated_out_77b2"
+)
+
+// fakeClock is a clock tests advance by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// safeBuffer is a concurrency-safe log sink.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *safeBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *safeBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// counter counts handler calls per event ID.
+type counter struct {
+	mu    sync.Mutex
+	calls map[string]int
+	total int
+}
+
+func (c *counter) handle(_ context.Context, ev *stripe.Event) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.calls == nil {
+		c.calls = make(map[string]int)
+	}
+	c.calls[ev.ID]++
+	c.total++
+	return nil
+}
+
+func (c *counter) count(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[id]
+}
+
+func (c *counter) all() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
+}
+
+// newHandler returns a Handler on store with the test secret and cfg's other
+// fields.
+func newHandler(t testing.TB, cfg webhook.Config) *webhook.Handler {
+	t.Helper()
+	if cfg.Secrets == nil {
+		cfg.Secrets = []string{secret}
+	}
+	if cfg.Store == nil {
+		cfg.Store = webhook.NewMemoryStore(cfg.Now)
+	}
+	h, err := webhook.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return h
+}
+
+func serve(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return rec
+}
+
+// problemBody is the RFC 9457 body the handler writes.
+type problemBody struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+}
+
+// checkProblem asserts rec is a problem+json answer with status, whose body
+// names no secret.
+func checkProblem(t *testing.T, rec *httptest.ResponseRecorder, status int) problemBody {
+	t.Helper()
+	if rec.Code != status {
+		t.Fatalf("status = %d, want %d; body %s", rec.Code, status, rec.Body)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type = %q, want application/problem+json", ct)
+	}
+	body := rec.Body.String()
+	for _, s := range []string{secret, oldSecret, "whsec_"} {
+		if strings.Contains(body, s) {
+			t.Errorf("problem body names a secret: %s", body)
+		}
+	}
+	var p problemBody
+	dec := json.NewDecoder(strings.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		t.Fatalf("problem body %q: %v", body, err)
+	}
+	if p.Type == "" || p.Title != http.StatusText(status) || p.Status != status || p.Detail == "" {
+		t.Errorf("problem = %+v, want type, title %q, status %d and a detail", p, http.StatusText(status), status)
+	}
+	return p
+}
+
+// invoice returns the payload of an invoice.paid event with id.
+func invoice(id string, opts ...webhooktest.EventOption) []byte {
+	opts = append([]webhooktest.EventOption{webhooktest.WithID(id)}, opts...)
+	return webhooktest.NewEvent(stripe.EventTypeInvoicePaid, map[string]any{
+		"id": "in_" + id, "object": "invoice", "customer": "cus_marker_42", "amount_paid": 2000,
+	}, opts...)
+}
+
+// realRedis starts a redis-server and returns a client on it.
+func realRedis(t testing.TB) *redis.Client {
+	t.Helper()
+	srv := testserver.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+// realCluster starts a 3-master Redis Cluster and returns a client on it.
+func realCluster(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	c := testserver.StartCluster(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+func newRedisStore(t testing.TB, rdb redis.UniversalClient, prefix string) *webhook.RedisStore {
+	t.Helper()
+	s, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatalf("NewRedisStore: %v", err)
+	}
+	return s
+}
