@@ -161,7 +161,7 @@ func (failingStore) Claim(context.Context, string, time.Duration) (webhook.Claim
 	return webhook.Claim{}, errors.New("dial tcp 10.0.0.7:6379: connection refused")
 }
 func (failingStore) Complete(context.Context, string, string, time.Duration) error { return nil }
-func (failingStore) Release(context.Context, string, string) error               { return nil }
+func (failingStore) Release(context.Context, string, string) error                 { return nil }
 
 // TestStatuses is W3 and W6: every answer's status, content type and body
 // shape, with no secret, handler error or store error in a body or a log.
