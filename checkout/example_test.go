@@ -1,0 +1,209 @@
+package checkout_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/billkit/billkit/checkout"
+)
+
+// exampleStripe is a stand-in for api.stripe.com so that the examples run
+// offline: it prints a few fields of each request and answers with a
+// session.
+func exampleStripe() *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		form, _ := url.ParseQuery(string(body))
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/checkout/sessions":
+			fmt.Printf("stripe: mode=%s price=%s client_reference_id=%s subscription_data.metadata.billkit_subject=%s\n",
+				form.Get("mode"), form.Get("line_items[0][price]"), form.Get("client_reference_id"),
+				form.Get("subscription_data[metadata][billkit_subject]"))
+			io.WriteString(w, `{"id":"cs_test_a1","object":"checkout.session","url":"https://checkout.stripe.com/c/pay/cs_test_a1"}`)
+		case "/v1/billing_portal/sessions":
+			fmt.Printf("stripe: portal for customer=%s\n", form.Get("customer"))
+			io.WriteString(w, `{"id":"bps_test_b2","object":"billing_portal.session","url":"https://billing.stripe.com/p/session/test_b2"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+}
+
+// exampleClient builds the Stripe client the way a server does: its own
+// key and backend, with stripe-go's network retries. In production leave
+// URL unset (api.stripe.com) and read the key from STRIPE_SECRET_KEY.
+func exampleClient(stripeURL string) *client.API {
+	return client.New("sk_test_example", &stripe.Backends{
+		API: stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{
+			URL:               stripe.String(stripeURL),
+			MaxNetworkRetries: stripe.Int64(2), // retries reuse the idempotency key
+			HTTPClient:        &http.Client{Timeout: 30 * time.Second},
+			LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
+		}),
+	})
+}
+
+// Prices come from the environment: PRICE_<TIER>, and PRICE_<TIER>_METERED
+// for a usage-based price. Pass os.LookupEnv in a real program.
+func ExampleCatalogFromEnv() {
+	env := map[string]string{
+		"PRICE_STARTER":     "price_1StarterMonthly",
+		"PRICE_PRO":         "price_1ProMonthly",
+		"PRICE_PRO_METERED": "price_1ProPerRequest",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+
+	cat, err := checkout.CatalogFromEnv(lookup, "starter", "pro")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, t := range cat.Tiers() {
+		fmt.Println(strings.TrimSpace(t.Name + ": " + t.PriceID + " " + t.MeteredPriceID))
+	}
+	tier, _ := cat.TierByPrice("price_1ProPerRequest")
+	fmt.Println("price_1ProPerRequest belongs to", tier.Name)
+
+	_, err = checkout.CatalogFromEnv(lookup, "starter", "team")
+	fmt.Println(err)
+	// Output:
+	// pro: price_1ProMonthly price_1ProPerRequest
+	// starter: price_1StarterMonthly
+	// price_1ProPerRequest belongs to pro
+	// checkout: invalid catalog: PRICE_TEAM is not set (the Stripe price ID of tier "team")
+}
+
+// CatalogFromEnviron discovers every PRICE_* variable; pass os.Environ().
+func ExampleCatalogFromEnviron() {
+	cat, err := checkout.CatalogFromEnviron([]string{
+		"HOME=/home/api",
+		"PRICE_STARTER=price_1Starter",
+		"PRICE_PRO=price_1Pro",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(cat.Names())
+
+	_, err = checkout.CatalogFromEnviron([]string{"PRICE_PRO=prod_1Pro"})
+	fmt.Println(err)
+	// Output:
+	// [pro starter]
+	// checkout: invalid catalog: PRICE_PRO: price ID must start with "price_"
+}
+
+func ExampleSessions_CreateCheckoutSession() {
+	fake := exampleStripe()
+	defer fake.Close()
+
+	cat, err := checkout.NewCatalog(checkout.Tier{Name: "pro", PriceID: "price_1ProMonthly"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	sessions, err := checkout.New(checkout.Config{
+		Stripe:     exampleClient(fake.URL),
+		Catalog:    cat,
+		SuccessURL: "https://app.example.com/welcome?session_id={CHECKOUT_SESSION_ID}",
+		CancelURL:  "https://app.example.com/pricing",
+		TrialDays:  14,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := sessions.CreateCheckoutSession(context.Background(), checkout.CheckoutRequest{
+		Subject: "acct_42", // your account ID: it comes back in every webhook event
+		Tier:    "Pro",
+		Email:   "dev@example.com",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(s.ID, s.URL)
+	// Output:
+	// stripe: mode=subscription price=price_1ProMonthly client_reference_id=acct_42 subscription_data.metadata.billkit_subject=acct_42
+	// cs_test_a1 https://checkout.stripe.com/c/pay/cs_test_a1
+}
+
+func ExampleHandler() {
+	fake := exampleStripe()
+	defer fake.Close()
+
+	cat, _ := checkout.CatalogFromMap(map[string]string{"starter": "price_1Starter", "pro": "price_1Pro"})
+	sessions, err := checkout.New(checkout.Config{
+		Stripe:          exampleClient(fake.URL),
+		Catalog:         cat,
+		SuccessURL:      "https://app.example.com/welcome",
+		CancelURL:       "https://app.example.com/pricing",
+		PortalReturnURL: "https://app.example.com/account",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	h, err := checkout.NewHandler(checkout.HandlerConfig{
+		Sessions: sessions,
+		// The subject comes from your authentication, never from the body.
+		Subject: func(r *http.Request) (string, error) {
+			if r.Header.Get("Authorization") != "Bearer demo-key" {
+				return "", fmt.Errorf("unauthenticated")
+			}
+			return "acct_42", nil
+		},
+		// The subject's Stripe customer, for the portal (billing's
+		// entitlement store provides it).
+		Customer: func(ctx context.Context, subject string) (string, error) {
+			return "cus_42", nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/billing/checkout", h.ServeCheckout)
+	mux.HandleFunc("/billing/portal", h.ServePortal)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	post := func(path, body string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer demo-key")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "9f1c2b7e-order-1")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		fmt.Printf("%d %s %s", res.StatusCode, res.Header.Get("Content-Type"), b)
+	}
+	post("/billing/checkout", `{"tier":"pro"}`)
+	post("/billing/checkout", `{"tier":"gold"}`)
+	post("/billing/portal", ``)
+	// Output:
+	// stripe: mode=subscription price=price_1Pro client_reference_id=acct_42 subscription_data.metadata.billkit_subject=acct_42
+	// 200 application/json {"id":"cs_test_a1","url":"https://checkout.stripe.com/c/pay/cs_test_a1"}
+	// 400 application/problem+json {"type":"about:blank","title":"Bad Request","status":400,"detail":"unknown tier \"gold\"; valid tiers: pro, starter","valid_tiers":["pro","starter"]}
+	// stripe: portal for customer=cus_42
+	// 200 application/json {"id":"bps_test_b2","url":"https://billing.stripe.com/p/session/test_b2"}
+}
+
+// A server started without Stripe credentials still mounts the endpoints;
+// they answer 503 and say how to configure them.
+func ExampleNotConfigured() {
+	h := checkout.NotConfigured("checkout is not configured: set STRIPE_SECRET_KEY and PRICE_<TIER>")
+	w := httptest.NewRecorder()
+	h.ServeCheckout(w, httptest.NewRequest(http.MethodPost, "/billing/checkout", strings.NewReader(`{"tier":"pro"}`)))
+	fmt.Print(w.Code, " ", w.Body)
+	// Output:
+	// 503 {"type":"about:blank","title":"Service Unavailable","status":503,"detail":"checkout is not configured: set STRIPE_SECRET_KEY and PRICE_<TIER>"}
+}
