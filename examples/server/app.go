@@ -15,7 +15,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/checkout"
+	"github.com/billkit/billkit/quota"
+	"github.com/billkit/billkit/webhook"
 	"github.com/redis/go-redis/v9"
+	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 )
 
@@ -92,6 +97,16 @@ type App struct {
 	closeRedis func() error
 	stripe     *client.API // nil without STRIPE_SECRET_KEY
 	keys       *apiKeys
+	now        func() time.Time
+
+	plans        *billing.Plans
+	entitlements billing.EntitlementStore
+	counters     quota.Store
+	limits       quota.LimitsSource
+	meter        *quota.Middleware
+	webhooks     *webhook.Handler
+	checkout     *checkout.Handler
+	reporter     *billing.Reporter // nil without STRIPE_SECRET_KEY
 
 	handler http.Handler
 
@@ -114,6 +129,7 @@ func NewApp(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		closeRedis: closeRedis,
 		stripe:     newStripeClient(cfg, log),
 		keys:       newAPIKeys(cfg.APIKeys),
+		now:        time.Now,
 	}
 	if err := a.build(); err != nil {
 		a.Close()
@@ -130,8 +146,139 @@ func NewApp(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 
 // build creates the billkit components and the routes.
 func (a *App) build() error {
+	var err error
+	if a.plans, err = billing.NewPlans(a.cfg.Plans...); err != nil {
+		return err
+	}
+
+	// Entitlements: what each subject's subscription allows, driven by
+	// Stripe's events.
+	if a.entitlements, err = billing.NewRedisStore(a.rdb, billing.RedisStoreConfig{Now: a.now}); err != nil {
+		return err
+	}
+	a.limits = newEntitlementLimits(a.entitlements, a.plans, a.now)
+
+	// Quota: every /v1/ request is counted against the caller's plan.
+	if a.counters, err = quota.NewRedisStore(a.rdb, quota.RedisOptions{}); err != nil {
+		return err
+	}
+	if a.meter, err = quota.New(quota.Config{
+		Subject: subjectOf,
+		Limits:  a.limits,
+		Store:   a.counters,
+		OnSoftLimit: func(ctx context.Context, d quota.Decision) {
+			a.log.InfoContext(ctx, "soft limit reached", "subject", d.Subject, "plan", d.Plan, "used", d.Used, "soft", d.Soft)
+		},
+		Logger: a.log.With("component", "quota"),
+		Now:    a.now,
+	}); err != nil {
+		return err
+	}
+
+	// Webhooks: verified, exactly-once Stripe events.
+	events, err := webhook.NewRedisStore(a.rdb, webhook.RedisOptions{})
+	if err != nil {
+		return err
+	}
+	if a.webhooks, err = webhook.New(webhook.Config{
+		Secrets: a.cfg.WebhookSecrets,
+		Store:   events,
+		Logger:  a.log.With("component", "webhook"),
+		Now:     a.now,
+	}); err != nil {
+		return err
+	}
+
+	// Checkout and the billing portal, and the usage reporter: they need
+	// Stripe.
+	if a.stripe == nil {
+		a.checkout = checkout.NotConfigured("Set STRIPE_SECRET_KEY to a Stripe test key (or to any sk_test_ key with STRIPE_API_BASE pointing at stripe-mock) to enable checkout and the billing portal.")
+	} else {
+		if err := a.buildStripe(); err != nil {
+			return err
+		}
+	}
+
 	a.handler = a.routes()
 	return nil
+}
+
+// buildStripe creates the checkout handler and the usage reporter.
+func (a *App) buildStripe() error {
+	tiers := make([]checkout.Tier, 0, len(a.cfg.Plans))
+	for _, p := range a.cfg.Plans {
+		tiers = append(tiers, checkout.Tier{Name: p.Tier, PriceID: p.PriceID, MeteredPriceID: p.MeteredPriceID})
+	}
+	catalog, err := checkout.NewCatalog(tiers...)
+	if err != nil {
+		return err
+	}
+	sessions, err := checkout.New(checkout.Config{
+		Stripe:          a.stripe,
+		Catalog:         catalog,
+		SuccessURL:      a.cfg.PublicURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
+		CancelURL:       a.cfg.PublicURL + "/billing/cancel",
+		PortalReturnURL: a.cfg.PublicURL + "/billing/usage",
+	})
+	if err != nil {
+		return err
+	}
+	if a.checkout, err = checkout.NewHandler(checkout.HandlerConfig{
+		Sessions: sessions,
+		Subject:  subjectOf,
+		Customer: a.customerOf,
+		Logger:   a.log.With("component", "checkout"),
+	}); err != nil {
+		return err
+	}
+
+	sink, err := billing.NewUsageRecordSink(a.stripe)
+	if err != nil {
+		return err
+	}
+	watermarks, err := billing.NewRedisWatermarkStore(a.rdb, billing.UsageRedisOptions{})
+	if err != nil {
+		return err
+	}
+	leases, err := billing.NewRedisLeaseStore(a.rdb, billing.UsageRedisOptions{})
+	if err != nil {
+		return err
+	}
+	if a.reporter, err = billing.NewReporter(billing.ReporterConfig{
+		Entitlements: a.entitlements,
+		Counters:     a.counters,
+		Sink:         sink,
+		Watermarks:   watermarks,
+		Leases:       leases,
+		Meter:        a.meterOf,
+		Interval:     a.cfg.ReportInterval,
+		Logger:       a.log.With("component", "usage-reporter"),
+		Now:          a.now,
+	}); err != nil {
+		return err
+	}
+	// Usage reaches Stripe before the invoice is finalized.
+	a.webhooks.On(stripe.EventTypeInvoiceCreated, a.reporter.HandleInvoiceCreated)
+	return nil
+}
+
+// meterOf tells the reporter what to report for an entitlement: the
+// request counter, for plans with a metered price.
+func (a *App) meterOf(e billing.Entitlement) (billing.UsageMeter, bool) {
+	p, ok := a.plans.ByTier(e.Tier)
+	if !ok || p.MeteredPriceID == "" {
+		return billing.UsageMeter{}, false
+	}
+	return billing.UsageMeter{Name: quota.DefaultMeter}, true
+}
+
+// customerOf returns subject's Stripe customer, for the billing portal.
+func (a *App) customerOf(ctx context.Context, subject string) (string, error) {
+	e, err := a.entitlements.Get(ctx, subject)
+	if errors.Is(err, billing.ErrNotFound) || (err == nil && e.CustomerID == "") {
+		return "", checkout.ErrNoCustomer
+	}
+	return e.CustomerID, err
 }
 
 // Handler returns the application's HTTP handler.
@@ -209,10 +356,14 @@ func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 	return nil
 }
 
-// runBackground runs the background work (the usage reporter) until ctx is
-// done.
+// runBackground runs the usage reporter until ctx is done.
 func (a *App) runBackground(ctx context.Context) {
-	<-ctx.Done()
+	if a.reporter == nil {
+		return
+	}
+	a.log.Info("usage reporter started", "interval", a.cfg.ReportInterval.String())
+	a.reporter.Run(ctx)
+	a.log.Info("usage reporter stopped")
 }
 
 // Close releases Redis (and stops the embedded one). It is idempotent.

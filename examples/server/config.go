@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/billkit/billkit/billing"
 )
 
 // Demo price IDs, used when no PRICE_* variable is set so that the whole
@@ -17,8 +19,18 @@ import (
 // well-formed but exist in no Stripe account: Checkout against real Stripe
 // needs PRICE_STARTER and PRICE_PRO.
 const (
-	demoPriceStarter = "price_1DemoStarter0000000000"
-	demoPricePro     = "price_1DemoPro00000000000000"
+	demoPriceStarter    = "price_1DemoStarter0000000000"
+	demoPricePro        = "price_1DemoPro00000000000000"
+	demoPriceProMetered = "price_1DemoProMetered000000"
+)
+
+// Limits of the example's plans, per billing period.
+const (
+	starterIncluded = 1_000
+	starterSoft     = 800
+	proIncluded     = 10_000
+	proSoft         = 8_000
+	proHard         = 50_000 // with a metered price: 40,000 units of overage at most
 )
 
 // Defaults of the configuration.
@@ -43,6 +55,9 @@ func envVars() []envVar {
 		{"STRIPE_WEBHOOK_SECRET", "generated and printed", "webhook signing secret(s), whsec_..., comma-separated during rotation"},
 		{"PRICE_STARTER", demoPriceStarter, "Stripe price ID of the starter tier"},
 		{"PRICE_PRO", demoPricePro, "Stripe price ID of the pro tier"},
+		{"PRICE_STARTER_METERED", "none", "optional metered price of the starter tier, to which usage is reported"},
+		{"PRICE_PRO_METERED", demoPriceProMetered + " with the demo plans", "optional metered price of the pro tier: usage is reported to it and pro may exceed its included units"},
+		{"PUBLIC_URL", "http://localhost:PORT", "the server's public base URL, for Checkout's success and cancel pages"},
 		{"API_KEYS", "one random key for subject \"demo\", printed", "key:subject pairs, comma-separated"},
 		{"USAGE_REPORT_INTERVAL", defaultReportInterval.String(), "how often usage is reported to Stripe (Go duration)"},
 	}
@@ -69,10 +84,12 @@ type Config struct {
 	// WebhookSecretGenerated reports that WebhookSecrets[0] was generated.
 	WebhookSecretGenerated bool
 
-	// Prices maps each tier to its Stripe price ID.
-	Prices map[string]string
-	// DemoPrices reports that Prices are the built-in demo price IDs.
+	// Plans are the plans sold, with their Stripe prices and limits.
+	Plans []billing.Plan
+	// DemoPrices reports that the plans carry the built-in demo price IDs.
 	DemoPrices bool
+	// PublicURL is the server's public base URL, without a trailing slash.
+	PublicURL string
 
 	// APIKeys maps each API key to the subject it authenticates.
 	APIKeys map[string]string
@@ -85,14 +102,35 @@ type Config struct {
 
 // tierPrice names a tier, the variable that holds its price and its demo
 // price.
-type tierPrice struct{ Tier, Env, Demo string }
+type tierPrice struct{ Tier, Env, Demo, DemoMetered string }
 
 // tiers lists the tiers of the example, in order.
 func tiers() []tierPrice {
 	return []tierPrice{
-		{"starter", "PRICE_STARTER", demoPriceStarter},
-		{"pro", "PRICE_PRO", demoPricePro},
+		{"starter", "PRICE_STARTER", demoPriceStarter, ""},
+		{"pro", "PRICE_PRO", demoPricePro, demoPriceProMetered},
 	}
+}
+
+// plans returns the example's plans for the given prices and metered
+// prices (by tier). A tier with a metered price reports its usage to it;
+// pro with a metered price also allows overage up to its hard limit.
+func plans(prices, metered map[string]string) []billing.Plan {
+	return []billing.Plan{{
+		Tier:           "starter",
+		PriceID:        prices["starter"],
+		MeteredPriceID: metered["starter"],
+		Included:       starterIncluded,
+		Soft:           starterSoft,
+	}, {
+		Tier:           "pro",
+		PriceID:        prices["pro"],
+		MeteredPriceID: metered["pro"],
+		Included:       proIncluded,
+		Soft:           proSoft,
+		Hard:           proHard,
+		Overage:        metered["pro"] != "",
+	}}
 }
 
 // ConfigError is a configuration error that names the variable at fault.
@@ -167,30 +205,56 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		c.WebhookSecretGenerated = true
 	}
 
-	c.Prices = make(map[string]string, len(tiers()))
+	prices, metered := map[string]string{}, map[string]string{}
 	var set, unset []string
 	for _, t := range tiers() {
-		v := get(t.Env)
-		if v == "" {
+		if v := get(t.Env); v != "" {
+			set = append(set, t.Env)
+			if !priceRE.MatchString(v) {
+				errs = append(errs, badVar(t.Env, "want a Stripe price ID such as price_1Nx..., got %q", v))
+			}
+			prices[t.Tier] = v
+		} else {
 			unset = append(unset, t.Env)
-			continue
 		}
-		set = append(set, t.Env)
-		if !priceRE.MatchString(v) {
-			errs = append(errs, badVar(t.Env, "want a Stripe price ID such as price_1Nx..., got %q", v))
+		if v := get(t.Env + "_METERED"); v != "" {
+			if !priceRE.MatchString(v) || v == prices[t.Tier] {
+				errs = append(errs, badVar(t.Env+"_METERED", "want the Stripe price ID of a metered price, other than %s, got %q", t.Env, v))
+			}
+			metered[t.Tier] = v
 		}
-		c.Prices[t.Tier] = v
 	}
 	switch {
+	case len(set) == 0 && len(metered) > 0:
+		for _, t := range tiers() {
+			if metered[t.Tier] != "" {
+				errs = append(errs, badVar(t.Env+"_METERED", "set only with %s (the demo plans have their own prices)", t.Env))
+			}
+		}
 	case len(set) == 0:
 		for _, t := range tiers() {
-			c.Prices[t.Tier] = t.Demo
+			prices[t.Tier] = t.Demo
+			if t.DemoMetered != "" {
+				metered[t.Tier] = t.DemoMetered
+			}
 		}
 		c.DemoPrices = true
 	case len(unset) > 0:
 		for _, name := range unset {
 			errs = append(errs, badVar(name, "required when %s is set (set every PRICE_* variable, or none for the demo plans)", strings.Join(set, ", ")))
 		}
+	}
+	c.Plans = plans(prices, metered)
+
+	c.PublicURL = strings.TrimSuffix(get("PUBLIC_URL"), "/")
+	if c.PublicURL == "" {
+		port := "8080"
+		if _, p, err := net.SplitHostPort(c.Addr); err == nil && p != "0" && p != "" {
+			port = p
+		}
+		c.PublicURL = "http://localhost:" + port
+	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, badVar("PUBLIC_URL", "want an absolute http:// or https:// URL, got %q", c.PublicURL))
 	}
 
 	if v := get("API_KEYS"); v != "" {

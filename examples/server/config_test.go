@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/billkit/billkit/billing"
 )
 
 func env(m map[string]string) func(string) string {
@@ -26,8 +28,16 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 	if !c.WebhookSecretGenerated || len(c.WebhookSecrets) != 1 || !strings.HasPrefix(c.WebhookSecrets[0], "whsec_") {
 		t.Errorf("webhook secret not generated: %v %q", c.WebhookSecretGenerated, c.WebhookSecrets)
 	}
-	if !c.DemoPrices || c.Prices["starter"] != demoPriceStarter || c.Prices["pro"] != demoPricePro {
-		t.Errorf("demo prices not used: %v %v", c.DemoPrices, c.Prices)
+	if !c.DemoPrices || len(c.Plans) != 2 ||
+		c.Plans[0].Tier != "starter" || c.Plans[0].PriceID != demoPriceStarter || c.Plans[0].MeteredPriceID != "" ||
+		c.Plans[1].Tier != "pro" || c.Plans[1].PriceID != demoPricePro || c.Plans[1].MeteredPriceID != demoPriceProMetered || !c.Plans[1].Overage {
+		t.Errorf("demo plans not used: %v %+v", c.DemoPrices, c.Plans)
+	}
+	if _, err := billing.NewPlans(c.Plans...); err != nil {
+		t.Errorf("demo plans are invalid: %v", err)
+	}
+	if c.PublicURL != "http://localhost:8080" {
+		t.Errorf("PublicURL = %q", c.PublicURL)
 	}
 	if !c.APIKeyGenerated || len(c.APIKeys) != 1 {
 		t.Fatalf("api key not generated: %v %v", c.APIKeyGenerated, len(c.APIKeys))
@@ -57,6 +67,8 @@ func TestConfigFromEnvSet(t *testing.T) {
 		"STRIPE_WEBHOOK_SECRET": "whsec_new, whsec_old",
 		"PRICE_STARTER":         "price_A",
 		"PRICE_PRO":             "price_B",
+		"PRICE_PRO_METERED":     "price_BM",
+		"PUBLIC_URL":            "https://api.example.com/",
 		"API_KEYS":              "key-aaaaaaaaaaaaaaaa:alice, key-bbbbbbbbbbbbbbbb:bob@example.com",
 		"USAGE_REPORT_INTERVAL": "10s",
 	}))
@@ -69,8 +81,12 @@ func TestConfigFromEnvSet(t *testing.T) {
 	if got := strings.Join(c.WebhookSecrets, ","); got != "whsec_new,whsec_old" || c.WebhookSecretGenerated {
 		t.Errorf("WebhookSecrets = %q (generated %v)", got, c.WebhookSecretGenerated)
 	}
-	if c.DemoPrices || c.Prices["starter"] != "price_A" || c.Prices["pro"] != "price_B" {
-		t.Errorf("Prices = %v (demo %v)", c.Prices, c.DemoPrices)
+	if c.DemoPrices || c.Plans[0].PriceID != "price_A" || c.Plans[1].PriceID != "price_B" ||
+		c.Plans[0].MeteredPriceID != "" || c.Plans[1].MeteredPriceID != "price_BM" || !c.Plans[1].Overage {
+		t.Errorf("Plans = %+v (demo %v)", c.Plans, c.DemoPrices)
+	}
+	if c.PublicURL != "https://api.example.com" {
+		t.Errorf("PublicURL = %q", c.PublicURL)
 	}
 	if c.APIKeyGenerated || c.APIKeys["key-aaaaaaaaaaaaaaaa"] != "alice" || c.APIKeys["key-bbbbbbbbbbbbbbbb"] != "bob@example.com" {
 		t.Errorf("APIKeys = %v", c.APIKeys)
@@ -107,6 +123,10 @@ func TestConfigFromEnvInvalid(t *testing.T) {
 		{"pro price is a secret", "PRICE_PRO", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "sk_live_x"}},
 		{"pro missing", "PRICE_PRO", map[string]string{"PRICE_STARTER": "price_1"}},
 		{"starter missing", "PRICE_STARTER", map[string]string{"PRICE_PRO": "price_1"}},
+		{"metered without prices", "PRICE_PRO_METERED", map[string]string{"PRICE_PRO_METERED": "price_1"}},
+		{"metered malformed", "PRICE_PRO_METERED", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "price_2", "PRICE_PRO_METERED": "sk_x"}},
+		{"metered same as licensed", "PRICE_STARTER_METERED", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "price_2", "PRICE_STARTER_METERED": "price_1"}},
+		{"public url relative", "PUBLIC_URL", map[string]string{"PUBLIC_URL": "/billing"}},
 		{"api keys no colon", "API_KEYS", map[string]string{"API_KEYS": secret + secret}},
 		{"api keys short key", "API_KEYS", map[string]string{"API_KEYS": "short:alice"}},
 		{"api keys empty subject", "API_KEYS", map[string]string{"API_KEYS": secret + secret + ":"}},

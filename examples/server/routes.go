@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 )
 
@@ -10,20 +11,47 @@ import (
 //	POST /billing/checkout   Checkout session for the caller (API key)
 //	POST /billing/portal     billing-portal session for the caller (API key)
 //	GET  /billing/usage      the caller's plan and usage (API key)
+//	GET  /billing/success    where Checkout returns after payment
+//	GET  /billing/cancel     where Checkout returns when abandoned
 //	GET  /v1/hello           the demo API (API key, metered)
 //	GET  /healthz            Redis reachable
 func (a *App) routes() http.Handler {
+	auth := a.keys.authenticate
 	mux := http.NewServeMux()
+	// The webhook and checkout handlers answer other methods with 405
+	// themselves.
+	mux.Handle("/billing/webhook", a.webhooks)
+	mux.Handle("/billing/checkout", auth(a.checkout.CheckoutHandler()))
+	mux.Handle("/billing/portal", auth(a.checkout.PortalHandler()))
+	mux.Handle("GET /billing/usage", auth(http.HandlerFunc(a.usage)))
+	mux.HandleFunc("GET /billing/success", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"message": "Thank you! Your subscription starts as soon as Stripe confirms the payment."})
+	})
+	mux.HandleFunc("GET /billing/cancel", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"message": "Checkout was canceled; nothing was charged."})
+	})
+	mux.Handle("/v1/", auth(a.meter.Handle(a.api())))
 	mux.HandleFunc("GET /healthz", a.healthz)
-	mux.Handle("/v1/", a.keys.authenticate(a.api()))
 	return mux
 }
 
-// api is the demo API that the subscription sells.
+// api is the demo API that the subscription sells. The quota middleware in
+// front of it has already counted the request.
 func (a *App) api() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/hello", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"message": "hello, " + subjectFrom(r.Context())})
 	})
 	return mux
+}
+
+var errNoSubject = errors.New("no authenticated subject")
+
+// subjectOf is the quota and checkout SubjectFunc: the subject that the
+// API key authenticated, never a value the client chose.
+func subjectOf(r *http.Request) (string, error) {
+	if s := subjectFrom(r.Context()); s != "" {
+		return s, nil
+	}
+	return "", errNoSubject
 }
