@@ -46,7 +46,8 @@
 //	})
 //
 // Every call runs under a deadline, [Config.Timeout] (default 10 s), that
-// covers the retries and the sleeps between them, and carries one
+// covers the retries (stripe-go does not cut short the sleep before a retry,
+// so a retried call may end one sleep after its deadline), and carries one
 // idempotency key: the caller's, or 128 random bits from crypto/rand.
 //
 // # HTTP handler
@@ -76,8 +77,9 @@
 //	     reused with a different request
 //	413  body over HandlerConfig.MaxBodyBytes (default 64 KiB)
 //	415  Content-Type not application/json
+//	500  the SubjectFunc returned a subject longer than 200 bytes
 //	502  Stripe answered with an error, or could not be reached
-//	503  not configured ([NotConfigured]); customer lookup failed
+//	503  not configured (NotConfigured); customer lookup failed
 //	504  Stripe did not answer within Config.Timeout
 //
 // A 502 or 504 body holds a generic message and, when Stripe answered,

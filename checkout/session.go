@@ -84,7 +84,9 @@ type Config struct {
 	// Checkout page. The default value is false.
 	AllowPromotionCodes bool
 	// Timeout is the deadline of each Stripe call, including stripe-go's
-	// retries and the sleeps between them. The default value is
+	// retries. stripe-go does not interrupt its sleep between two attempts
+	// (0.5 s to 5 s) when the deadline passes, so a call that is being
+	// retried can end up to one such sleep after it. The default value is
 	// [DefaultTimeout] (10s).
 	Timeout time.Duration
 }
@@ -313,6 +315,8 @@ func (e *UnknownTierError) Error() string {
 
 // Unwrap returns [ErrUnknownTier].
 func (e *UnknownTierError) Unwrap() error { return ErrUnknownTier }
+
+var _ error = (*UnknownTierError)(nil)
 
 func validSubject(subject string) error {
 	switch {
