@@ -457,3 +457,33 @@ func TestHandlerSubjectTooLong(t *testing.T) {
 		t.Errorf("status %d, Stripe requests %d; want 500 and 0", w.Code, len(f.all()))
 	}
 }
+
+// TestHandlerConcurrent: concurrent duplicate requests (a double-clicked
+// button) all reach Stripe with one key, so Stripe answers them with one
+// session; the handler is safe for concurrent use (run with -race).
+func TestHandlerConcurrent(t *testing.T) {
+	t.Parallel()
+	f := newFakeStripe(t, nil)
+	h := newHandler(t, testConfig(t, newStripeClient(f.URL, 0)), nil)
+	const n = 16
+	codes := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			codes <- call{subject: "alice", body: `{"tier":"pro"}`, key: "double-click"}.do(h).Code
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if c := <-codes; c != 200 {
+			t.Errorf("status %d", c)
+		}
+	}
+	all := f.all()
+	if len(all) != n {
+		t.Fatalf("Stripe got %d requests, want %d", len(all), n)
+	}
+	for _, r := range all {
+		if r.IdempotencyKey != all[0].IdempotencyKey {
+			t.Fatalf("keys differ: %q vs %q", r.IdempotencyKey, all[0].IdempotencyKey)
+		}
+	}
+}
