@@ -1,0 +1,213 @@
+package billing
+
+import (
+	"time"
+
+	"github.com/billkit/billkit/quota"
+)
+
+// The lifecycle keeps, per subject, the newest fact of each kind (a
+// subscription snapshot, an invoice outcome, a completed checkout) and
+// derives the entitlement from them. Merging a fact keeps whichever of the
+// stored and the incoming fact is newer by a total order (event time, then
+// deterministic tie-breaks), so merging is commutative and idempotent: any
+// order of the same events, with any duplicates, ends in the same facts and
+// therefore the same entitlement.
+
+// statusRank orders subscription statuses along the lifecycle, to break ties
+// between snapshots carried by events created in the same second: the one
+// further along wins.
+func statusRank(s Status) int {
+	switch s {
+	case StatusIncomplete:
+		return 1
+	case StatusTrialing:
+		return 2
+	case StatusActive:
+		return 3
+	case StatusPastDue:
+		return 4
+	case StatusUnpaid:
+		return 5
+	case StatusPaused:
+		return 6
+	case StatusIncompleteExpired, StatusCanceled:
+		return 7
+	}
+	return 0
+}
+
+func cmpTime(a, b time.Time) int { return a.Compare(b) }
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// newerSubscription reports whether snapshot x should replace cur.
+func newerSubscription(x, cur SubscriptionFact) bool {
+	if cur.ID == "" {
+		return true
+	}
+	if x.ID != cur.ID {
+		// Another subscription of the same subject: a live one replaces
+		// an ended one whatever the times, an ended one never replaces a
+		// live one (the subject moved on), and otherwise the newer wins.
+		if xl, cl := !x.Status.Terminal(), !cur.Status.Terminal(); xl != cl {
+			return xl
+		}
+	}
+	if c := cmpTime(x.At, cur.At); c != 0 {
+		return c > 0
+	}
+	if c := cmpTime(x.Period.End, cur.Period.End); c != 0 {
+		return c > 0
+	}
+	if c := statusRank(x.Status) - statusRank(cur.Status); c != 0 {
+		return c > 0
+	}
+	return cmpString(x.EventID, cur.EventID) > 0
+}
+
+// mergeSubscription merges snapshot x into e's sources and reports whether
+// anything changed. Periods of the same subscription seen in any snapshot,
+// even an older one, feed PreviousPeriod: the latest period that starts
+// before the current one.
+func mergeSubscription(e *Entitlement, x SubscriptionFact) {
+	cur := e.Sources.Subscription
+	win := cur
+	if newerSubscription(x, cur) {
+		win = x
+	}
+	var cands []quota.Period
+	if x.ID == win.ID {
+		cands = append(cands, x.Period, x.PreviousPeriod)
+	}
+	if cur.ID == win.ID {
+		cands = append(cands, cur.Period, cur.PreviousPeriod)
+	}
+	win.PreviousPeriod = quota.Period{}
+	for _, p := range cands {
+		if p.IsZero() || !p.Start.Before(win.Period.Start) {
+			continue
+		}
+		if win.PreviousPeriod.IsZero() || p.Start.After(win.PreviousPeriod.Start) {
+			win.PreviousPeriod = p
+		}
+	}
+	e.Sources.Subscription = win
+}
+
+// mergeInvoice keeps the newer invoice outcome. In the same second a payment
+// beats a failure (a retry that succeeded), then the event ID decides.
+func mergeInvoice(e *Entitlement, x InvoiceFact) {
+	cur := e.Sources.Invoice
+	newer := cur.At.IsZero()
+	if !newer {
+		switch c := cmpTime(x.At, cur.At); {
+		case c != 0:
+			newer = c > 0
+		case x.Paid != cur.Paid:
+			newer = x.Paid
+		default:
+			newer = cmpString(x.EventID, cur.EventID) > 0
+		}
+	}
+	if newer {
+		e.Sources.Invoice = x
+	}
+}
+
+// mergeCheckout keeps the newer completed checkout.
+func mergeCheckout(e *Entitlement, x CheckoutFact) {
+	cur := e.Sources.Checkout
+	if cur.At.IsZero() || x.At.After(cur.At) || (x.At.Equal(cur.At) && cmpString(x.EventID, cur.EventID) > 0) {
+		e.Sources.Checkout = x
+	}
+}
+
+// derive sets e's derived fields from its sources.
+//
+//   - With a subscription snapshot (unless it ended and a checkout completed
+//     after it: a new purchase is on its way), the status is the
+//     snapshot's, corrected by an invoice outcome of the same subscription
+//     that is at least as new: a payment makes incomplete, past_due or
+//     unpaid active; a failure makes active or trialing past_due.
+//   - Without one, a completed checkout is pending, and becomes active when
+//     an invoice of its subscription is paid.
+//   - past_due gets the grace policy's access end and tier, counted from
+//     the failed invoice's finalization (else from the snapshot's time).
+func derive(e *Entitlement, grace GracePolicy) {
+	src := e.Sources
+	s, inv, co := src.Subscription, src.Invoice, src.Checkout
+
+	e.LastEventAt = maxTime(s.At, inv.At, co.At)
+	e.CustomerID = firstNonEmpty(s.CustomerID, co.CustomerID, inv.CustomerID, e.CustomerID)
+	e.Status, e.Tier, e.SubscriptionID, e.MeteredItemID = StatusNone, "", "", ""
+	e.Period, e.PreviousPeriod = quota.Period{}, quota.Period{}
+	e.GraceUntil, e.GraceTier = time.Time{}, ""
+
+	useSub := s.ID != "" && !(s.Status.Terminal() && co.At.After(s.At))
+	if useSub {
+		e.Status, e.Tier, e.SubscriptionID, e.MeteredItemID = s.Status, s.Tier, s.ID, s.MeteredItemID
+		e.Period, e.PreviousPeriod = s.Period, s.PreviousPeriod
+		if !inv.At.IsZero() && inv.SubscriptionID == s.ID && !inv.At.Before(s.At) {
+			switch {
+			case inv.Paid && (s.Status == StatusIncomplete || s.Status == StatusPastDue || s.Status == StatusUnpaid):
+				e.Status = StatusActive
+				if e.Period.IsZero() {
+					e.Period = inv.Period
+				}
+			case !inv.Paid && (s.Status == StatusActive || s.Status == StatusTrialing):
+				e.Status = StatusPastDue
+			}
+		}
+	} else if !co.At.IsZero() {
+		e.Status, e.Tier, e.SubscriptionID = StatusPending, co.Tier, co.SubscriptionID
+		if inv.Paid && !inv.At.IsZero() && (co.SubscriptionID == "" || inv.SubscriptionID == co.SubscriptionID) && !inv.At.Before(co.At) {
+			e.Status = StatusActive
+			e.Tier = firstNonEmpty(inv.Tier, co.Tier)
+			e.SubscriptionID = inv.SubscriptionID
+			e.Period = inv.Period
+		}
+	}
+
+	if e.Status == StatusPastDue {
+		since := s.At
+		if !inv.At.IsZero() && !inv.Paid && inv.SubscriptionID == e.SubscriptionID {
+			since = inv.At
+			if !inv.FinalizedAt.IsZero() {
+				since = inv.FinalizedAt
+			}
+		}
+		g := grace(*e, since)
+		e.GraceUntil, e.GraceTier = g.Until.UTC(), g.Tier
+		if e.GraceUntil.IsZero() || !e.GraceUntil.After(since) {
+			e.GraceUntil, e.GraceTier = time.Time{}, ""
+		}
+	}
+}
+
+func maxTime(ts ...time.Time) time.Time {
+	var m time.Time
+	for _, t := range ts {
+		if t.After(m) {
+			m = t
+		}
+	}
+	return m
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
