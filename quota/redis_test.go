@@ -37,6 +37,7 @@ func TestStoreConformance(t *testing.T) {
 // TestRedisStore runs the store and the middleware against a real
 // redis-server.
 func TestRedisStore(t *testing.T) {
+	t.Parallel()
 	srv := testserver.StartRedis(t)
 	c := redisClient(t, srv.Addr)
 	st := newRedisStore(t, c)
@@ -67,6 +68,7 @@ func TestRedisStore(t *testing.T) {
 
 // TestRedisCluster runs the same code on a three-master Redis Cluster.
 func TestRedisCluster(t *testing.T) {
+	t.Parallel()
 	cl := testserver.StartCluster(t)
 	c := clusterClient(t, cl)
 	st := newRedisStore(t, c)
