@@ -340,6 +340,7 @@ func (l *Lifecycle) apply(ctx context.Context, log *slog.Logger, subject string,
 	after, err = l.cfg.Store.Update(ctx, subject, func(e *Entitlement) error {
 		before = *e
 		merge(e)
+		prune(e)
 		derive(e, l.cfg.Grace)
 		return nil
 	})

@@ -131,6 +131,26 @@ func mergeCheckout(e *Entitlement, x CheckoutFact) {
 	}
 }
 
+// prune drops facts that a newer fact has made irrelevant, so that an event
+// older than the newest one of its subscription leaves no trace and every
+// order of the same events stores the same facts: a checkout not newer than
+// the subscription snapshot, and an invoice outcome older than the snapshot
+// or than the checkout that follows it.
+func prune(e *Entitlement) {
+	s, inv, co := &e.Sources.Subscription, &e.Sources.Invoice, &e.Sources.Checkout
+	if s.ID != "" {
+		if !co.At.IsZero() && !co.At.After(s.At) {
+			*co = CheckoutFact{}
+		}
+		if !inv.At.IsZero() && inv.At.Before(s.At) {
+			*inv = InvoiceFact{}
+		}
+	}
+	if !co.At.IsZero() && !inv.At.IsZero() && inv.At.Before(co.At) {
+		*inv = InvoiceFact{}
+	}
+}
+
 // derive sets e's derived fields from its sources.
 //
 //   - With a subscription snapshot (unless it ended and a checkout completed
