@@ -102,7 +102,7 @@ type App struct {
 	plans        *billing.Plans
 	entitlements billing.EntitlementStore
 	counters     quota.Store
-	limits       quota.LimitsSource
+	limits       *billing.Limits
 	meter        *quota.Middleware
 	webhooks     *webhook.Handler
 	checkout     *checkout.Handler
@@ -156,7 +156,29 @@ func (a *App) build() error {
 	if a.entitlements, err = billing.NewRedisStore(a.rdb, billing.RedisStoreConfig{Now: a.now}); err != nil {
 		return err
 	}
-	a.limits = newEntitlementLimits(a.entitlements, a.plans, a.now)
+	limits, err := billing.NewLimits(billing.LimitsConfig{Store: a.entitlements, Plans: a.plans, Now: a.now})
+	if err != nil {
+		return err
+	}
+	a.limits = limits
+	lifecycle, err := billing.NewLifecycle(billing.Config{
+		Store:  a.entitlements,
+		Plans:  a.plans,
+		Grace:  gracePolicy(),
+		Stripe: a.stripe,
+		// Enforce a change in this process at once (other processes
+		// would within the limits' one-second cache).
+		OnChange: func(ctx context.Context, before, after billing.Entitlement) {
+			limits.Invalidate(after.Subject)
+			a.log.InfoContext(ctx, "entitlement changed", "subject", after.Subject,
+				"status", string(after.Status), "tier", after.Tier, "previous_status", string(before.Status))
+		},
+		Logger: a.log.With("component", "billing"),
+		Now:    a.now,
+	})
+	if err != nil {
+		return err
+	}
 
 	// Quota: every /v1/ request is counted against the caller's plan.
 	if a.counters, err = quota.NewRedisStore(a.rdb, quota.RedisOptions{}); err != nil {
@@ -188,6 +210,7 @@ func (a *App) build() error {
 	}); err != nil {
 		return err
 	}
+	lifecycle.Register(a.webhooks)
 
 	// Checkout and the billing portal, and the usage reporter: they need
 	// Stripe.
@@ -261,6 +284,13 @@ func (a *App) buildStripe() error {
 	a.webhooks.On(stripe.EventTypeInvoiceCreated, a.reporter.HandleInvoiceCreated)
 	return nil
 }
+
+// gracePeriod is how long a subscriber whose payment failed keeps access.
+const gracePeriod = 7 * 24 * time.Hour
+
+// gracePolicy is what a past_due subscriber keeps: the starter plan's
+// limits for gracePeriod after the payment failed, then nothing.
+func gracePolicy() billing.GracePolicy { return billing.DowngradeTo("starter", gracePeriod) }
 
 // meterOf tells the reporter what to report for an entitlement: the
 // request counter, for plans with a metered price.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/examples/server/internal/demo"
 )
 
 // Demo price IDs, used when no PRICE_* variable is set so that the whole
@@ -19,9 +20,9 @@ import (
 // well-formed but exist in no Stripe account: Checkout against real Stripe
 // needs PRICE_STARTER and PRICE_PRO.
 const (
-	demoPriceStarter    = "price_1DemoStarter0000000000"
-	demoPricePro        = "price_1DemoPro00000000000000"
-	demoPriceProMetered = "price_1DemoProMetered000000"
+	demoPriceStarter    = demo.PriceStarter    // price_1DemoStarter0000000000
+	demoPricePro        = demo.PricePro        // price_1DemoPro00000000000000
+	demoPriceProMetered = demo.PriceProMetered // price_1DemoProMetered000000
 )
 
 // Limits of the example's plans, per billing period.
