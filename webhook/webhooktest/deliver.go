@@ -84,10 +84,16 @@ func (rs Results) ForEvent(i int) Results {
 }
 
 // Deliver delivers events (payloads, for example from [NewEvent]) to h and
-// returns one result per delivery. It fails t when Secret is empty.
+// returns one result per delivery. It fails t when Secret is empty; t may be
+// nil (in an example), and Deliver then panics instead.
 func (d Deliverer) Deliver(t testing.TB, h http.Handler, events ...[]byte) Results {
-	t.Helper()
+	if t != nil {
+		t.Helper()
+	}
 	if d.Secret == "" {
+		if t == nil {
+			panic("webhooktest: Deliverer.Secret is empty")
+		}
 		t.Fatal("webhooktest: Deliverer.Secret is empty")
 	}
 	copies := max(d.Copies, 1)
@@ -151,7 +157,10 @@ func (d Deliverer) Deliver(t testing.TB, h http.Handler, events ...[]byte) Resul
 // Deliver delivers each event once, in order, signed with secret, and
 // returns the statuses h answered. It is the short form of
 // Deliverer{Secret: secret}.Deliver(t, h, events...).
+// t may be nil, as for [Deliverer.Deliver].
 func Deliver(t testing.TB, h http.Handler, secret string, events ...[]byte) []int {
-	t.Helper()
+	if t != nil {
+		t.Helper()
+	}
 	return Deliverer{Secret: secret}.Deliver(t, h, events...).Statuses()
 }
