@@ -104,7 +104,7 @@ type RedisLeaseStore struct {
 // Cluster).
 func NewRedisLeaseStore(rdb redis.UniversalClient, opts UsageRedisOptions) (*RedisLeaseStore, error) {
 	if rdb == nil {
-		return nil, errors.New("billing: redis lease store needs a client")
+		return nil, fmt.Errorf("%w: redis lease store needs a client", ErrInvalidConfig)
 	}
 	return &RedisLeaseStore{rdb: rdb, prefix: opts.prefix()}, nil
 }

@@ -34,9 +34,29 @@ var (
 // metered price).
 type MeterFunc func(e Entitlement) (UsageMeter, bool)
 
+// PlanMeters returns the [MeterFunc] of a plan catalog: an entitlement's
+// tier reports quota meter (quota.DefaultMeter when empty) when its plan
+// has a MeteredPriceID or a MeterEventName, under that event name. It is
+// the default of ReporterConfig.Meter.
+func PlanMeters(plans *Plans, meter string) MeterFunc {
+	if meter == "" {
+		meter = quota.DefaultMeter
+	}
+	return func(e Entitlement) (UsageMeter, bool) {
+		if plans == nil {
+			return UsageMeter{}, false
+		}
+		p, ok := plans.ByTier(e.Tier)
+		if !ok || (p.MeteredPriceID == "" && p.MeterEventName == "") {
+			return UsageMeter{}, false
+		}
+		return UsageMeter{Name: meter, EventName: p.MeterEventName}, true
+	}
+}
+
 // ReporterConfig configures a [Reporter]. Entitlements, Counters, Sink,
-// Watermarks, Leases and Meter are required; every other zero field means
-// the documented default.
+// Watermarks, Leases, and Plans or Meter are required; every other zero
+// field means the documented default.
 type ReporterConfig struct {
 	// Entitlements lists the subjects to report (ForEach) and maps a
 	// Stripe customer to its subject (SubjectByCustomer). Required.
@@ -52,8 +72,11 @@ type ReporterConfig struct {
 	// Leases lets one reporter at a time report a subject. Required; use a
 	// [RedisLeaseStore] when several processes run a reporter.
 	Leases LeaseStore
-	// Meter says which meter of an entitlement's plan is reported.
-	// Required.
+	// Plans is the plan catalog; with it, Meter defaults to
+	// PlanMeters(Plans, quota.DefaultMeter).
+	Plans *Plans
+	// Meter says which meter of an entitlement is reported. The default
+	// value is [PlanMeters] of Plans; one of the two is required.
 	Meter MeterFunc
 
 	// Interval is the time between two passes of [Reporter.Run]. The
@@ -112,20 +135,23 @@ type ReporterConfig struct {
 func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
 	switch {
 	case c.Entitlements == nil:
-		return c, errors.New("billing: reporter needs an entitlement store")
+		return c, fmt.Errorf("%w: reporter needs an entitlement store", ErrInvalidConfig)
 	case c.Counters == nil:
-		return c, errors.New("billing: reporter needs a counter store")
+		return c, fmt.Errorf("%w: reporter needs a counter store", ErrInvalidConfig)
 	case c.Sink == nil:
-		return c, errors.New("billing: reporter needs a usage sink")
+		return c, fmt.Errorf("%w: reporter needs a usage sink", ErrInvalidConfig)
 	case c.Watermarks == nil:
-		return c, errors.New("billing: reporter needs a watermark store")
+		return c, fmt.Errorf("%w: reporter needs a watermark store", ErrInvalidConfig)
 	case c.Leases == nil:
-		return c, errors.New("billing: reporter needs a lease store")
-	case c.Meter == nil:
-		return c, errors.New("billing: reporter needs a meter function")
+		return c, fmt.Errorf("%w: reporter needs a lease store", ErrInvalidConfig)
+	case c.Meter == nil && c.Plans == nil:
+		return c, fmt.Errorf("%w: reporter needs a plan catalog or a meter function", ErrInvalidConfig)
+	}
+	if c.Meter == nil {
+		c.Meter = PlanMeters(c.Plans, "")
 	}
 	if m := c.Sink.Mode(); m != ReportTotals && m != ReportDeltas {
-		return c, fmt.Errorf("billing: usage sink has unknown mode %v", m)
+		return c, fmt.Errorf("%w: usage sink has unknown mode %v", ErrInvalidConfig, m)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -162,17 +188,17 @@ func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
 	switch {
 	case c.Interval < 0, c.CallTimeout < 0, c.LeaseTTL < 0, c.FlushWait < 0, c.MaxLateness < 0,
 		c.Settle < 0, c.Retention < 0, c.BackoffMin < 0, c.BackoffMax < 0:
-		return c, errors.New("billing: reporter durations must not be negative")
+		return c, fmt.Errorf("%w: reporter durations must not be negative", ErrInvalidConfig)
 	case c.Rate < 0 || c.Burst < 0 || c.Concurrency < 0:
-		return c, errors.New("billing: reporter rate, burst and concurrency must not be negative")
+		return c, fmt.Errorf("%w: reporter rate, burst and concurrency must not be negative", ErrInvalidConfig)
 	case c.CallTimeout > c.LeaseTTL/2:
-		return c, errors.New("billing: reporter CallTimeout must be at most half of LeaseTTL")
+		return c, fmt.Errorf("%w: reporter CallTimeout must be at most half of LeaseTTL", ErrInvalidConfig)
 	case c.Retention <= c.MaxLateness+c.Settle:
-		return c, errors.New("billing: reporter Retention must exceed MaxLateness plus Settle")
+		return c, fmt.Errorf("%w: reporter Retention must exceed MaxLateness plus Settle", ErrInvalidConfig)
 	case c.BackoffMax < c.BackoffMin:
-		return c, errors.New("billing: reporter BackoffMax must be at least BackoffMin")
+		return c, fmt.Errorf("%w: reporter BackoffMax must be at least BackoffMin", ErrInvalidConfig)
 	case len(c.IdentifierPrefix) > 50:
-		return c, errors.New("billing: reporter IdentifierPrefix is longer than 50 bytes")
+		return c, fmt.Errorf("%w: reporter IdentifierPrefix is longer than 50 bytes", ErrInvalidConfig)
 	}
 	return c, nil
 }

@@ -124,7 +124,7 @@ type UsageRecordSink struct {
 // caller built (its backend carries MaxNetworkRetries).
 func NewUsageRecordSink(api *client.API) (*UsageRecordSink, error) {
 	if api == nil || api.UsageRecords == nil {
-		return nil, errors.New("billing: usage record sink needs a Stripe client")
+		return nil, fmt.Errorf("%w: usage record sink needs a Stripe client", ErrInvalidConfig)
 	}
 	return &UsageRecordSink{api: api}, nil
 }
@@ -198,7 +198,7 @@ type MeterEventSink struct {
 // caller built (its backend carries MaxNetworkRetries).
 func NewMeterEventSink(api *client.API, cfg MeterEventSinkConfig) (*MeterEventSink, error) {
 	if api == nil || api.BillingMeterEvents == nil {
-		return nil, errors.New("billing: meter event sink needs a Stripe client")
+		return nil, fmt.Errorf("%w: meter event sink needs a Stripe client", ErrInvalidConfig)
 	}
 	return &MeterEventSink{api: api, cfg: cfg.withDefaults()}, nil
 }

@@ -2,7 +2,6 @@ package billing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -43,7 +42,7 @@ type RedisWatermarkStore struct {
 // Cluster).
 func NewRedisWatermarkStore(rdb redis.UniversalClient, opts UsageRedisOptions) (*RedisWatermarkStore, error) {
 	if rdb == nil {
-		return nil, errors.New("billing: redis watermark store needs a client")
+		return nil, fmt.Errorf("%w: redis watermark store needs a client", ErrInvalidConfig)
 	}
 	return &RedisWatermarkStore{rdb: rdb, prefix: opts.prefix()}, nil
 }
