@@ -135,14 +135,18 @@ func mergeCheckout(e *Entitlement, x CheckoutFact) {
 // older than the newest one of its subscription leaves no trace and every
 // order of the same events stores the same facts: a checkout not newer than
 // the subscription snapshot, and an invoice outcome older than the snapshot
-// or than the checkout that follows it.
+// (except the failure that made it past_due) or than the checkout that
+// follows it.
 func prune(e *Entitlement) {
 	s, inv, co := &e.Sources.Subscription, &e.Sources.Invoice, &e.Sources.Checkout
 	if s.ID != "" {
 		if !co.At.IsZero() && !co.At.After(s.At) {
 			*co = CheckoutFact{}
 		}
-		if !inv.At.IsZero() && inv.At.Before(s.At) {
+		// A failed invoice of a past_due subscription is kept: it tells
+		// when the grace period began.
+		keep := !inv.Paid && inv.SubscriptionID == s.ID && s.Status == StatusPastDue
+		if !inv.At.IsZero() && inv.At.Before(s.At) && !keep {
 			*inv = InvoiceFact{}
 		}
 	}

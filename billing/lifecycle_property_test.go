@@ -1,0 +1,140 @@
+package billing_test
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/webhook/webhooktest"
+)
+
+// lifecycles are event sequences of one subscription, each event created
+// in its own second.
+func lifecycles() map[string][][]byte {
+	p2 := t0.AddDate(0, 1, 0)
+	renewed := sub{Status: "active", Metered: true, Start: p2, End: p2.AddDate(0, 1, 0)}
+	pastDue := renewed
+	pastDue.Status = "past_due"
+	base := [][]byte{
+		event("evt_01", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
+		event("evt_02", evCreated, sub{Status: "incomplete", Metered: true}.object(), sec(1)),
+		event("evt_03", evPaid, inv{ID: "in_1", FinalizedAt: sec(1)}.object(), sec(2)),
+		event("evt_04", evUpdated, sub{Status: "active", Metered: true}.object(), sec(3)),
+		event("evt_05", evUpdated, renewed.object(), sec(4)),
+		event("evt_06", evFailed, inv{ID: "in_2", FinalizedAt: sec(4)}.object(), sec(5)),
+		event("evt_07", evUpdated, pastDue.object(), sec(6)),
+	}
+	recovered := append(base[:len(base):len(base)],
+		event("evt_08", evPaid, inv{ID: "in_2", FinalizedAt: sec(4)}.object(), sec(7)),
+		event("evt_09", evUpdated, renewed.object(), sec(8)),
+	)
+	canceled := append(recovered[:len(recovered):len(recovered)],
+		event("evt_10", evDeleted, renewed.object(), sec(9)),
+	)
+	return map[string][][]byte{
+		"ends past_due":  base,
+		"ends recovered": recovered,
+		"ends canceled":  canceled,
+		"paid before created": {
+			event("evt_11", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
+			event("evt_12", evCreated, sub{Status: "incomplete", Metered: true}.object(), sec(1)),
+			event("evt_13", evPaid, inv{ID: "in_1", FinalizedAt: sec(1)}.object(), sec(2)),
+		},
+	}
+}
+
+// comparable returns e without its write time, as JSON.
+func comparable(t testing.TB, e billing.Entitlement) string {
+	t.Helper()
+	e.UpdatedAt = time.Time{}
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestPermutationsConverge (B2): every permutation of a lifecycle's events,
+// with duplicates, ends in the same entitlement as the events in order.
+// Half the runs go through the webhook handler (which drops duplicate
+// deliveries), half call HandleEvent directly so that the lifecycle itself
+// sees every duplicate.
+func TestPermutationsConverge(t *testing.T) {
+	t.Parallel()
+	const runs = 64 // per lifecycle
+	for name, events := range lifecycles() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ref := newHarness(t, billing.NewMemoryStore(nil), nil)
+			ref.deliver(events...)
+			want := comparable(t, ref.get("alice"))
+
+			decoded := make([]*stripe.Event, len(events))
+			for i, raw := range events {
+				decoded[i] = &stripe.Event{}
+				if err := json.Unmarshal(raw, decoded[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for run := 0; run < runs; run++ {
+				seed := uint64(run) + 1
+				h := newHarness(t, billing.NewMemoryStore(nil), nil)
+				if run%2 == 0 {
+					d := webhooktest.Deliverer{Secret: testSecret, Copies: 2, Shuffle: true, Seed: seed}
+					for _, r := range d.Deliver(t, h.h, events...) {
+						if r.Status != http.StatusOK {
+							t.Fatalf("seed %d: delivery of %s answered %d", seed, r.EventID, r.Status)
+						}
+					}
+				} else {
+					rng := rand.New(rand.NewPCG(seed, seed*31))
+					order := make([]int, 0, 3*len(events))
+					for i := range events {
+						for range 1 + rng.IntN(3) {
+							order = append(order, i)
+						}
+					}
+					rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+					for _, i := range order {
+						if err := h.lc.HandleEvent(context.Background(), decoded[i]); err != nil {
+							t.Fatalf("seed %d: HandleEvent(%s): %v", seed, decoded[i].ID, err)
+						}
+					}
+				}
+				if got := comparable(t, h.get("alice")); got != want {
+					t.Fatalf("seed %d: permutation ends in\n%s\nin order:\n%s", seed, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestPermutationsExpected pins what the in-order sequences end in, so that
+// convergence to a wrong state would fail too.
+func TestPermutationsExpected(t *testing.T) {
+	t.Parallel()
+	want := map[string]billing.Status{
+		"ends past_due": billing.StatusPastDue, "ends recovered": billing.StatusActive,
+		"ends canceled": billing.StatusCanceled, "paid before created": billing.StatusActive,
+	}
+	for name, events := range lifecycles() {
+		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h.deliver(events...)
+		e := h.get("alice")
+		if e.Status != want[name] || e.MeteredItemID != "si_metered" {
+			t.Errorf("%s: ends %s (metered item %q), want %s with si_metered", name, e.Status, e.MeteredItemID, want[name])
+		}
+		if name == "ends recovered" && e.PreviousPeriod.Start != t0 {
+			t.Errorf("%s: PreviousPeriod = %v, want the first period", name, e.PreviousPeriod)
+		}
+		if name == "ends past_due" && !e.GraceUntil.Equal(sec(4).Add(billing.DefaultGracePeriod)) {
+			t.Errorf("%s: GraceUntil = %v, want the failed invoice's finalization + 7 days", name, e.GraceUntil)
+		}
+	}
+}
