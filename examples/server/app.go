@@ -118,6 +118,11 @@ type App struct {
 // client and every billkit component, and returns the application. The
 // caller must Close it.
 func NewApp(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	return newApp(ctx, cfg, log, time.Now)
+}
+
+// newApp is NewApp with a clock.
+func newApp(ctx context.Context, cfg Config, log *slog.Logger, now func() time.Time) (*App, error) {
 	rdb, closeRedis, err := openRedis(ctx, cfg.RedisURL, log)
 	if err != nil {
 		return nil, err
@@ -129,7 +134,7 @@ func NewApp(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		closeRedis: closeRedis,
 		stripe:     newStripeClient(cfg, log),
 		keys:       newAPIKeys(cfg.APIKeys),
-		now:        time.Now,
+		now:        now,
 	}
 	if err := a.build(); err != nil {
 		a.Close()

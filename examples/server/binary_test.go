@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/billkit/billkit/examples/server/internal/demo"
+	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
 // goTool returns the go command that runs this test.
@@ -182,8 +185,8 @@ func TestBinary(t *testing.T) {
 		t.Errorf("GET /healthz = %d %s, want 200", code, body)
 	}
 	code, body := do(t, "GET", s.URL+"/v1/hello", nil, map[string]string{"Authorization": "Bearer " + s.APIKey})
-	if code == http.StatusUnauthorized || code/100 == 5 {
-		t.Errorf("GET /v1/hello with the printed key = %d %s, want it authenticated", code, body)
+	if code != http.StatusPaymentRequired {
+		t.Errorf("GET /v1/hello with the printed key = %d %s, want 402 (authenticated, no plan)", code, body)
 	}
 	code, body = do(t, "GET", s.URL+"/v1/hello", nil, map[string]string{"Authorization": "Bearer " + s.APIKey + "x"})
 	if code != http.StatusUnauthorized {
@@ -191,6 +194,41 @@ func TestBinary(t *testing.T) {
 	}
 	if code, _ := do(t, "GET", s.URL+"/v1/hello", nil, nil); code != http.StatusUnauthorized {
 		t.Errorf("GET /v1/hello without a key = %d, want 401", code)
+	}
+
+	// An event signed with the printed secret is accepted; one signed with
+	// another secret is rejected.
+	now := time.Now()
+	typ, obj, err := demo.Event(demo.CheckoutCompleted, demo.Subscription{Subject: "demo", Tier: "pro", PriceID: demo.PricePro}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := webhooktest.NewEvent(typ, obj, webhooktest.WithCreated(now))
+	for _, tc := range []struct {
+		secret string
+		want   int
+	}{
+		{"whsec_another_secret", http.StatusBadRequest},
+		{s.WebhookSecret, http.StatusOK},
+	} {
+		code, body := do(t, "POST", s.URL+"/billing/webhook", payload, map[string]string{
+			"Content-Type":              "application/json",
+			webhooktest.SignatureHeader: webhooktest.Sign(tc.secret, payload, now),
+		})
+		if code != tc.want {
+			t.Errorf("event signed with the %s secret = %d %s, want %d", map[bool]string{true: "printed", false: "other"}[tc.secret == s.WebhookSecret], code, body, tc.want)
+		}
+	}
+	// The event took effect: the checkout is pending payment.
+	code, body = do(t, "GET", s.URL+"/billing/usage", nil, map[string]string{"Authorization": "Bearer " + s.APIKey})
+	if code != http.StatusOK || !strings.Contains(string(body), `"status": "pending"`) {
+		t.Errorf("GET /billing/usage after checkout-completed = %d %s, want status pending", code, body)
+	}
+	// Without Stripe configured, checkout says how to configure it.
+	code, body = do(t, "POST", s.URL+"/billing/checkout", []byte(`{"tier":"pro"}`), map[string]string{
+		"Authorization": "Bearer " + s.APIKey, "Content-Type": "application/json"})
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "STRIPE_SECRET_KEY") {
+		t.Errorf("POST /billing/checkout without Stripe = %d %s, want 503 naming STRIPE_SECRET_KEY", code, body)
 	}
 
 	if err := s.stop(t); err != nil {
