@@ -32,9 +32,16 @@ type DenyFunc func(w http.ResponseWriter, r *http.Request, d Decision)
 
 // Defaults of [Config].
 const (
-	DefaultMeter      = "requests"
-	DefaultDeadline   = 100 * time.Millisecond
-	DefaultRetention  = 35 * 24 * time.Hour
+	// DefaultMeter is the meter name when [Config.Meter] is empty.
+	DefaultMeter = "requests"
+	// DefaultDeadline bounds one decision when [Config.Deadline] is zero.
+	DefaultDeadline = 100 * time.Millisecond
+	// DefaultRetention is how long a counter outlives its period when
+	// [Config.Retention] is zero: longer than a monthly invoice's draft
+	// window, so a closed period can still be reported.
+	DefaultRetention = 35 * 24 * time.Hour
+	// DefaultRetryAfter is the Retry-After of a 503 when
+	// [Config.RetryAfter] is zero.
 	DefaultRetryAfter = time.Second
 )
 
