@@ -37,7 +37,7 @@ func miniRedis(t testing.TB) *redis.Client {
 func realRedis(t testing.TB) *redis.Client {
 	t.Helper()
 	srv := testserver.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
 	return rdb
 }
