@@ -40,26 +40,23 @@ func subjectOf(r *http.Request) string {
 type Contender struct {
 	// Name identifies the contender in benchmark names and tables.
 	Name string
-	// Library is the module and version measured, for the README.
-	Library string
-	// Algorithm is the limiting algorithm, for the README.
-	Algorithm string
 	// New wraps next in the contender's middleware, counting in rdb, with
 	// limit requests allowed per window (a calendar month for billkit, an
-	// hour for the peers). limit 0 means no limiter (the floors ignore
-	// it).
+	// hour for the peers). The floors ignore limit.
 	New func(rdb redis.UniversalClient, limit int64, next http.Handler) (http.Handler, error)
 }
 
-// Contenders returns every contender, floors first, billkit third.
+// Contenders returns every contender: billkit first (the base that
+// benchstat and the ratio table compare with), then the peers, then the
+// floors.
 func Contenders() []Contender {
 	return []Contender{
-		{Name: "bare", Library: "net/http handler alone", Algorithm: "none", New: newBare},
-		{Name: "incr", Library: "go-redis INCR per request", Algorithm: "counter, no limit", New: newIncr},
-		{Name: "billkit", Library: "github.com/billkit/billkit/quota", Algorithm: "calendar period, Lua", New: newBillkit},
-		{Name: "ulule", Library: "github.com/ulule/limiter/v3 v3.11.2", Algorithm: "fixed window, Lua", New: newUlule},
-		{Name: "redis_rate", Library: "github.com/go-redis/redis_rate/v10 v10.0.1", Algorithm: "GCRA, Lua", New: newRedisRate},
-		{Name: "throttled", Library: "github.com/throttled/throttled/v2 v2.15.0", Algorithm: "GCRA, GET + CAS", New: newThrottled},
+		{Name: "billkit", New: newBillkit},
+		{Name: "ulule", New: newUlule},
+		{Name: "redis_rate", New: newRedisRate},
+		{Name: "throttled", New: newThrottled},
+		{Name: "incr", New: newIncr},
+		{Name: "bare", New: newBare},
 	}
 }
 

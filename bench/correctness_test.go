@@ -350,6 +350,11 @@ func compare(a, b map[string]string) (counted bool, detail string) {
 			counted = true
 		}
 	}
+	for k, v := range b {
+		if a[k] == v && strings.HasSuffix(k, "[used]") {
+			changes = append(changes, fmt.Sprintf("`%s` stays %s", k, v))
+		}
+	}
 	slices.Sort(changes)
 	if len(changes) == 0 {
 		return false, "stored state unchanged by denials"
