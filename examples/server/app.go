@@ -278,7 +278,7 @@ func (a *App) buildStripe() error {
 		Sink:         sink,
 		Watermarks:   watermarks,
 		Leases:       leases,
-		Meter:        a.meterOf,
+		Plans:        a.plans, // reports the request counter of plans with a metered price
 		Interval:     a.cfg.ReportInterval,
 		Logger:       a.log.With("component", "usage-reporter"),
 		Now:          a.now,
@@ -296,16 +296,6 @@ const gracePeriod = 7 * 24 * time.Hour
 // gracePolicy is what a past_due subscriber keeps: the starter plan's
 // limits for gracePeriod after the payment failed, then nothing.
 func gracePolicy() billing.GracePolicy { return billing.DowngradeTo("starter", gracePeriod) }
-
-// meterOf tells the reporter what to report for an entitlement: the
-// request counter, for plans with a metered price.
-func (a *App) meterOf(e billing.Entitlement) (billing.UsageMeter, bool) {
-	p, ok := a.plans.ByTier(e.Tier)
-	if !ok || p.MeteredPriceID == "" {
-		return billing.UsageMeter{}, false
-	}
-	return billing.UsageMeter{Name: quota.DefaultMeter}, true
-}
 
 // customerOf returns subject's Stripe customer, for the billing portal.
 func (a *App) customerOf(ctx context.Context, subject string) (string, error) {

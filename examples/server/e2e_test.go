@@ -377,3 +377,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// demoSub is the demo pro subscription of subject.
+func demoSub(subject string) demo.Subscription {
+	return demo.Subscription{Subject: subject, Tier: "pro", PriceID: demo.PricePro, MeteredPriceID: demo.PriceProMetered}
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/billkit/billkit/internal/testserver"
+)
+
+// startRun runs run() in the background with env, and returns the base URL
+// it printed, its stdout so far, and a function that cancels it and returns
+// run's result.
+func startRun(t *testing.T, env map[string]string) (base string, stdout []string, stop func() error) {
+	t.Helper()
+	if env["ADDR"] == "" {
+		env["ADDR"] = "127.0.0.1:0"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := run(ctx, nil, func(k string) string { return env[k] }, pw, io.Discard)
+		pw.CloseWithError(errors.New("run returned"))
+		done <- err
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		line := sc.Text()
+		stdout = append(stdout, line)
+		if v, ok := strings.CutPrefix(line, "listening on "); ok {
+			base = "http://" + v
+			break
+		}
+	}
+	if base == "" {
+		cancel()
+		t.Fatalf("run did not print its address: %v; stdout %q", <-done, stdout)
+	}
+	go io.Copy(io.Discard, pr)
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	return base, stdout, stop
+}
+
+func get(t *testing.T, url string) int {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestRunStartsAndStops(t *testing.T) {
+	t.Parallel()
+	base, stdout, stop := startRun(t, map[string]string{})
+	joined := strings.Join(stdout, "\n")
+	for _, want := range []string{"webhook secret: whsec_", "demo api key: demo_"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("stdout %q lacks %q", joined, want)
+		}
+	}
+	if code := get(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d", code)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v after cancel, want nil", err)
+	}
+}
+
+func TestRunConfiguredPrintsNoSecrets(t *testing.T) {
+	t.Parallel()
+	_, stdout, _ := startRun(t, map[string]string{
+		"STRIPE_WEBHOOK_SECRET": "whsec_configured",
+		"API_KEYS":              "configured-key-0123456789:alice",
+	})
+	if len(stdout) != 1 || !strings.HasPrefix(stdout[0], "listening on ") {
+		t.Errorf("stdout = %q, want only the listen address (configured secrets are never printed)", stdout)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	t.Parallel()
+	var stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, env(nil), io.Discard, &stderr); err != nil {
+		t.Errorf("-h: %v", err)
+	}
+	for _, v := range envVars() {
+		if !strings.Contains(stderr.String(), v.Name) {
+			t.Errorf("-h does not document %s", v.Name)
+		}
+	}
+	err := run(context.Background(), nil, env(map[string]string{"ADDR": "nope"}), io.Discard, io.Discard)
+	if err == nil || !strings.HasPrefix(err.Error(), "ADDR: ") {
+		t.Errorf("bad ADDR: %v", err)
+	}
+	err = run(context.Background(), []string{"extra"}, env(nil), io.Discard, io.Discard)
+	if err == nil {
+		t.Error("an argument was accepted")
+	}
+	err = run(context.Background(), nil, env(map[string]string{"REDIS_URL": "redis://127.0.0.1:1"}), io.Discard, io.Discard)
+	if err == nil || !strings.HasPrefix(err.Error(), "REDIS_URL: ") {
+		t.Errorf("unreachable Redis: %v", err)
+	}
+}
+
+// TestShutdownDrains checks that a canceled Run waits for in-flight
+// requests before it returns.
+func TestShutdownDrains(t *testing.T) {
+	t.Parallel()
+	cfg, err := ConfigFromEnv(env(map[string]string{"ADDR": "127.0.0.1:0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := NewApp(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	entered, release := make(chan struct{}), make(chan struct{})
+	app.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		w.Write([]byte("done"))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	ran := make(chan error, 1)
+	go func() { ran <- app.Run(ctx, pw); pw.Close() }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	base := "http://" + strings.TrimSpace(strings.TrimPrefix(line, "listening on "))
+
+	type result struct {
+		body string
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(base + "/slow")
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		got <- result{string(b), err}
+	}()
+	<-entered
+	cancel()
+	select {
+	case err := <-ran:
+		t.Fatalf("Run returned (%v) while a request was in flight", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if r := <-got; r.err != nil || r.body != "done" {
+		t.Errorf("in-flight request: %q, %v", r.body, r.err)
+	}
+	if err := <-ran; err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+}
+
+// TestRedisHealthAndEviction runs against a real redis-server whose
+// maxmemory-policy evicts keys: the server warns at start, /healthz answers
+// 200 while Redis is up and 503 once it is down.
+func TestRedisHealthAndEviction(t *testing.T) {
+	t.Parallel()
+	rs := testserver.StartRedis(t, "--maxmemory-policy", "allkeys-lru")
+	var logs syncBuffer
+	cfg, err := ConfigFromEnv(env(map[string]string{"REDIS_URL": "redis://" + rs.Addr + "/0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := NewApp(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if !strings.Contains(logs.String(), `"level":"WARN","msg":"redis maxmemory-policy evicts keys`) ||
+		!strings.Contains(logs.String(), `"maxmemory-policy":"allkeys-lru"`) {
+		t.Errorf("no eviction warning in the logs:\n%s", logs.String())
+	}
+	h := app.Handler()
+	health := func() int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		return rec.Code
+	}
+	if code := health(); code != http.StatusOK {
+		t.Errorf("/healthz with Redis up = %d", code)
+	}
+	rs.Stop()
+	if code := health(); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz with Redis down = %d, want 503", code)
+	}
+	if err := rs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if code := health(); code != http.StatusOK {
+		t.Errorf("/healthz after Redis returned = %d", code)
+	}
+}
+
+func TestNoEvictionWarningWithNoeviction(t *testing.T) {
+	t.Parallel()
+	rs := testserver.StartRedis(t)
+	var logs syncBuffer
+	cfg, err := ConfigFromEnv(env(map[string]string{"REDIS_URL": "redis://" + rs.Addr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := NewApp(context.Background(), cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if strings.Contains(logs.String(), "maxmemory-policy") {
+		t.Errorf("eviction warning with noeviction:\n%s", logs.String())
+	}
+}
+
+// TestRedisCluster runs the server's Redis-backed pieces on a three-master
+// Redis Cluster through a redis+cluster:// URL.
+func TestRedisCluster(t *testing.T) {
+	t.Parallel()
+	cl := testserver.StartCluster(t)
+	u := "redis+cluster://" + cl.Addrs[0] + "?addr=" + cl.Addrs[1] + "&addr=" + cl.Addrs[2]
+	base, stdout, _ := startRun(t, map[string]string{"REDIS_URL": u})
+	var key, secret string
+	for _, l := range stdout {
+		if v, ok := strings.CutPrefix(l, "demo api key: "); ok {
+			key = v
+		}
+		if v, ok := strings.CutPrefix(l, "webhook secret: "); ok {
+			secret = v
+		}
+	}
+	c := &testClient{t: t, base: base, key: key, secret: secret, clock: &clock{t: time.Now()}, sub: demoSub("demo")}
+	if code := get(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d", code)
+	}
+	c.hello(http.StatusPaymentRequired, "")
+	c.send("subscription-created")
+	c.allowed("pro", proHard, proHard-1)
+	c.wantUsage("active", "pro", 1)
+}
