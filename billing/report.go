@@ -394,6 +394,11 @@ func (r *Reporter) settle(ctx context.Context, subject string, err error) {
 		delete(r.backoff, subject)
 		return
 	}
+	if errors.Is(err, ErrWatermarkMoved) {
+		// Another reporter moved on: not this subject's failure.
+		r.log.InfoContext(ctx, "billing: usage watermark moved", "subject", subject)
+		return
+	}
 	b := r.backoff[subject]
 	b.failures++
 	d := r.cfg.BackoffMin
@@ -416,10 +421,10 @@ func (r *Reporter) Flush(ctx context.Context, subject string) error {
 		return fmt.Errorf("billing: flush usage: %w", err)
 	}
 	out, err := r.reportSubject(ctx, e, true)
-	if err == nil && out == outBusy {
-		err = ErrLeaseBusy
-	}
 	r.settle(ctx, subject, err)
+	if err == nil && out == outBusy {
+		return ErrLeaseBusy
+	}
 	return err
 }
 
