@@ -259,19 +259,25 @@ func (l *Lifecycle) onCheckout(ctx context.Context, log *slog.Logger, ev *stripe
 }
 
 func (l *Lifecycle) onSubscription(ctx context.Context, log *slog.Logger, ev *stripe.Event, at time.Time, sub *stripe.Subscription) error {
+	subject, err := l.subjectOf(ctx, sub.Metadata, customerID(sub.Customer))
+	if err != nil {
+		return err
+	}
 	if l.cfg.Refetch {
 		fresh, fetchedAt, err := l.fetch(ctx, sub.ID)
 		if err != nil {
 			return err
 		}
 		sub, at = fresh, maxTime(at, fetchedAt)
-	}
-	subject, err := l.subjectOf(ctx, sub.Metadata, customerID(sub.Customer))
-	if err != nil || subject == "" {
-		if err == nil {
-			log.InfoContext(ctx, "billing: subscription of no known subject ignored", "subscription", sub.ID)
+		if subject == "" {
+			if subject, err = l.subjectOf(ctx, sub.Metadata, customerID(sub.Customer)); err != nil {
+				return err
+			}
 		}
-		return err
+	}
+	if subject == "" {
+		log.InfoContext(ctx, "billing: subscription of no known subject ignored", "subscription", sub.ID)
+		return nil
 	}
 	f := l.snapshot(ctx, log, sub, at, ev.ID)
 	return l.update(ctx, log, subject, func(e *Entitlement) { mergeSubscription(e, f) })
