@@ -11,7 +11,8 @@
 //	h.On(stripe.EventTypeInvoicePaid, markPaid)
 //	ev := webhooktest.NewEvent(stripe.EventTypeInvoicePaid, map[string]any{"id": "in_123", "object": "invoice"})
 //	res := webhooktest.Deliverer{Secret: secret, Copies: 5, Concurrency: 5}.Deliver(t, h, ev)
-//	// res.Count(200) == 5 once handled; markPaid ran once.
+//	// markPaid ran once; each delivery got 200 (handled or duplicate) or
+//	// 409 (another copy held the lease at that moment).
 //
 // Signatures are computed by stripe-go's
 // [github.com/stripe/stripe-go/v76/webhook.GenerateTestSignedPayload], so
