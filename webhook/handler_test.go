@@ -497,7 +497,7 @@ func TestCrashedClaimExpires(t *testing.T) {
 			return backend{newRedisStore(t, rdb, ""), mr.FastForward, time.Minute}
 		},
 		"real redis": func(t *testing.T) backend {
-			return backend{newRedisStore(t, realRedis(t), ""), time.Sleep, 300 * time.Millisecond}
+			return backend{newRedisStore(t, realRedis(t), ""), time.Sleep, 600 * time.Millisecond}
 		},
 	}
 	for name, open := range backends {

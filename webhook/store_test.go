@@ -16,7 +16,7 @@ import (
 )
 
 // realLease is the lease the conformance suite uses on a real clock.
-const realLease = 200 * time.Millisecond
+const realLease = 500 * time.Millisecond
 
 func TestMemoryStoreConformance(t *testing.T) {
 	t.Parallel()

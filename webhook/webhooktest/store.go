@@ -22,7 +22,7 @@ type StoreUnderTest struct {
 	Advance func(d time.Duration)
 	// Lease is the lease the suite claims with; the retention it completes
 	// with is three leases. Keep it short for a store on a real clock,
-	// where Advance sleeps (100ms to 250ms suits a local server). The
+	// where Advance sleeps (about 500ms leaves room for a loaded machine). The
 	// default value is one minute.
 	Lease time.Duration
 }
