@@ -84,8 +84,8 @@ func (p Plan) validate(field func(string) string) error {
 		return bad("Hard", "%d is below Included %d", p.Hard, p.Included)
 	case p.Included == 0 && p.Hard == 0 && !p.Overage:
 		return bad("Included", "required: the plan would allow no units")
-	case p.Soft > 0 && p.Plan().Limit() > 0 && p.Soft > p.Plan().Limit():
-		return bad("Soft", "%d is above the hard limit %d", p.Soft, p.Plan().Limit())
+	case p.Soft > 0 && p.Limits(quota.Period{}).Limit() > 0 && p.Soft > p.Limits(quota.Period{}).Limit():
+		return bad("Soft", "%d is above the hard limit %d", p.Soft, p.Limits(quota.Period{}).Limit())
 	case p.Overage && p.MeteredPriceID == "" && p.MeterEventName == "":
 		return bad("MeteredPriceID", "overage needs a metered price ID or a meter event name")
 	case p.MeteredPriceID != "" && p.MeteredPriceID == p.PriceID:
@@ -95,10 +95,6 @@ func (p Plan) validate(field func(string) string) error {
 	}
 	return nil
 }
-
-// Plan returns p's limits without a billing period; a shorthand used in
-// validation and tests.
-func (p Plan) Plan() quota.Limits { return p.Limits(quota.Period{}) }
 
 // Plans is a validated, read-only catalog of plans. It is safe for
 // concurrent use. The zero value is an empty catalog; build one with

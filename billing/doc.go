@@ -1,0 +1,115 @@
+// Package billing turns a Stripe subscription into what a subject (an
+// account of your application) may use, and reports what it used back to
+// Stripe. It plugs into billkit's other packages: its lifecycle handlers
+// register on a [webhook.Handler], its [Limits] is the quota middleware's
+// [quota.LimitsSource], and it reads the tier prices the checkout package
+// sells.
+//
+// # Plans
+//
+// A [Plan] names a tier, its Stripe price, the units included per period,
+// soft and hard limits, and whether overage is allowed (billed under a
+// metered price or a billing meter's event name). A [Plans] catalog is built
+// from code ([NewPlans]), the environment ([PlansFromEnv]: PRICE_<TIER> and
+// PRICE_<TIER>_METERED as the checkout catalog reads them, plus
+// PLAN_<TIER>_INCLUDED, _SOFT, _HARD, _OVERAGE, _METER_EVENT, _INTERVAL) or
+// JSON ([PlansFromJSON], [PlansFromFile]). Invalid configuration is an error
+// wrapping [ErrInvalidPlan] that names the variable or field.
+//
+// # Entitlements
+//
+// An [Entitlement] is one subject's status, tier, Stripe customer and
+// subscription, metered subscription item and billing periods. An
+// [EntitlementStore] keeps them with a customer → subject index:
+// [RedisStore] (standalone, Sentinel or Cluster; an atomic compare-and-set
+// per update) or [MemoryStore]. Redis keys, with the default prefix:
+//
+//	billkit:{<subject>}:ent   hash (data: entitlement JSON, rev: revision);
+//	                          no expiry while live, Retention (90 days)
+//	                          after the last write once canceled or
+//	                          incomplete_expired
+//	billkit:cust:{<cus_id>}   string: the subject; same expiry as above
+//
+// # Lifecycle
+//
+// [Lifecycle.Register] adds handlers for these events to a webhook handler:
+//
+//	checkout.session.completed     links customer and subject: pending
+//	customer.subscription.created  applies the subscription: status, tier
+//	customer.subscription.updated  (from the price), period, metered item
+//	customer.subscription.paused
+//	customer.subscription.resumed
+//	customer.subscription.deleted  canceled: access revoked
+//	invoice.paid                   incomplete, past_due, unpaid → active
+//	invoice.payment_failed         active, trialing → past_due
+//
+// The states, and what the quota middleware is given for each by [Limits]:
+//
+//	none                no entitlement               no plan (402)
+//	pending             checkout done, not yet paid  Provisional allowance
+//	active, trialing    paid or in trial             the tier's plan, over the billing period
+//	past_due            a payment failed             the grace policy's tier until GraceUntil, then no plan
+//	unpaid, incomplete, incomplete_expired,
+//	paused, canceled                                 no plan
+//
+// A subject is found from the object's metadata billkit_subject (set by
+// the checkout package, [MetadataSubject]), else from the customer index.
+// Events that map to no known subject, and malformed objects, are
+// acknowledged and logged, never failed: Stripe would retry them for days.
+//
+// The grace policy ([GracePolicy]) decides what a past_due subject keeps:
+// [KeepAccess] (the default, for [DefaultGracePeriod], 7 days, counted from
+// the failed invoice's finalization), [DowngradeTo] a named tier for a
+// time, or [Suspend] at once.
+//
+// # Ordering and duplicates
+//
+// Stripe delivers events at least once and in any order, and its event
+// timestamps have one-second resolution. Each handler therefore does not
+// "apply a transition"; it merges the fact its event carries (a
+// subscription snapshot, an invoice outcome, a completed checkout) into the
+// entitlement's [Sources], keeping per kind the newer fact by the event's
+// creation time. Ties within one second are broken deterministically: the
+// snapshot with the later period end, then the status further along the
+// lifecycle (incomplete < trialing < active < past_due < unpaid < paused <
+// canceled), then the event ID; a payment beats a failure. An invoice
+// outcome counts only if it is not older than the subscription snapshot,
+// and facts superseded this way are dropped. The entitlement's status is
+// then derived from the facts alone. Consequences:
+//
+//   - A duplicate changes nothing, and an event older than the last one
+//     applied to that subscription changes nothing (it can at most fill in
+//     the start of a grace period or the previous billing period).
+//   - Every order of the same events ends in the same entitlement; the
+//     tests check all of them on random permutations with duplicates.
+//   - A subscription.created (incomplete) and an invoice.paid of the same
+//     second end active, whichever arrives first.
+//   - An ended subscription never replaces a live one of the same subject
+//     (a late deletion of an old subscription does not revoke the new one).
+//     One live subscription per subject is assumed.
+//
+// With Config.Refetch every subscription and invoice event re-reads the
+// subscription from Stripe and applies that snapshot instead, so neither
+// payloads nor order matter, at one API call per event.
+//
+// # Enforcement bound
+//
+// [Limits] answers from an in-process cache, so the quota middleware's hot
+// path stays one Redis round trip. A change written by any process (a
+// revocation) is enforced by every process within LimitsConfig.TTL (default
+// 1 second) plus one store read; Config.OnChange with [Limits.Invalidate]
+// makes the process that handled the event enforce it at once.
+//
+// # Reconciliation
+//
+// [Lifecycle.Reconcile] lists every subscription from Stripe (status "all",
+// auto-paginated), applies each as a snapshot exactly as an event would, and
+// returns a [Report] of what it repaired, the subscriptions it could not
+// map, and the live entitlements whose subscription Stripe did not list.
+// Run it periodically and after a webhook outage.
+//
+// # Usage reporting
+//
+// (Usage reporting: placeholder paragraph, to be written with the usage
+// reporter.)
+package billing

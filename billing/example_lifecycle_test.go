@@ -1,0 +1,92 @@
+package billing_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/webhook"
+	"github.com/billkit/billkit/webhook/webhooktest"
+)
+
+// Example shows the lifecycle on a webhook endpoint: a checkout gives
+// provisional access, the paid subscription its plan, and its deletion
+// revokes it.
+func Example() {
+	ctx := context.Background()
+	plans, _ := billing.PlansFromEnv([]string{
+		"PRICE_PRO=price_pro", "PLAN_PRO_INCLUDED=10000", "PLAN_PRO_HARD=10000",
+	})
+	store := billing.NewMemoryStore(nil) // billing.NewRedisStore in production
+	limits, _ := billing.NewLimits(billing.LimitsConfig{Store: store, Plans: plans})
+	lc, _ := billing.NewLifecycle(billing.Config{
+		Store: store, Plans: plans,
+		OnChange: func(_ context.Context, _, e billing.Entitlement) { limits.Invalidate(e.Subject) },
+	})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{"whsec_example"}, Store: webhook.NewMemoryStore(nil)})
+	lc.Register(h) // mount h at POST /billing/webhook
+
+	show := func() {
+		e, _ := store.Get(ctx, "acct_42")
+		l, err := limits.Limits(ctx, "acct_42")
+		if err != nil {
+			fmt.Printf("%-8s %v\n", e.Status, err)
+			return
+		}
+		fmt.Printf("%-8s %s: %d units\n", e.Status, l.Plan, l.Limit())
+	}
+	at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	subscription := func(status string) map[string]any {
+		return map[string]any{
+			"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status,
+			"metadata":             map[string]string{billing.MetadataSubject: "acct_42"},
+			"current_period_start": at.Unix(), "current_period_end": at.AddDate(0, 1, 0).Unix(),
+			"items": map[string]any{"object": "list", "data": []any{map[string]any{
+				"id": "si_1", "object": "subscription_item", "price": map[string]any{"id": "price_pro"}}}},
+		}
+	}
+	deliver := func(typ stripe.EventType, obj any, sec int) {
+		webhooktest.Deliver(nil, h, "whsec_example",
+			webhooktest.NewEvent(typ, obj, webhooktest.WithCreated(at.Add(time.Duration(sec)*time.Second))))
+	}
+
+	deliver(stripe.EventTypeCheckoutSessionCompleted, map[string]any{
+		"id": "cs_1", "object": "checkout.session", "mode": "subscription",
+		"client_reference_id": "acct_42", "customer": "cus_1",
+	}, 0)
+	show()
+	deliver(stripe.EventTypeCustomerSubscriptionCreated, subscription("active"), 1)
+	show()
+	deliver(stripe.EventTypeCustomerSubscriptionUpdated, subscription("active"), 0) // late and older: ignored
+	deliver(stripe.EventTypeCustomerSubscriptionDeleted, subscription("canceled"), 2)
+	show()
+	// Output:
+	// pending  provisional: 100 units
+	// active   pro: 10000 units
+	// canceled quota: subject has no active plan
+}
+
+// ExamplePlansFromJSON loads plans from a JSON document.
+func ExamplePlansFromJSON() {
+	plans, err := billing.PlansFromJSON([]byte(`{"plans": [
+		{"tier": "starter", "price_id": "price_starter", "included": 1000},
+		{"tier": "pro", "price_id": "price_pro", "included": 10000, "hard": 20000,
+		 "overage": true, "metered_price_id": "price_pro_metered"}
+	]}`))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, p := range plans.All() {
+		fmt.Printf("%s: %d included, cap %d, overage %v\n", p.Tier, p.Included, p.Limits(billing.Entitlement{}.Period).Limit(), p.Overage)
+	}
+	_, err = billing.PlansFromJSON([]byte(`{"plans": [{"tier": "pro", "price_id": "price_pro", "included": -5}]}`))
+	fmt.Println(err)
+	// Output:
+	// starter: 1000 included, cap 1000, overage false
+	// pro: 10000 included, cap 20000, overage true
+	// billing: invalid plan: plans[0].included: must not be negative, got -5
+}
