@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/billkit/billkit/quota"
+	"github.com/billkit/billkit/webhook"
 	"github.com/stripe/stripe-go/v76"
 )
 
@@ -426,6 +427,12 @@ func (r *Reporter) Flush(ctx context.Context, subject string) error {
 		return ErrLeaseBusy
 	}
 	return err
+}
+
+// Register registers [Reporter.HandleInvoiceCreated] on h for
+// invoice.created events.
+func (r *Reporter) Register(h *webhook.Handler) {
+	h.On(stripe.EventTypeInvoiceCreated, r.HandleInvoiceCreated)
 }
 
 // HandleInvoiceCreated is a webhook handler for invoice.created: it flushes
