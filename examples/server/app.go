@@ -12,7 +12,6 @@ import (
 	"os"
 	"sort"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/billkit/billkit/billing"
@@ -67,12 +66,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // usage prints the command's help: its environment variables.
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: server\n\nThe billkit sample server. Environment variables:\n\n")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "Usage: server\n\nThe billkit sample server. It is configured by environment variables:\n\n")
 	for _, v := range envVars() {
-		fmt.Fprintf(tw, "  %s\t%s\t(default: %s)\n", v.Name, v.Help, v.Default)
+		fmt.Fprintf(w, "  %s\n    \t%s (default: %s)\n", v.Name, v.Help, v.Default)
 	}
-	tw.Flush()
 }
 
 // newLogger returns a JSON logger on w, or a text logger when w is a

@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("send-event", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", "http://localhost:8080/billing/webhook", "the server's webhook endpoint")
-	secret := fs.String("secret", getenv("STRIPE_WEBHOOK_SECRET"), "webhook signing secret (default $STRIPE_WEBHOOK_SECRET)")
+	secret := fs.String("secret", "", "webhook signing secret (default $STRIPE_WEBHOOK_SECRET)")
 	subject := fs.String("subject", "demo", "the subscriber's subject (the API key's subject)")
 	customer := fs.String("customer", "", "Stripe customer ID (default cus_demo_<subject>)")
 	subscription := fs.String("subscription", "", "Stripe subscription ID (default sub_demo_<subject>)")
@@ -77,6 +77,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if kind == "" {
 		fs.Usage()
 		return errors.New("no event named")
+	}
+	if *secret == "" {
+		*secret = getenv("STRIPE_WEBHOOK_SECRET")
 	}
 	if *secret == "" && !*printOnly {
 		return errors.New("no webhook secret: pass -secret (the server prints \"webhook secret: whsec_...\" at start) or set STRIPE_WEBHOOK_SECRET")
