@@ -51,6 +51,9 @@
 //     Retry-After: seconds until the period ends. The request's cost goes to
 //     the denied counter, which is never billed. [Config.Deny] replaces the
 //     response; [Config.OnDeny] observes it.
+//   - A plan that allows nothing (a zero [Limits.Limit] without
+//     [Limits.Unlimited], such as the zero Limits): 402 as above, with
+//     "limit": 0; the store is not asked and nothing is counted.
 //   - No active plan ([ErrNoPlan] from the limits source): 402 with the
 //     distinct type [ProblemNoPlan]; nothing is counted. 402 rather than 403
 //     because subscribing grants access; the type tells it from a used-up

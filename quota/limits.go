@@ -176,20 +176,28 @@ type Limits struct {
 }
 
 // Limit returns the effective hard limit: the number of units a period may
-// count before requests are denied, or 0 for no cap.
+// count before requests are denied. Without overage it is Included (or Hard,
+// when lower); with overage it is Hard. It returns 0 both for a plan without
+// a cap (see [Limits.Unlimited]) and for a plan that allows nothing, such as
+// the zero Limits; negative fields count as zero.
 func (l Limits) Limit() int64 {
 	switch {
 	case l.Hard > 0:
 		if !l.Overage && l.Included < l.Hard {
-			return l.Included
+			return max(l.Included, 0)
 		}
 		return l.Hard
 	case l.Overage:
 		return 0
 	default:
-		return l.Included
+		return max(l.Included, 0)
 	}
 }
+
+// Unlimited reports whether the plan has no hard limit: it allows overage
+// and sets no Hard. A Limits whose [Limits.Limit] is 0 and that is not
+// Unlimited allows nothing.
+func (l Limits) Unlimited() bool { return l.Overage && l.Hard <= 0 }
 
 // PeriodAt returns the period that counts usage at time t.
 func (l Limits) PeriodAt(t time.Time) Period {

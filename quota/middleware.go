@@ -226,14 +226,22 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 	period := lim.PeriodAt(now)
 	limit := lim.Limit()
-	res, err := cfg.Store.Take(ctx, TakeRequest{
-		Subject:  subject,
-		Meter:    cfg.Meter,
-		Period:   period,
-		Cost:     cost,
-		Limit:    limit,
-		ExpireAt: period.End.Add(cfg.Retention),
-	})
+	capped := !lim.Unlimited()
+	var res TakeResult
+	if capped && limit == 0 {
+		// The plan allows nothing. A store reads Limit 0 as no cap, so
+		// it is not asked: the request is denied and nothing is counted.
+		err = validSubject(subject)
+	} else {
+		res, err = cfg.Store.Take(ctx, TakeRequest{
+			Subject:  subject,
+			Meter:    cfg.Meter,
+			Period:   period,
+			Cost:     cost,
+			Limit:    limit,
+			ExpireAt: period.End.Add(cfg.Retention),
+		})
+	}
 	cancel()
 	if err != nil {
 		if isInputError(err) {
@@ -259,7 +267,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		Period:   period,
 	}
 	d.Remaining = -1
-	if limit > 0 {
+	if capped {
 		d.Remaining = max(limit-res.Used, 0)
 	}
 	if lim.Overage && lim.Included > 0 {
@@ -329,11 +337,13 @@ type Decision struct {
 	Degraded bool
 	// Cost is the request's units.
 	Cost int64
-	// Limit is the effective hard limit ([Limits.Limit]); 0 means no cap.
+	// Limit is the effective hard limit ([Limits.Limit]); 0 means no cap
+	// when Remaining is -1, and a plan that allows nothing otherwise.
 	Limit int64
 	// Included and Soft are the plan's included units and soft limit.
 	Included, Soft int64
-	// Used is the period's billable count after this request.
+	// Used is the period's billable count after this request (0 when the
+	// plan allows nothing: the store is then not asked).
 	Used int64
 	// Remaining is Limit - Used, at least 0; -1 when there is no cap.
 	Remaining int64

@@ -513,3 +513,72 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+// TestMiddlewareZeroLimitDeniesAll: a plan whose effective hard limit is
+// zero (the zero Limits, or a Hard without overage above Included 0) allows
+// nothing. Zero must not be read as "no cap".
+func TestMiddlewareZeroLimitDeniesAll(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		lim  quota.Limits
+	}{
+		{"zero value", quota.Limits{}},
+		{"named plan without units", quota.Limits{Plan: "none"}},
+		{"hard without overage", quota.Limits{Plan: "capped", Hard: 50}},
+		{"negative included", quota.Limits{Plan: "neg", Included: -5}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			clk := newClock(nov30)
+			st := quota.NewMemoryStore(quota.MemoryOptions{Now: clk.Now})
+			var calls atomic.Int32
+			h := newMiddleware(t, quota.Config{Store: st, Now: clk.Now, Limits: quota.StaticLimits(c.lim)}).
+				Handle(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) }))
+			for i := 0; i < 3; i++ {
+				w := do(h, "alice")
+				if w.Code != http.StatusPaymentRequired {
+					t.Fatalf("request %d: status %d, want 402", i, w.Code)
+				}
+				if got := w.Header().Get("Retry-After"); got != "86400" {
+					t.Errorf("Retry-After %q, want 86400", got)
+				}
+				if got := w.Header().Get("RateLimit"); !strings.HasSuffix(got, ";r=0;t=86400") {
+					t.Errorf("RateLimit %q, want r=0", got)
+				}
+			}
+			if calls.Load() != 0 {
+				t.Fatalf("handler called %d times, want 0", calls.Load())
+			}
+			if u, _ := st.Usage(context.Background(), "alice", "requests", november); u.Used != 0 {
+				t.Errorf("Usage = %+v, want nothing billable", u)
+			}
+		})
+	}
+}
+
+func TestLimitsLimit(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		lim       quota.Limits
+		limit     int64
+		unlimited bool
+	}{
+		{quota.Limits{}, 0, false},
+		{quota.Limits{Included: 100}, 100, false},
+		{quota.Limits{Included: 100, Hard: 150}, 100, false},
+		{quota.Limits{Included: 100, Hard: 80}, 80, false},
+		{quota.Limits{Hard: 50}, 0, false},
+		{quota.Limits{Included: -5}, 0, false},
+		{quota.Limits{Included: 100, Hard: 150, Overage: true}, 150, false},
+		{quota.Limits{Included: 100, Overage: true}, 0, true},
+		{quota.Limits{Overage: true}, 0, true},
+	} {
+		if got := c.lim.Limit(); got != c.limit {
+			t.Errorf("%+v.Limit() = %d, want %d", c.lim, got, c.limit)
+		}
+		if got := c.lim.Unlimited(); got != c.unlimited {
+			t.Errorf("%+v.Unlimited() = %v, want %v", c.lim, got, c.unlimited)
+		}
+	}
+}

@@ -118,7 +118,7 @@ func (m *Middleware) setRateLimit(h http.Header, d *Decision, now time.Time) {
 	if !d.Allowed {
 		h[headerRetry] = []string{itoa(max(reset, 1))}
 	}
-	if d.Limit <= 0 {
+	if d.Remaining < 0 { // no cap
 		return
 	}
 	name := policyName(d)
