@@ -19,7 +19,6 @@ import (
 	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
 	"github.com/redis/go-redis/v9"
-	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 )
 
@@ -282,8 +281,9 @@ func (a *App) buildStripe() error {
 	}); err != nil {
 		return err
 	}
-	// Usage reaches Stripe before the invoice is finalized.
-	a.webhooks.On(stripe.EventTypeInvoiceCreated, a.reporter.HandleInvoiceCreated)
+	// invoice.created flushes the customer's usage, so that it reaches
+	// Stripe before the invoice is finalized.
+	a.reporter.Register(a.webhooks)
 	return nil
 }
 
