@@ -32,12 +32,18 @@ README="${README:-README.md}"
 log() { printf '==> %s\n' "$*" >&2; }
 
 mkdir -p "$OUT"
-cmd=(go test -run '^$' -bench "$BENCH" -count "$COUNT" -benchtime "$BENCHTIME" -timeout 120m)
+# COUNT separate runs of -count 1 rather than one -count COUNT: each run
+# measures every contender once, so a change of the machine's load during
+# the comparison spreads over all contenders instead of hitting one.
+cmd=(go test -run '^$' -bench "$BENCH" -count 1 -benchtime "$BENCHTIME" -timeout 60m)
 [ -n "$CPU" ] && cmd+=(-cpu "$CPU")
 cmd+=(.)
 
-log "${cmd[*]}"
-"${cmd[@]}" | tee "$OUT/bench.txt"
+: >"$OUT/bench.txt"
+for i in $(seq "$COUNT"); do
+	log "run $i/$COUNT: ${cmd[*]}"
+	"${cmd[@]}" | tee -a "$OUT/bench.txt"
+done
 
 log "correctness"
 go test -run '^TestCorrectness$' -count=1 . -args -correctness.out "$OUT/correctness.md" >"$OUT/correctness.log" 2>&1 ||
@@ -68,7 +74,7 @@ if [ "$README" != "-" ] && [ -f "$README" ]; then
 	{
 		echo "<!-- results:begin (written by run.sh; do not edit by hand) -->"
 		echo
-		echo "Command: \`$(printf '%q ' "${cmd[@]}" | sed 's/ $//')\` (through \`COUNT=$COUNT BENCHTIME=$BENCHTIME${CPU:+ CPU=$CPU} ./run.sh\`)"
+		echo "Command: \`COUNT=$COUNT BENCHTIME=$BENCHTIME${CPU:+ CPU=$CPU} ./run.sh\`, which runs $COUNT times \`$(printf '%q ' "${cmd[@]}" | sed 's/ $//')\`"
 		echo
 		echo "Machine:"
 		echo
