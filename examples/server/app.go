@@ -30,6 +30,7 @@ const (
 	idleTimeout       = 2 * time.Minute
 	shutdownTimeout   = 10 * time.Second
 	healthTimeout     = time.Second
+	webhookLease      = 25 * time.Second // handlers get 20s, within writeTimeout
 )
 
 // run is the whole program: it reads the configuration from getenv, prints
@@ -83,8 +84,9 @@ func newLogger(w io.Writer) *slog.Logger {
 }
 
 // App is the composed server. Build it with [NewApp], serve it with
-// [App.Run] (or mount [App.Handler] yourself), and release it with
-// [App.Close]. Its methods are safe for concurrent use.
+// [App.Run] (or mount [App.Handler] in your own server), and release it
+// with [App.Close]. Its handler is safe for concurrent use; Run is meant to
+// be called once.
 type App struct {
 	cfg Config
 	log *slog.Logger
@@ -138,6 +140,9 @@ func newApp(ctx context.Context, cfg Config, log *slog.Logger, now func() time.T
 	}
 	if a.stripe == nil {
 		log.Warn("STRIPE_SECRET_KEY is unset: /billing/checkout and /billing/portal answer 503 and usage is not reported to Stripe")
+	}
+	if a.stripe != nil && cfg.DemoPrices && cfg.StripeAPIBase == "" {
+		log.Warn("STRIPE_SECRET_KEY is set without PRICE_STARTER and PRICE_PRO: the demo price IDs exist in no Stripe account, so Stripe will refuse checkout; set your prices")
 	}
 	if cfg.DemoPrices {
 		log.Info("no PRICE_* variable is set: using the demo plans, walk the lifecycle with send-event", "starter", demoPriceStarter, "pro", demoPricePro)
@@ -206,8 +211,11 @@ func (a *App) build() error {
 	if a.webhooks, err = webhook.New(webhook.Config{
 		Secrets: a.cfg.WebhookSecrets,
 		Store:   events,
-		Logger:  a.log.With("component", "webhook"),
-		Now:     a.now,
+		// Handlers must finish (HandlerTimeout, four fifths of the lease)
+		// before the server's WriteTimeout cuts the response.
+		Lease:  webhookLease,
+		Logger: a.log.With("component", "webhook"),
+		Now:    a.now,
 	}); err != nil {
 		return err
 	}

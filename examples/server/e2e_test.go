@@ -310,6 +310,14 @@ func TestEndToEnd(t *testing.T) {
 	// Active pro: requests are counted.
 	c.allowed("pro", 6, 5)
 	c.allowed("pro", 6, 4)
+	// Unknown paths and methods are not metered.
+	if r := c.authed("GET", "/v1/nope", nil); r.Code != http.StatusNotFound {
+		t.Errorf("GET /v1/nope = %d, want 404", r.Code)
+	}
+	if r := c.authed("POST", "/v1/hello", nil); r.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /v1/hello = %d, want 405", r.Code)
+	}
+	c.wantUsage("active", "pro", 2)
 
 	// Payment failed: the grace policy gives starter's limits for a week.
 	c.send(demo.PaymentFailed)
