@@ -259,7 +259,7 @@ type backoffState struct {
 
 // Fault points of a report, in order.
 const (
-	faultLoaded    = "loaded"    // lease held, watermarks and counters read
+	faultLoaded    = "loaded"    // lease held, counters read
 	faultBegun     = "begun"     // in-flight record written
 	faultSent      = "sent"      // Stripe acknowledged
 	faultCommitted = "committed" // watermark written
@@ -580,9 +580,21 @@ func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool)
 	lctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	now = r.cfg.Now()
-	if states, err = r.load(lctx, e, m, periods); err != nil {
-		return outFailed, err
+	if r.mode == ReportTotals {
+		// A total must not be older than one a previous holder sent: read
+		// the counters again now that the lease is ours. Deltas need no
+		// second read: Begin and Commit compare-and-set the watermark, and
+		// a stale in-flight record resent is deduplicated by Stripe.
+		for i := range states {
+			if !states[i].read {
+				continue
+			}
+			u, err := r.cfg.Counters.Usage(lctx, e.Subject, m.Name, states[i].period)
+			if err != nil {
+				return outFailed, fmt.Errorf("billing: read usage: %w", err)
+			}
+			states[i].used = max(states[i].used, u.Used)
+		}
 	}
 	if err := r.hit(faultLoaded); err != nil {
 		return outFailed, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -128,10 +129,15 @@ func (s *reportEnts) renew(subject string, next quota.Period) {
 	s.m[subject] = e
 }
 
+// testTransport keeps enough idle connections for concurrent reporters
+// (http.DefaultTransport keeps 2 per host).
+var testTransport = &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
+
 // stripeAPI returns a Stripe client on url without network retries, so
 // that every injected fault reaches the reporter.
 func stripeAPI(url string, retries int64) *client.API {
 	cfg := &stripe.BackendConfig{
+		HTTPClient:        &http.Client{Transport: testTransport, Timeout: 30 * time.Second},
 		URL:               stripe.String(url),
 		MaxNetworkRetries: stripe.Int64(retries),
 		LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
