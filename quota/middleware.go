@@ -254,7 +254,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		return
 	}
 
-	d := &Decision{
+	dc := &decisionCtx{Context: r.Context(), d: Decision{
 		Subject:  subject,
 		Plan:     lim.Plan,
 		Meter:    cfg.Meter,
@@ -265,7 +265,8 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		Soft:     lim.Soft,
 		Used:     res.Used,
 		Period:   period,
-	}
+	}}
+	d := &dc.d
 	d.Remaining = -1
 	if capped {
 		d.Remaining = max(limit-res.Used, 0)
@@ -277,7 +278,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		d.SoftLimitReached = true
 		d.SoftLimitCrossed = res.Used-cost < lim.Soft
 	}
-	r = r.WithContext(context.WithValue(r.Context(), decisionKey{}, d))
+	r = r.WithContext(dc)
 	h := w.Header()
 	m.setRateLimit(h, d, now)
 	if !res.Allowed {
@@ -302,8 +303,8 @@ func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next ht
 	if cfg.FailOpen {
 		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
 			slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
-		d := &Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), decisionKey{}, d)))
+		d := Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}
+		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), d)))
 		return
 	}
 	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
@@ -363,9 +364,24 @@ func (d Decision) Reset() time.Time { return d.Period.End }
 
 type decisionKey struct{}
 
+// decisionCtx is a context carrying a Decision: one allocation where
+// context.WithValue and a *Decision would be two. Every other lookup goes
+// to the parent, so cancellation and values propagate as usual.
+type decisionCtx struct {
+	context.Context
+	d Decision
+}
+
+func (c *decisionCtx) Value(key any) any {
+	if _, ok := key.(decisionKey); ok {
+		return &c.d
+	}
+	return c.Context.Value(key)
+}
+
 // NewContext returns a copy of ctx carrying d.
 func NewContext(ctx context.Context, d Decision) context.Context {
-	return context.WithValue(ctx, decisionKey{}, &d)
+	return &decisionCtx{Context: ctx, d: d}
 }
 
 // FromContext returns the decision that the middleware (or [NewContext])

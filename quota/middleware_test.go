@@ -582,3 +582,42 @@ func TestLimitsLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestMiddlewareContextPropagates: the request context that the handler
+// sees keeps the caller's values and cancellation, and carries the decision.
+func TestMiddlewareContextPropagates(t *testing.T) {
+	t.Parallel()
+	type key struct{}
+	m := newMiddleware(t, quota.Config{Store: quota.NewMemoryStore(quota.MemoryOptions{}), Limits: quota.StaticLimits{Included: 10}})
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	var inner context.Context
+	h := m.Handle(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { inner = r.Context() }))
+	r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(parent)
+	r.Header.Set("X-Subject", "alice")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if inner == nil {
+		t.Fatal("handler not called")
+	}
+	if d, ok := quota.FromContext(inner); !ok || d.Used != 1 {
+		t.Errorf("FromContext = %+v, %v; want the decision", d, ok)
+	}
+	if got := inner.Value(key{}); got != "v" {
+		t.Errorf("caller's context value = %v, want v", got)
+	}
+	child, cancelChild := context.WithCancel(inner)
+	defer cancelChild()
+	cancel()
+	select {
+	case <-inner.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler's context not canceled with the caller's")
+	}
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a context derived in the handler not canceled with the caller's")
+	}
+	if !errors.Is(context.Cause(child), context.Canceled) {
+		t.Errorf("Cause = %v, want context.Canceled", context.Cause(child))
+	}
+}
