@@ -283,10 +283,11 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any, required
 		writeProblem(w, tooLarge(h.cfg.MaxBodyBytes))
 		return false
 	}
-	if r.Body == nil {
-		r.Body = http.NoBody
+	body := r.Body
+	if body == nil { // a client request; a server's never has a nil Body
+		body = http.NoBody
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	dec := json.NewDecoder(http.MaxBytesReader(w, body, h.cfg.MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(v)
 	if err == nil {
