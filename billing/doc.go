@@ -110,6 +110,65 @@
 //
 // # Usage reporting
 //
-// (Usage reporting: placeholder paragraph, to be written with the usage
-// reporter.)
+// A [Reporter] sends each subject's counted units (quota's Usage.Used;
+// denied units are never billed) to Stripe, once and only once, through a
+// [UsageSink]:
+//
+//   - [UsageRecordSink], for legacy metered prices (Plan.MeteredPriceID):
+//     a usage record with action=set carrying the period's running total,
+//     always at the period's start (a timestamp inside the period that is
+//     never in the future). A repeated or late report of a total overwrites
+//     instead of adding, so retries and crashes are harmless. The price
+//     needs aggregate_usage "sum" (the default) or "last_during_period".
+//   - [MeterEventSink], for Billing Meters (Plan.MeterEventName): a meter
+//     event carrying the units counted since the last acknowledged report,
+//     timestamped now (within the period), under a deterministic identifier
+//     derived from the subject, meter, period and unit range, which is also
+//     the Idempotency-Key. Stripe's answer to a duplicate identifier (HTTP
+//     400, "An event already exists with identifier ...") counts as
+//     delivered ([IsDuplicateMeterEvent]).
+//
+// Pick meter events for new integrations: Stripe removed legacy metered
+// prices from API version 2025-03-31.basil on, and meters take higher
+// volumes and a one-hour grace period after the period ends. Keep usage
+// records while your subscriptions carry legacy metered prices; they are
+// the simpler model (no in-flight state) and tolerate a lost watermark.
+//
+// A watermark per subject, meter and period records what Stripe
+// acknowledged; it is written only after Stripe's answer. A meter event's
+// range [from, to) and identifier are written down as "in flight" before
+// the call and resent unchanged, before anything new, after a crash or a
+// failure, so a range never changes identifier however the counter grew
+// meanwhile: a crash before the call loses nothing, a crash after it bills
+// nothing twice. One reporter at a time reports a subject, under a lease
+// that expires if its holder dies; the holder stops calling Stripe at four
+// fifths of the lease's TTL. Subjects come from [EntitlementStore.ForEach]
+// (no KEYS, no cross-slot script).
+//
+// [Reporter.Run] passes every Interval (default hourly) over each
+// entitlement's Period and PreviousPeriod; [Reporter.Register] flushes a
+// customer's usage on invoice.created, before Stripe finalizes the invoice
+// (about an hour later: Stripe accepts usage for the period that just ended
+// until then). A closed period is reported until it has settled
+// (ReporterConfig.Settle after its end) and its watermark equals its
+// counter; then it is marked final and its counter is not read again. Its
+// counter expires after quota's retention, its watermark after
+// ReporterConfig.Retention.
+//
+// Redis keys, with the default prefix:
+//
+//	billkit:{<subject>}:wm:<meter>:<period>   hash (r: units reported;
+//	                          f, t, id, ts: the in-flight report; fin:
+//	                          final); expires Retention (45 days) after
+//	                          the period's end
+//	billkit:{<subject>}:lease:report          string (holder's token);
+//	                          expires after LeaseTTL (2 minutes)
+//
+// Failures: a subject whose report fails is logged and backed off
+// (BackoffMin doubling to BackoffMax) without holding up the others; Stripe
+// calls are paced (Rate), each has a deadline (CallTimeout) and stripe-go's
+// own network retries. [Reporter.Stats] reports the last pass's reported,
+// failed and pending subjects. The watermarks need a Redis with
+// persistence: a lost meter-event watermark makes the next report resend
+// the period's units under new identifiers.
 package billing
