@@ -472,6 +472,9 @@ type periodState struct {
 	wm     Watermark
 	used   int64
 	read   bool // used was read (false for a final period)
+	// retried is set once the period was read again after its watermark
+	// moved under the reporter.
+	retried bool
 }
 
 func (ps *periodState) hasWork() bool {
@@ -600,9 +603,22 @@ func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool)
 		return outFailed, err
 	}
 	sent := 0
-	for i := range states {
+	for i := 0; i < len(states); i++ {
 		n, err := r.reportPeriod(lctx, e, m, &states[i], now)
 		sent += n
+		if errors.Is(err, ErrWatermarkMoved) && !states[i].retried {
+			// Another reporter moved this watermark since it was read
+			// (before the lease was ours): read it again and go on from
+			// there, once.
+			fresh, lerr := r.load(lctx, e, m, []quota.Period{states[i].period})
+			if lerr != nil {
+				return outFailed, lerr
+			}
+			states[i] = fresh[0]
+			states[i].retried = true
+			i--
+			continue
+		}
 		if err != nil {
 			return outFailed, err
 		}

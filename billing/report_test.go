@@ -510,3 +510,49 @@ func TestRunReportsUntilCancelled(t *testing.T) {
 		t.Fatalf("Stripe holds %d; want 3", got)
 	}
 }
+
+// movingWatermarks runs once, after the first Load, a report by another
+// reporter: the first reporter's read is then stale.
+type movingWatermarks struct {
+	WatermarkStore
+	once  sync.Once
+	other func()
+}
+
+func (m *movingWatermarks) Load(ctx context.Context, subject, meter string, ps []quota.Period) ([]Watermark, error) {
+	w, err := m.WatermarkStore.Load(ctx, subject, meter, ps)
+	m.once.Do(m.other)
+	return w, err
+}
+
+// TestWatermarkMovedBeforeLease checks that a reporter whose first read is
+// overtaken by another reporter reads again under its lease and neither
+// resends the other's range nor reports a failure.
+func TestWatermarkMovedBeforeLease(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			env := newReportEnv(t, "a")
+			other := env.reporter(t, mode, nil)
+			moving := &movingWatermarks{WatermarkStore: env.wms}
+			moving.other = func() {
+				if err := other.Flush(context.Background(), "a"); err != nil {
+					t.Error(err)
+				}
+			}
+			r := env.reporter(t, mode, func(c *ReporterConfig) { c.Watermarks = moving })
+			take(t, env.counters, "a", env.period, 10)
+			if err := r.ReportAll(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if st := r.Stats(); st.Failed != 0 || st.Pending != 0 {
+				t.Fatalf("stats = %+v; want no failure", st)
+			}
+			e, _ := env.ents.Get(context.Background(), "a")
+			if got := held(env.fake, mode, e); got != 10 {
+				t.Fatalf("Stripe holds %d; want 10", got)
+			}
+		})
+	}
+}
