@@ -41,9 +41,20 @@ type Contender struct {
 	// Name identifies the contender in benchmark names and tables.
 	Name string
 	// New wraps next in the contender's middleware, counting in rdb, with
-	// limit requests allowed per window (a calendar month for billkit, an
-	// hour for the peers). The floors ignore limit.
-	New func(rdb redis.UniversalClient, limit int64, next http.Handler) (http.Handler, error)
+	// the policy p.
+	New func(rdb redis.UniversalClient, p Policy, next http.Handler) (http.Handler, error)
+}
+
+// Policy is what every contender is configured with.
+type Policy struct {
+	// Limit is the number of requests allowed per window: a calendar
+	// month for billkit, an hour for the peers. The floors ignore it.
+	Limit int64
+	// Deadline is billkit's decision deadline (quota.Config.Deadline);
+	// zero means billkit's default, 100ms. The peers have no such
+	// setting: they wait as long as go-redis does (3s read timeout, dial
+	// retries).
+	Deadline time.Duration
 }
 
 // Contenders returns every contender: billkit first (the base that
@@ -66,12 +77,12 @@ func NewClient(addr string) *redis.Client {
 	return redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 }
 
-func newBare(_ redis.UniversalClient, _ int64, next http.Handler) (http.Handler, error) {
+func newBare(_ redis.UniversalClient, _ Policy, next http.Handler) (http.Handler, error) {
 	return next, nil
 }
 
 // newIncr is the floor of any Redis-backed limiter: one INCR round trip.
-func newIncr(rdb redis.UniversalClient, _ int64, next http.Handler) (http.Handler, error) {
+func newIncr(rdb redis.UniversalClient, _ Policy, next http.Handler) (http.Handler, error) {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := rdb.Incr(r.Context(), "incr:{"+subjectOf(r)+"}").Err(); err != nil {
 			http.Error(w, "internal error", http.StatusInternalServerError)
@@ -81,16 +92,17 @@ func newIncr(rdb redis.UniversalClient, _ int64, next http.Handler) (http.Handle
 	}), nil
 }
 
-func newBillkit(rdb redis.UniversalClient, limit int64, next http.Handler) (http.Handler, error) {
+func newBillkit(rdb redis.UniversalClient, p Policy, next http.Handler) (http.Handler, error) {
 	store, err := quota.NewRedisStore(rdb, quota.RedisOptions{})
 	if err != nil {
 		return nil, err
 	}
 	mw, err := quota.New(quota.Config{
-		Subject: func(r *http.Request) (string, error) { return subjectOf(r), nil },
-		Limits:  quota.StaticLimits{Plan: "bench", Included: limit},
-		Store:   store,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Subject:  func(r *http.Request) (string, error) { return subjectOf(r), nil },
+		Limits:   quota.StaticLimits{Plan: "bench", Included: p.Limit},
+		Deadline: p.Deadline,
+		Store:    store,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		return nil, err
@@ -98,21 +110,21 @@ func newBillkit(rdb redis.UniversalClient, limit int64, next http.Handler) (http
 	return mw.Handle(next), nil
 }
 
-func newUlule(rdb redis.UniversalClient, limit int64, next http.Handler) (http.Handler, error) {
+func newUlule(rdb redis.UniversalClient, p Policy, next http.Handler) (http.Handler, error) {
 	store, err := ulredis.NewStore(rdb)
 	if err != nil {
 		return nil, err
 	}
-	l := limiter.New(store, limiter.Rate{Period: time.Hour, Limit: limit})
+	l := limiter.New(store, limiter.Rate{Period: time.Hour, Limit: p.Limit})
 	return stdlib.NewMiddleware(l, stdlib.WithKeyGetter(subjectOf)).Handler(next), nil
 }
 
 // newRedisRate wraps redis_rate, which has no HTTP middleware, in the
 // smallest one: 429 with Retry-After when denied, 500 on a Redis error, and
 // X-RateLimit-Remaining as its result gives it.
-func newRedisRate(rdb redis.UniversalClient, limit int64, next http.Handler) (http.Handler, error) {
+func newRedisRate(rdb redis.UniversalClient, p Policy, next http.Handler) (http.Handler, error) {
 	l := redis_rate.NewLimiter(rdb)
-	lim := redis_rate.Limit{Rate: int(limit), Burst: int(limit), Period: time.Hour}
+	lim := redis_rate.Limit{Rate: int(p.Limit), Burst: int(p.Limit), Period: time.Hour}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		res, err := l.Allow(r.Context(), subjectOf(r), lim)
 		if err != nil {
@@ -134,14 +146,14 @@ type varyBySubject struct{}
 
 func (varyBySubject) Key(r *http.Request) string { return subjectOf(r) }
 
-func newThrottled(rdb redis.UniversalClient, limit int64, next http.Handler) (http.Handler, error) {
+func newThrottled(rdb redis.UniversalClient, p Policy, next http.Handler) (http.Handler, error) {
 	store, err := goredisstore.NewCtx(rdb, "throttled:")
 	if err != nil {
 		return nil, err
 	}
 	rl, err := throttled.NewGCRARateLimiterCtx(store, throttled.RateQuota{
-		MaxRate:  throttled.PerHour(int(limit)),
-		MaxBurst: int(limit) - 1,
+		MaxRate:  throttled.PerHour(int(p.Limit)),
+		MaxBurst: int(p.Limit) - 1,
 	})
 	if err != nil {
 		return nil, err

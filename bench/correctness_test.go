@@ -176,7 +176,7 @@ func observe(t *testing.T, c Contender, crdb *redis.ClusterClient) row {
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
 	t.Cleanup(func() { admin.Close() })
 
-	h, err := c.New(rdb, correctLimit, OK)
+	h, err := c.New(rdb, Policy{Limit: correctLimit}, OK)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func observe(t *testing.T, c Contender, crdb *redis.ClusterClient) row {
 			r.hashTag = false
 		}
 	}
-	ch, err := c.New(crdb, correctLimit, OK)
+	ch, err := c.New(crdb, Policy{Limit: correctLimit}, OK)
 	if err != nil {
 		t.Fatal(err)
 	}
