@@ -395,16 +395,23 @@ func TestAPIVersion(t *testing.T) {
 	}
 }
 
-// countingStore counts InFlight answers of the store it wraps.
+// countingStore counts InFlight answers of the store it wraps and closes
+// reached when they number want.
 type countingStore struct {
 	webhook.Store
+	want     int64
 	inFlight atomic.Int64
+	reached  chan struct{}
+}
+
+func newCountingStore(s webhook.Store, want int64) *countingStore {
+	return &countingStore{Store: s, want: want, reached: make(chan struct{})}
 }
 
 func (s *countingStore) Claim(ctx context.Context, id string, lease time.Duration) (webhook.Claim, error) {
 	c, err := s.Store.Claim(ctx, id, lease)
-	if err == nil && c.Status == webhook.InFlight {
-		s.inFlight.Add(1)
+	if err == nil && c.Status == webhook.InFlight && s.inFlight.Add(1) == s.want {
+		close(s.reached)
 	}
 	return c, err
 }
@@ -421,14 +428,21 @@ func TestConcurrentDuplicates(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			const n = 50
-			store := &countingStore{Store: open(t)}
+			store := newCountingStore(open(t), n-1)
 			h := newHandler(t, webhook.Config{Store: store})
 			var calls atomic.Int64
+			overlap := make(chan struct{})
 			h.On(stripe.EventTypeInvoicePaid, func(ctx context.Context, _ *stripe.Event) error {
-				calls.Add(1)
-				// Hold the lease until every other delivery saw it in flight.
-				for store.inFlight.Load() < n-1 && ctx.Err() == nil {
-					time.Sleep(time.Millisecond)
+				if calls.Add(1) == 2 {
+					close(overlap)
+				}
+				// Hold the lease until every other delivery saw it in
+				// flight, or stop at once when a second delivery runs the
+				// handler too (the assertions below then fail).
+				select {
+				case <-store.reached:
+				case <-overlap:
+				case <-ctx.Done():
 				}
 				return nil
 			})
