@@ -556,3 +556,35 @@ func TestWatermarkMovedBeforeLease(t *testing.T) {
 		})
 	}
 }
+
+// TestCallDeadline checks that a Stripe call that never answers is
+// abandoned after CallTimeout and reported as a failure.
+func TestCallDeadline(t *testing.T) {
+	t.Parallel()
+	env := newReportEnv(t, "a")
+	r := env.reporter(t, ReportDeltas, func(c *ReporterConfig) {
+		c.CallTimeout, c.LeaseTTL = 50*time.Millisecond, time.Second
+	})
+	take(t, env.counters, "a", env.period, 1)
+	env.fake.SetFault(func(fakestripe.Request) fakestripe.Fault { return fakestripe.Hang })
+	start := time.Now()
+	err := r.Flush(context.Background(), "a")
+	if err == nil {
+		t.Fatal("Flush against a hanging Stripe succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Flush took %v; want about CallTimeout", d)
+	}
+	// The in-flight report is resent, unchanged, once Stripe answers.
+	env.fake.SetFault(nil)
+	take(t, env.counters, "a", env.period, 2)
+	if err := r.Flush(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.fake.MeterTotal("cus_a", "api_requests"); got != 3 {
+		t.Fatalf("Stripe holds %d; want 3", got)
+	}
+	if n := len(env.fake.Events()); n != 2 {
+		t.Fatalf("Stripe holds %d events; want 2 (the in-flight one, then the new units)", n)
+	}
+}

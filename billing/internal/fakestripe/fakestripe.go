@@ -38,6 +38,8 @@ const (
 	LoseResponse
 	// FailAfter applies the request and then answers 500.
 	FailAfter
+	// Hang answers nothing until the client gives up.
+	Hang
 )
 
 // Request describes a request, for a fault function.
@@ -202,6 +204,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	fault := None
 	if s.fault != nil {
 		fault = s.fault(Request{Path: r.URL.Path, Form: r.PostForm})
+	}
+	if fault == Hang {
+		s.mu.Unlock()
+		<-r.Context().Done()
+		return
 	}
 	if fault == FailBefore {
 		s.mu.Unlock()
