@@ -25,6 +25,10 @@ var (
 	// ErrInvalidRequest is returned by [Store.Take] for a request whose
 	// period or expiry is missing or inconsistent.
 	ErrInvalidRequest = errors.New("quota: invalid take request")
+	// ErrCounterOverflow is returned by [MemoryStore.Take] when a count
+	// would leave the int64 range ([RedisStore.Take] returns Redis's own
+	// error for it).
+	ErrCounterOverflow = errors.New("quota: counter would overflow")
 	// ErrInvalidConfig is returned by [New] and the store constructors for
 	// a configuration that cannot work; the wrapping error names the field.
 	ErrInvalidConfig = errors.New("quota: invalid configuration")

@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -90,12 +91,18 @@ func (s *MemoryStore) Take(ctx context.Context, req TakeRequest) (TakeResult, er
 		c = &memCounter{}
 		s.m[k] = c
 	}
-	allowed := req.Limit == 0 || c.used+req.Cost <= req.Limit
+	// Written so that no sum can wrap around: c.used and c.denied are
+	// never negative, and an increment past the int64 range is an error,
+	// as Redis's HINCRBY makes it.
+	allowed := req.Limit == 0 || req.Cost <= req.Limit-c.used
+	n := &c.denied
 	if allowed {
-		c.used += req.Cost
-	} else {
-		c.denied += req.Cost
+		n = &c.used
 	}
+	if *n > math.MaxInt64-req.Cost {
+		return TakeResult{}, ErrCounterOverflow
+	}
+	*n += req.Cost
 	if req.ExpireAt.After(c.expireAt) {
 		c.expireAt = req.ExpireAt
 	}

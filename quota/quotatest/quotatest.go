@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,7 @@ func TestStore(t *testing.T, o Options) {
 		{"MissingCounterIsZero", s.missingIsZero},
 		{"ConcurrentExact", s.concurrentExact},
 		{"ConcurrentStrictLimit", s.concurrentStrictLimit},
+		{"HugeCost", s.hugeCost},
 		{"InvalidInput", s.invalidInput},
 		{"CanceledContext", s.canceledContext},
 	} {
@@ -276,6 +278,19 @@ func (s suite) concurrentStrictLimit(t *testing.T) {
 	}
 	if got, want := usage(t, st, sub, "requests", s.period()), (quota.Usage{Used: limit, Denied: n - limit}); got != want {
 		t.Fatalf("Usage = %+v, want %+v", got, want)
+	}
+}
+
+// hugeCost: a cost near the int64 range must not wrap around and slip
+// under the limit.
+func (s suite) hugeCost(t *testing.T) {
+	st, sub := s.o.New(t), Subject(t)
+	take(t, st, s.req(sub, 1, 10))
+	if res, err := st.Take(context.Background(), s.req(sub, math.MaxInt64, 10)); err == nil && (res.Allowed || res.Used != 1) {
+		t.Fatalf("Take(cost MaxInt64, limit 10) after 1 = %+v, want denied with Used 1 (or an error)", res)
+	}
+	if got := usage(t, st, sub, "requests", s.period()); got.Used != 1 {
+		t.Fatalf("Usage = %+v, want Used 1", got)
 	}
 }
 
