@@ -230,6 +230,11 @@ func (f LimitsFunc) Limits(ctx context.Context, subject string) (Limits, error) 
 	return f(ctx, subject)
 }
 
+var (
+	_ LimitsSource = LimitsFunc(nil)
+	_ LimitsSource = StaticLimits{}
+)
+
 // StaticLimits is a [LimitsSource] that gives every subject the same limits.
 type StaticLimits Limits
 

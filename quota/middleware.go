@@ -11,9 +11,12 @@ import (
 )
 
 // SubjectFunc returns the subject that a request is metered against: the
-// caller's account or API key as established by authentication, never a
-// value the client chooses freely. An error or an empty subject means the
-// request is not authenticated; the middleware answers 401.
+// caller's account as established by authentication, never a value the
+// client chooses freely. The subject is part of Redis keys and of log
+// records, so it must not be a secret: return the account ID (or the ID of
+// the API key), never the API key itself. An error or an empty subject
+// means the request is not authenticated; the middleware answers 401. It
+// must be safe for concurrent use.
 type SubjectFunc func(*http.Request) (string, error)
 
 // CostFunc returns the number of units a request uses. A result of zero or

@@ -33,12 +33,6 @@ const (
 	headerRetry     = "Retry-After"
 )
 
-var (
-	problemContentType = []string{"application/problem+json"}
-	noStore            = []string{"no-store"}
-	nosniff            = []string{"nosniff"}
-)
-
 type problem struct {
 	Type   string `json:"type"`
 	Title  string `json:"title"`
@@ -67,9 +61,9 @@ func writeProblem(w http.ResponseWriter, status int, typ, title, detail string, 
 		status = http.StatusInternalServerError
 	}
 	h := w.Header()
-	h["Content-Type"] = problemContentType
-	h["Cache-Control"] = noStore
-	h["X-Content-Type-Options"] = nosniff
+	h["Content-Type"] = []string{"application/problem+json"}
+	h["Cache-Control"] = []string{"no-store"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
 	w.Write(b)
