@@ -25,7 +25,12 @@
 // (HMAC-SHA256, constant-time comparison) against every secret in
 // Config.Secrets, so a secret can be rolled by listing both the new and the
 // old one until the old one expires. A signature whose timestamp is older
-// than Config.Tolerance (default 5 minutes) is rejected as a replay.
+// than Config.Tolerance (default 5 minutes) is rejected as a replay, and so
+// is one more than Config.Tolerance ahead of Config.Now: stripe-go checks
+// only the age, which would accept a payload signed for a future time (a
+// leaked secret, a test fixture) again and again until then. Stripe signs
+// at the moment it sends, so the symmetric window differs from stripe-go's
+// only when the clocks are more than Tolerance apart.
 // Bodies are read through [net/http.MaxBytesReader] with a limit of
 // Config.MaxBodyBytes (default 1 MiB; Stripe publishes no maximum and
 // events are typically a few kilobytes).

@@ -79,8 +79,10 @@ type Config struct {
 	Secrets []string
 
 	// Tolerance is the maximum age of the signature's timestamp; older
-	// deliveries are rejected as replays. The default value is
-	// [DefaultTolerance] (5 minutes).
+	// deliveries are rejected as replays. A timestamp more than Tolerance
+	// ahead of Now is rejected too (stripe-go checks only the age), so a
+	// payload signed for a future time cannot be replayed until then. The
+	// default value is [DefaultTolerance] (5 minutes).
 	Tolerance time.Duration
 
 	// MaxBodyBytes is the largest accepted body; a larger one is answered
@@ -197,8 +199,9 @@ func (c Config) withDefaults() (Config, error) {
 //
 //	200  every handler succeeded, the event was already handled, or no
 //	     handler is registered for its type
-//	400  missing or invalid signature, stale timestamp, malformed JSON, an
-//	     event without id or type, or (StrictAPIVersion) another api_version
+//	400  missing or invalid signature, a timestamp outside the tolerance
+//	     (stale or ahead), malformed JSON, an event without id or type,
+//	     or (StrictAPIVersion) another api_version
 //	405  a method other than POST (with Allow: POST)
 //	409  another delivery of the same event holds its lease
 //	413  the body exceeds MaxBodyBytes

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stripe/stripe-go/v76"
+	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
@@ -79,6 +81,12 @@ func TestVerification(t *testing.T) {
 		{"no v1 signature", ts + ",v0=" + strings.TrimPrefix(sig, "v1="), payload},
 		{"non-hex signature", ts + ",v1=zz", payload},
 		{"stale timestamp", webhooktest.Sign(secret, payload, now.Add(-webhook.DefaultTolerance-time.Second)), payload},
+		{"timestamp beyond the tolerance ahead", webhooktest.Sign(secret, payload, now.Add(webhook.DefaultTolerance+time.Second)), payload},
+		{"timestamp in a far future", webhooktest.Sign(secret, payload, now.AddDate(100, 0, 0)), payload},
+		{"timestamp at the int64 limit", signAtUnix(secret, payload, math.MaxInt64), payload},
+		{"negative timestamp", signAtUnix(secret, payload, -1), payload},
+		{"no timestamp", sig, payload},
+		{"several timestamps, the signed one stale", ts + "," + webhooktest.Sign(secret, payload, now.Add(-time.Hour)), payload},
 		{"signature over a different body", webhooktest.Sign(secret, other, now), payload},
 		{"timestamp swapped after signing", "t=" + strconv.FormatInt(now.Unix()+1, 10) + "," + sig, payload},
 		{"body with a trailing byte", valid, append(append([]byte{}, payload...), ' ')},
@@ -116,12 +124,25 @@ func TestVerification(t *testing.T) {
 		}
 	})
 
+	t.Run("clock skew within tolerance", func(t *testing.T) {
+		t.Parallel()
+		var c counter
+		h := newHandler(t, webhook.Config{Now: clock.Now})
+		h.OnAny(c.handle)
+		// Signed 4m59s ahead of this server's clock.
+		r := webhooktest.RequestAt(secret, payload, now.Add(webhook.DefaultTolerance-time.Second))
+		if rec := serve(h, r); rec.Code != http.StatusOK {
+			t.Fatalf("status = %d, want 200; body %s", rec.Code, rec.Body)
+		}
+	})
+
 	t.Run("custom tolerance", func(t *testing.T) {
 		t.Parallel()
 		var c counter
 		h := newHandler(t, webhook.Config{Now: clock.Now, Tolerance: 30 * time.Second})
 		h.OnAny(c.handle)
 		checkProblem(t, serve(h, webhooktest.RequestAt(secret, payload, now.Add(-31*time.Second))), http.StatusBadRequest)
+		checkProblem(t, serve(h, webhooktest.RequestAt(secret, payload, now.Add(31*time.Second))), http.StatusBadRequest)
 		if rec := serve(h, webhooktest.RequestAt(secret, payload, now.Add(-29*time.Second))); rec.Code != http.StatusOK {
 			t.Fatalf("status = %d, want 200", rec.Code)
 		}
@@ -152,6 +173,13 @@ func TestVerification(t *testing.T) {
 		// A third secret verifies nothing.
 		checkProblem(t, serve(h, webhooktest.RequestAt("whsec_third", invoice("evt_rot_3"), now)), http.StatusBadRequest)
 	})
+}
+
+// signAtUnix signs payload with secret at the Unix time sec, which need not
+// be a time a [time.Time] round-trips.
+func signAtUnix(secret string, payload []byte, sec int64) string {
+	t := strconv.FormatInt(sec, 10)
+	return "t=" + t + ",v1=" + hex.EncodeToString(stripewebhook.ComputeSignature(time.Unix(sec, 0), payload, secret))
 }
 
 // failingStore fails every call.

@@ -28,13 +28,20 @@ var (
 )
 
 // constructEvent verifies payload against the Stripe-Signature header with
-// each secret in turn, checks the signature's age against the clock, and
-// decodes the event.
+// each secret in turn, checks the signature's timestamp against the clock,
+// and decodes the event.
 //
 // The HMAC comparison and the header parsing are stripe-go's
-// ([webhook.ValidatePayloadIgnoringTolerance], constant-time). The age is
-// checked here, against Config.Now, because stripe-go's own check reads the
-// wall clock; its rule is kept (older than Tolerance is stale).
+// ([webhook.ValidatePayloadIgnoringTolerance], constant-time). The
+// timestamp is checked here, against Config.Now, because stripe-go's own
+// check reads the wall clock. Its rule is kept (older than Tolerance is
+// stale) and made symmetric: a timestamp more than Tolerance ahead of the
+// clock is rejected too. stripe-go checks only the age, so a payload signed
+// with a timestamp far in the future (a leaked secret, a test fixture) would
+// be accepted, and could be replayed, until that time; Stripe signs at the
+// moment it sends, so only a clock off by more than Tolerance tells the two
+// rules apart, and such a clock already fails stripe-go's age check the
+// other way.
 func (h *Handler) constructEvent(payload []byte, header string) (*stripe.Event, error) {
 	if header == "" {
 		return nil, errNotSigned
@@ -54,7 +61,12 @@ func (h *Handler) constructEvent(payload []byte, header string) (*stripe.Event, 
 		return nil, errInvalidSignature
 	}
 	ts, ok := signatureTime(header)
-	if !ok || h.cfg.Now().Sub(ts) > h.cfg.Tolerance {
+	if !ok {
+		return nil, errStale
+	}
+	// No t= that stripe-go parses wraps into the window: Sub saturates,
+	// and time.Unix of an extreme value lands far in the past.
+	if age := h.cfg.Now().Sub(ts); age > h.cfg.Tolerance || age < -h.cfg.Tolerance {
 		return nil, errStale
 	}
 
