@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -325,28 +326,36 @@ func TestStatuses(t *testing.T) {
 		})
 	}
 
-	t.Run("failed event is retried, then never again", func(t *testing.T) {
-		t.Parallel()
-		var calls atomic.Int64
-		h := newHandler(t, webhook.Config{Now: clock.Now})
-		h.On(stripe.EventTypeInvoicePaid, func(context.Context, *stripe.Event) error {
-			if calls.Add(1) == 1 {
-				return errors.New("transient")
-			}
-			return nil
-		})
-		p := invoice("evt_retry")
-		want := []int{500, 200, 200, 200}
-		got := webhooktest.Deliverer{Secret: secret, Copies: 4, Now: clock.Now}.Deliver(t, h, p).Statuses()
-		for i := range want {
-			if got[i] != want[i] {
+	for _, fail := range []struct {
+		name string
+		fail func() error
+	}{
+		{"error", func() error { return errors.New("transient") }},
+		{"panic", func() error { panic("transient") }},
+	} {
+		t.Run("failed event is retried, then never again: "+fail.name, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int64
+			h := newHandler(t, webhook.Config{Now: clock.Now})
+			h.On(stripe.EventTypeInvoicePaid, func(context.Context, *stripe.Event) error {
+				if calls.Add(1) == 1 {
+					return fail.fail()
+				}
+				return nil
+			})
+			p := invoice("evt_retry")
+			// The failed claim is released: the next delivery runs the
+			// handler at once (200), not 409 until the lease expires.
+			want := []int{500, 200, 200, 200}
+			got := webhooktest.Deliverer{Secret: secret, Copies: 4, Now: clock.Now}.Deliver(t, h, p).Statuses()
+			if !slices.Equal(got, want) {
 				t.Fatalf("statuses = %v, want %v", got, want)
 			}
-		}
-		if n := calls.Load(); n != 2 {
-			t.Fatalf("handler calls = %d, want 2 (the failure and the retry)", n)
-		}
-	})
+			if n := calls.Load(); n != 2 {
+				t.Fatalf("handler calls = %d, want 2 (the failure and the retry)", n)
+			}
+		})
+	}
 
 	t.Run("handlers run in order, stop at the first error", func(t *testing.T) {
 		t.Parallel()
@@ -600,6 +609,36 @@ func TestLeaseLostStillAcknowledged(t *testing.T) {
 	// The takeover's lease is untouched: still in flight, not done.
 	if c, _ := store.Claim(context.Background(), "evt_slow", time.Minute); c.Status != webhook.InFlight {
 		t.Fatalf("after the slow holder finished: %v, want in_flight", c.Status)
+	}
+}
+
+// TestHandlerContextDetached: a delivery whose connection ends while the
+// handlers run (Stripe timed out, or hung up) is not canceled half way: the
+// handlers' context keeps its own deadline, HandlerTimeout, and the event is
+// completed.
+func TestHandlerContextDetached(t *testing.T) {
+	t.Parallel()
+	store := webhook.NewMemoryStore(nil)
+	h := newHandler(t, webhook.Config{Store: store, Lease: time.Hour, HandlerTimeout: 30 * time.Minute})
+	reqCtx, hangUp := context.WithTimeout(context.Background(), time.Hour)
+	defer hangUp()
+	h.OnAny(func(ctx context.Context, ev *stripe.Event) error {
+		hangUp()
+		if err := ctx.Err(); err != nil {
+			t.Errorf("handler context ended with the request: %v", err)
+		}
+		dl, ok := ctx.Deadline()
+		if left := time.Until(dl); !ok || left > 30*time.Minute || left < 29*time.Minute {
+			t.Errorf("handler deadline in %v (set %v), want HandlerTimeout (30m)", left, ok)
+		}
+		return nil
+	})
+	r := webhooktest.Request(secret, invoice("evt_hangup")).WithContext(reqCtx)
+	if rec := serve(h, r); rec.Code != http.StatusOK {
+		t.Fatalf("status = %d, want 200", rec.Code)
+	}
+	if c, err := store.Claim(context.Background(), "evt_hangup", time.Minute); err != nil || c.Status != webhook.Done {
+		t.Fatalf("after the delivery: %v, %v; want done", c.Status, err)
 	}
 }
 
