@@ -70,9 +70,23 @@
 // context. Claims are fenced by a token, so a holder whose lease expired and
 // was taken over cannot complete or release the new holder's claim.
 //
+// Two cases stay at least once, and are logged: handlers that outlive the
+// lease (they ignored their context's deadline) may run beside the delivery
+// that took the event over; and when the store fails to record completion,
+// the effect is applied and the answer is 200, but the claim merely expires,
+// so a later copy of the same event would run the handlers again.
+//
 // Events with no registered handler (and no [Handler.OnAny]) are answered
 // 200 without touching the store: Stripe disables endpoints that keep
 // failing, so unknown types must be acknowledged.
+//
+// Events of a handled type that are not meant for this application (a
+// subscription of another product on the same Stripe account, an object
+// without the metadata this application sets, a connected account's event
+// in event.Account) are acknowledged by the handler itself: it returns nil
+// without acting, and the event is answered 200 and recorded done like any
+// other. An error would fail every delivery of an event that can never
+// succeed, for three days.
 //
 // Exactly once holds for the set of handlers of an event that succeeds. A
 // run that fails after some handler already made its change is run again
@@ -105,21 +119,24 @@
 //	CREATE INDEX ON stripe_events (expires_at); -- for the periodic purge
 //
 // Claim is one statement that inserts a lease, or takes over an expired
-// record, and otherwise reports what it found:
+// record, and otherwise reports what it found ($3 is the lease in
+// milliseconds, lease.Milliseconds()):
 //
 //	INSERT INTO stripe_events (event_id, token, state, expires_at)
-//	VALUES ($1, $2, 'claimed', now() + $3::interval)
+//	VALUES ($1, $2, 'claimed', now() + $3 * interval '1 millisecond')
 //	ON CONFLICT (event_id) DO UPDATE
 //	   SET token = EXCLUDED.token, state = 'claimed', expires_at = EXCLUDED.expires_at
 //	 WHERE stripe_events.expires_at <= now()
 //	RETURNING token;
 //	-- a row returned: Claimed with token $2; no row: SELECT state, and
-//	-- answer Done for 'done', InFlight for 'claimed'.
+//	-- answer Done for 'done', InFlight for 'claimed' and also when the
+//	-- row is gone (released in between: Stripe retries).
 //
-// Complete and Release are fenced by the token:
+// Complete and Release are fenced by the token ($3 is the retention in
+// milliseconds):
 //
 //	-- Complete
-//	UPDATE stripe_events SET state = 'done', expires_at = now() + $3::interval
+//	UPDATE stripe_events SET state = 'done', expires_at = now() + $3 * interval '1 millisecond'
 //	 WHERE event_id = $1 AND token = $2;
 //	-- Release
 //	DELETE FROM stripe_events WHERE event_id = $1 AND token = $2 AND state = 'claimed';
@@ -155,7 +172,7 @@
 //			return err
 //		}
 //		if _, err := tx.ExecContext(ctx, `UPDATE stripe_events
-//			SET state = 'done', expires_at = now() + interval '7 days' WHERE event_id = $1`, ev.ID); err != nil {
+//			SET state = 'done', expires_at = now() + interval '7 days' WHERE event_id = $1 AND token = $2`, ev.ID, token); err != nil {
 //			return err
 //		}
 //		return tx.Commit()

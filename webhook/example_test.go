@@ -79,6 +79,37 @@ func ExampleHandler_On() {
 	// 200
 }
 
+// Events of a handled type that are not meant for this application (here:
+// a subscription of another product on the same Stripe account) are
+// acknowledged by returning nil without acting.
+func ExampleHandler_On_notForThisApplication() {
+	const secret = "whsec_example"
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h.On(stripe.EventTypeCustomerSubscriptionCreated, func(ctx context.Context, ev *stripe.Event) error {
+		var sub stripe.Subscription
+		if err := json.Unmarshal(ev.Data.Raw, &sub); err != nil {
+			return err
+		}
+		if sub.Metadata["app"] != "acme-api" {
+			return nil // another product's subscription: acknowledged, ignored
+		}
+		fmt.Println("provisioned", sub.ID)
+		return nil
+	})
+	for _, sub := range []map[string]any{
+		{"id": "sub_ours", "object": "subscription", "metadata": map[string]string{"app": "acme-api"}},
+		{"id": "sub_other", "object": "subscription", "metadata": map[string]string{"app": "newsletter"}},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, webhooktest.Request(secret, webhooktest.NewEvent(stripe.EventTypeCustomerSubscriptionCreated, sub)))
+		fmt.Println(rec.Code)
+	}
+	// Output:
+	// provisioned sub_ours
+	// 200
+	// 200
+}
+
 // OnAny handlers run for every event, after the type's own handlers; events
 // of a type nobody handles are still acknowledged.
 func ExampleHandler_OnAny() {

@@ -58,7 +58,9 @@ var (
 )
 
 // HandlerFunc handles one verified event; a non-nil error makes the delivery
-// fail (500) and the event retryable.
+// fail (500) and the event retryable. A handler returns nil for an event it
+// does not act on, such as one not meant for this application (see the
+// package doc): the event is then acknowledged.
 //
 // The context carries a deadline of Config.HandlerTimeout, which ends before
 // the claim's lease so that no other delivery takes the event over while a
