@@ -3,6 +3,7 @@ package testserver_test
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/billkit/billkit/internal/testserver"
@@ -39,13 +40,13 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("set %s: %v", k, err)
 		}
 	}
-	n := 0
+	var n atomic.Int32
 	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-		n++
+		n.Add(1)
 		return nil
 	})
-	if err != nil || n != 3 {
-		t.Fatalf("masters = %d, err %v; want 3", n, err)
+	if err != nil || n.Load() != 3 {
+		t.Fatalf("masters = %d, err %v; want 3", n.Load(), err)
 	}
 }
 
