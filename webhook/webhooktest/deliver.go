@@ -28,9 +28,10 @@ type Deliverer struct {
 	// same Seed, events and Copies. The default value is false: the events
 	// in order, each one's copies together.
 	Shuffle bool
-	// Seed seeds the shuffle.
+	// Seed seeds the shuffle. The default value is 0, a valid seed.
 	Seed uint64
-	// Now is the time each delivery is signed at. The default value is
+	// Now is the time each delivery is signed at; with Concurrency above 1
+	// it is called from several goroutines at once. The default value is
 	// [time.Now].
 	Now func() time.Time
 }
