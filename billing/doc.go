@@ -100,6 +100,23 @@
 // 1 second) plus one store read; Config.OnChange with [Limits.Invalidate]
 // makes the process that handled the event enforce it at once.
 //
+// # Late renewals
+//
+// Stripe renews a subscription at the end of its period, but the renewal's
+// event can arrive late (or be lost until [Lifecycle.Reconcile] runs).
+// Meanwhile an active, trialing or past_due entitlement still holds the
+// ended period, and [Limits] gives quota the projected next period: it
+// starts exactly at the old period's end, as Stripe's renewed period does,
+// and ends one interval later (n calendar months on the subscription's
+// billing anchor for monthly and yearly prices, else the old period's
+// length). A quota counter's key holds only its period's start, so the
+// units counted meanwhile are the renewed period's: the [Reporter] reports
+// the projection while it lasts (never marking it final) and reads the
+// same counter once the renewal is applied. Only the first projected start
+// is exact: a renewal late by more than a whole period is projected on,
+// but units counted past the first projection may be missed; run
+// Reconcile after a webhook outage.
+//
 // # Reconciliation
 //
 // [Lifecycle.Reconcile] lists every subscription from Stripe (status "all",
@@ -146,7 +163,8 @@
 // (no KEYS, no cross-slot script).
 //
 // [Reporter.Run] passes every Interval (default hourly) over each
-// entitlement's Period and PreviousPeriod; [Reporter.Register] flushes a
+// entitlement's Period and PreviousPeriod (and a late renewal's projected
+// period, see "Late renewals"); [Reporter.Register] flushes a
 // customer's usage on invoice.created, before Stripe finalizes the invoice
 // (about an hour later: Stripe accepts usage for the period that just ended
 // until then). A closed period is reported until it has settled

@@ -90,6 +90,16 @@ func (c LimitsConfig) withDefaults() (LimitsConfig, error) {
 //	past_due           the plan of GraceTier until GraceUntil, then none
 //	anything else      none: quota.ErrNoPlan
 //
+// Once an active, trialing or past_due entitlement's Period has ended and
+// the renewal's event has not been applied yet (a late or lost webhook),
+// the limits carry the projected next period instead: it starts exactly at
+// Period.End, as Stripe's renewed period does, and ends one interval later
+// (calendar months on the subscription's billing anchor for monthly and
+// yearly prices, else the length of Period). Quota counters are keyed by
+// their period's start, so the units counted meanwhile are the renewed
+// period's and are reported with it; without the projection quota would
+// count them in a calendar period no report reads.
+//
 // A subject without an entitlement has no plan either. Negative answers
 // are cached like positive ones; Store errors are not cached. Grace ends
 // are evaluated at each call, so they take effect on time.
@@ -147,14 +157,16 @@ func (l *Limits) For(e Entitlement, now time.Time) (quota.Limits, error) {
 	switch e.Status {
 	case StatusActive, StatusTrialing:
 		if p, ok := l.cfg.Plans.ByTier(e.Tier); ok {
-			return p.Limits(e.Period), nil
+			period, _ := countingPeriod(e, now)
+			return p.Limits(period), nil
 		}
 	case StatusPending:
 		return l.cfg.Provisional, nil
 	case StatusPastDue:
 		if now.Before(e.GraceUntil) {
 			if p, ok := l.cfg.Plans.ByTier(firstNonEmpty(e.GraceTier, e.Tier)); ok {
-				return p.Limits(e.Period), nil
+				period, _ := countingPeriod(e, now)
+				return p.Limits(period), nil
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -481,14 +482,23 @@ func (ps *periodState) hasWork() bool {
 	return ps.wm.InFlight != nil || (ps.read && ps.used > ps.wm.Reported)
 }
 
-// periods returns the periods of e still to consider at now.
+// periods returns the periods of e still to consider at now: its
+// PreviousPeriod and Period and, while a renewal has not been applied
+// although Period has ended, the projected period that counts usage now
+// (see [countingPeriod]). A projection contains now, so it is never
+// settled and never marked final: its counter is read again once the
+// renewal makes it the entitlement's Period.
 func (r *Reporter) periods(e Entitlement, now time.Time) []quota.Period {
 	var out []quota.Period
-	for _, p := range []quota.Period{e.PreviousPeriod, e.Period} {
+	cands := []quota.Period{e.PreviousPeriod, e.Period}
+	if p, projected := countingPeriod(e, now); projected {
+		cands = append(cands, p)
+	}
+	for _, p := range cands {
 		switch {
 		case p.IsZero(), !p.End.After(p.Start), now.Before(p.Start), now.After(p.End.Add(r.cfg.MaxLateness)):
 			continue
-		case len(out) == 1 && out[0].Start.Equal(p.Start):
+		case slices.ContainsFunc(out, func(q quota.Period) bool { return q.Start.Equal(p.Start) }):
 			continue
 		}
 		out = append(out, p)
