@@ -19,27 +19,37 @@ const (
 
 // takeSource checks, counts and extends the expiry of one counter in one
 // step. KEYS[1] is the counter (a hash); ARGV is cost, limit (0 = no cap)
-// and the Unix second at which the counter may expire. It returns
-// {allowed (1/0), used}. Integers go to Redis as the ARGV strings, never
-// through Lua's float formatting. The expiry is set when the key has none and only
-// ever moved later, never earlier. EXPIRETIME needs Redis 7.0.
+// and the Unix second at which the counter may expire. It returns one
+// integer: used (>= 1) when the request is allowed, -1-used when it is
+// denied (see [decodeTake]); one integer rather than an array keeps the
+// reply to a single value. Integers go to Redis as the ARGV strings, never
+// through Lua's float formatting. The expiry is set when the key has none
+// and only ever moved later, never earlier. EXPIRETIME needs Redis 7.0.
 const takeSource = `
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local exp = tonumber(ARGV[3])
 local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
-local allowed = 0
+local res
 if limit == 0 or used + cost <= limit then
-  used = redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
-  allowed = 1
+  res = redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
 else
   redis.call('HINCRBY', KEYS[1], 'denied', ARGV[1])
+  res = -1 - used
 end
 if redis.call('EXPIRETIME', KEYS[1]) < exp then
   redis.call('EXPIREAT', KEYS[1], ARGV[3])
 end
-return {allowed, used}
+return res
 `
+
+// decodeTake turns the script's reply into a TakeResult.
+func decodeTake(n int64) TakeResult {
+	if n >= 0 {
+		return TakeResult{Allowed: true, Used: n}
+	}
+	return TakeResult{Used: -1 - n}
+}
 
 // RedisOptions configures a [RedisStore]. The zero value uses the defaults.
 type RedisOptions struct {
@@ -73,7 +83,9 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 type RedisStore struct {
 	client redis.UniversalClient
 	prefix string
-	take   *redis.Script
+	// The script's source and SHA-1, boxed once so that building a call
+	// does not box them again.
+	src, sha any
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -104,7 +116,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	if !ctxTimeout {
 		return nil, ErrNoContextTimeout
 	}
-	return &RedisStore{client: client, prefix: o.Prefix, take: redis.NewScript(takeSource)}, nil
+	return &RedisStore{client: client, prefix: o.Prefix, src: takeSource, sha: redis.NewScript(takeSource).Hash()}, nil
 }
 
 // Key returns the Redis key of a counter, such as
@@ -124,22 +136,48 @@ func (s *RedisStore) Key(subject, meter string, period Period) string {
 	return b.String()
 }
 
-// Take implements [Store]. It costs one round trip (EVALSHA; EVAL once per
-// server after a restart or SCRIPT FLUSH).
+// takeCall holds the arguments of one script call in one allocation: the
+// command's argument slice points at the fields below (go-redis writes
+// *string and *int64 like string and int64), so nothing is boxed per call.
+// A call is never reused: a go-redis hook may keep the command.
+type takeCall struct {
+	args             [7]any
+	key              string
+	cost, limit, exp int64
+}
+
+// Take implements [Store]. It costs one round trip: EVALSHA, and EVAL
+// instead once per server after a restart or SCRIPT FLUSH.
 func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, error) {
 	if err := req.validate(); err != nil {
 		return TakeResult{}, err
 	}
-	exp := unixCeil(req.ExpireAt)
-	res, err := s.take.Run(ctx, s.client, []string{s.Key(req.Subject, req.Meter, req.Period)},
-		req.Cost, req.Limit, exp).Int64Slice()
+	c := &takeCall{
+		key:   s.Key(req.Subject, req.Meter, req.Period),
+		cost:  req.Cost,
+		limit: req.Limit,
+		exp:   unixCeil(req.ExpireAt),
+	}
+	c.args = [7]any{"evalsha", s.sha, 1, &c.key, &c.cost, &c.limit, &c.exp}
+	n, err := s.run(ctx, c.args[:])
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		args := make([]any, len(c.args))
+		copy(args, c.args[:])
+		args[0], args[1] = "eval", s.src
+		n, err = s.run(ctx, args)
+	}
 	if err != nil {
 		return TakeResult{}, fmt.Errorf("quota: redis take: %w", err)
 	}
-	if len(res) != 2 {
-		return TakeResult{}, fmt.Errorf("quota: redis take: unexpected reply of %d values", len(res))
-	}
-	return TakeResult{Allowed: res[0] == 1, Used: res[1]}, nil
+	return decodeTake(n), nil
+}
+
+// run sends one EVALSHA or EVAL whose only key is args[3].
+func (s *RedisStore) run(ctx context.Context, args []any) (int64, error) {
+	cmd := redis.NewCmd(ctx, args...)
+	cmd.SetFirstKeyPos(3)
+	_ = s.client.Process(ctx, cmd)
+	return cmd.Int64()
 }
 
 // Usage implements [Store] with one HMGET.

@@ -48,6 +48,7 @@ func TestRedisStore(t *testing.T) {
 	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
 	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
 	t.Run("OneRoundTrip", func(t *testing.T) { testOneRoundTrip(t, srv.Addr) })
+	t.Run("ScriptFlushed", func(t *testing.T) { testScriptFlushed(t, srv.Addr) })
 	t.Run("KeyFormat", func(t *testing.T) {
 		st, err := quota.NewRedisStore(c, quota.RedisOptions{Prefix: "acme"})
 		if err != nil {
@@ -263,6 +264,36 @@ func testOneRoundTrip(t *testing.T, addr string) {
 		if d := after[name] - before[name]; d != 0 {
 			t.Errorf("server counted %d %s, want 0", d, strings.ToUpper(name))
 		}
+	}
+}
+
+// testScriptFlushed checks the fallback of a server that lost its scripts
+// (restart, SCRIPT FLUSH): the NOSCRIPT reply to EVALSHA is followed by one
+// EVAL that counts, and the next call is an EVALSHA again.
+func testScriptFlushed(t *testing.T, addr string) {
+	ctx := context.Background()
+	c := redisClient(t, addr)
+	hook := &countingHook{}
+	c.AddHook(hook)
+	st := newRedisStore(t, c)
+	sub := quotatest.Subject(t)
+	p := quota.CalendarPeriod(quota.Month, time.Now())
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 2, Limit: 3, ExpireAt: p.End.Add(time.Hour)}
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hook.reset()
+	for i, want := range []quota.TakeResult{{Allowed: true, Used: 2}, {Used: 2}} {
+		res, err := st.Take(ctx, req)
+		if err != nil || res != want {
+			t.Fatalf("Take %d = %+v, %v; want %+v", i, res, err, want)
+		}
+	}
+	if got, want := strings.Join(hook.reset(), " "), "evalsha eval evalsha"; got != want {
+		t.Fatalf("commands %q, want %q", got, want)
+	}
+	if u, err := st.Usage(ctx, sub, "requests", p); err != nil || u != (quota.Usage{Used: 2, Denied: 2}) {
+		t.Fatalf("Usage = %+v, %v; want Used 2, Denied 2", u, err)
 	}
 }
 
