@@ -88,6 +88,8 @@
 // PERIODID is the period's UTC start, 20061102 at midnight or
 // 20061102T150405Z otherwise. The subject is the Cluster hash tag, so it may
 // not contain '{' or '}'. A decision is one EVALSHA of a Lua script that
-// checks the limit, counts and sets the expiry atomically: one round trip.
-// [RedisStore.Usage] is one HMGET.
+// checks the limit, counts and sets the expiry atomically: one round trip,
+// in which the script runs HINCRBY and EXPIRETIME for an allowed request
+// (plus EXPIREAT when the expiry must move). [RedisStore.Usage] is one
+// HMGET.
 package quota

@@ -22,23 +22,44 @@ const (
 // and the Unix second at which the counter may expire. It returns one
 // integer: used (>= 1) when the request is allowed, -1-used when it is
 // denied (see [decodeTake]); one integer rather than an array keeps the
-// reply to a single value. Integers go to Redis as the ARGV strings, never
-// through Lua's float formatting. The expiry is set when the key has none
-// and only ever moved later, never earlier. EXPIRETIME needs Redis 7.0.
+// reply to a single value.
+//
+// An allowed request costs two commands: HINCRBY adds the cost first, and
+// the script takes it back (and counts it as denied) only when that went
+// over the limit; no caller ever sees the intermediate count, since a
+// script runs atomically. A cost above the limit never fits and is denied
+// without touching "used"; an increment that would leave the int64 range
+// is a denial when there is a limit (and Redis's error otherwise).
+// Integers go to Redis as the ARGV strings, never through Lua's float
+// formatting.
+//
+// The expiry is set when the key has none (a PERSIST by hand is undone by
+// the next call) and only ever moved later, never earlier. EXPIRETIME needs
+// Redis 7.0.
 const takeSource = `
-local cost = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local exp = tonumber(ARGV[3])
-local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
+local key, cost, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local res
-if limit == 0 or used + cost <= limit then
-  res = redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
+if limit > 0 and cost > limit then
+  res = -1 - tonumber(redis.call('HGET', key, 'used') or '0')
+  redis.call('HINCRBY', key, 'denied', ARGV[1])
 else
-  redis.call('HINCRBY', KEYS[1], 'denied', ARGV[1])
-  res = -1 - used
+  local used = redis.pcall('HINCRBY', key, 'used', ARGV[1])
+  if type(used) == 'table' then
+    if limit == 0 then
+      return used
+    end
+    res = -1 - tonumber(redis.call('HGET', key, 'used') or '0')
+    redis.call('HINCRBY', key, 'denied', ARGV[1])
+  elseif limit > 0 and used > limit then
+    redis.call('HINCRBY', key, 'used', '-' .. ARGV[1])
+    redis.call('HINCRBY', key, 'denied', ARGV[1])
+    res = -1 - (used - cost)
+  else
+    res = used
+  end
 end
-if redis.call('EXPIRETIME', KEYS[1]) < exp then
-  redis.call('EXPIREAT', KEYS[1], ARGV[3])
+if redis.call('EXPIRETIME', key) < tonumber(ARGV[3]) then
+  redis.call('EXPIREAT', key, ARGV[3])
 end
 return res
 `
