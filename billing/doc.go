@@ -12,7 +12,8 @@
 // metered price or a billing meter's event name). A [Plans] catalog is built
 // from code ([NewPlans]), the environment ([PlansFromEnv]: PRICE_<TIER> and
 // PRICE_<TIER>_METERED as the checkout catalog reads them, plus
-// PLAN_<TIER>_INCLUDED, _SOFT, _HARD, _OVERAGE, _METER_EVENT, _INTERVAL) or
+// PLAN_<TIER>_INCLUDED, _SOFT, _HARD, _OVERAGE, _METER_EVENT, _INTERVAL,
+// _BILL) or
 // JSON ([PlansFromJSON], [PlansFromFile]). Invalid configuration is an error
 // wrapping [ErrInvalidPlan] that names the variable or field.
 //
@@ -129,7 +130,13 @@
 //
 // A [Reporter] sends each subject's counted units (quota's Usage.Used;
 // denied units are never billed) to Stripe, once and only once, through a
-// [UsageSink]:
+// [UsageSink]. A plan with Bill [BillOverage] reports only the units above
+// its Included, max(0, used − Included), so that a flat price can carry
+// the included units and a metered price the overage; the default,
+// [BillAll], reports every unit (bill the included ones at zero with
+// graduated tiers). Watermarks count reported units, and what a period
+// reported never decreases, even when a tier change raises Included. The
+// sinks:
 //
 //   - [UsageRecordSink], for legacy metered prices (Plan.MeteredPriceID):
 //     a usage record with action=set carrying the period's running total,

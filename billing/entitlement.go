@@ -75,6 +75,10 @@ type Entitlement struct {
 	// usage can still be reported after the subscription renewed. It is
 	// zero until a renewal has been seen.
 	PreviousPeriod quota.Period `json:"previous_period"`
+	// PreviousTier is the tier PreviousPeriod ended on (the tier of the
+	// newest subscription snapshot of that period), for reporting its
+	// overage against that plan's included units; empty when unknown.
+	PreviousTier string `json:"previous_tier,omitempty"`
 
 	// GraceUntil is when a past_due subject's grace access ends; zero when
 	// the subject is not past_due or its grace policy suspends at once.
@@ -120,6 +124,10 @@ type SubscriptionFact struct {
 	MeteredItemID  string       `json:"metered_item_id,omitempty"`
 	Period         quota.Period `json:"period"`
 	PreviousPeriod quota.Period `json:"previous_period"`
+	// PreviousTier and PreviousAt are the tier and event time of the
+	// newest snapshot whose Period was PreviousPeriod.
+	PreviousTier string    `json:"previous_tier,omitempty"`
+	PreviousAt   time.Time `json:"previous_at,omitempty"`
 }
 
 // InvoiceFact is the outcome of the newest payment attempt of a

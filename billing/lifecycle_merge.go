@@ -77,29 +77,46 @@ func newerSubscription(x, cur SubscriptionFact) bool {
 // mergeSubscription merges snapshot x into e's sources and reports whether
 // anything changed. Periods of the same subscription seen in any snapshot,
 // even an older one, feed PreviousPeriod: the latest period that starts
-// before the current one.
+// before the current one. PreviousTier is the tier of the newest snapshot
+// (by event time) of that period: the tier the period ended on.
 func mergeSubscription(e *Entitlement, x SubscriptionFact) {
 	cur := e.Sources.Subscription
 	win := cur
 	if newerSubscription(x, cur) {
 		win = x
 	}
-	var cands []quota.Period
+	type cand struct {
+		p    quota.Period
+		tier string
+		at   time.Time
+	}
+	var cands []cand
 	if x.ID == win.ID {
-		cands = append(cands, x.Period, x.PreviousPeriod)
+		cands = append(cands, cand{x.Period, x.Tier, x.At}, cand{x.PreviousPeriod, x.PreviousTier, x.PreviousAt})
 	}
 	if cur.ID == win.ID {
-		cands = append(cands, cur.Period, cur.PreviousPeriod)
+		cands = append(cands, cand{cur.Period, cur.Tier, cur.At}, cand{cur.PreviousPeriod, cur.PreviousTier, cur.PreviousAt})
 	}
-	win.PreviousPeriod = quota.Period{}
-	for _, p := range cands {
-		if p.IsZero() || !p.Start.Before(win.Period.Start) {
+	var best cand
+	for _, c := range cands {
+		if c.p.IsZero() || !c.p.Start.Before(win.Period.Start) {
 			continue
 		}
-		if win.PreviousPeriod.IsZero() || p.Start.After(win.PreviousPeriod.Start) {
-			win.PreviousPeriod = p
+		better := best.p.IsZero()
+		if !better {
+			if d := c.p.Start.Compare(best.p.Start); d != 0 {
+				better = d > 0
+			} else if d := c.at.Compare(best.at); d != 0 {
+				better = d > 0
+			} else {
+				better = c.tier > best.tier
+			}
+		}
+		if better {
+			best = c
 		}
 	}
+	win.PreviousPeriod, win.PreviousTier, win.PreviousAt = best.p, best.tier, best.at
 	e.Sources.Subscription = win
 }
 
@@ -173,13 +190,13 @@ func derive(e *Entitlement, grace GracePolicy) {
 	e.LastEventAt = maxTime(s.At, inv.At, co.At)
 	e.CustomerID = firstNonEmpty(s.CustomerID, co.CustomerID, inv.CustomerID, e.CustomerID)
 	e.Status, e.Tier, e.SubscriptionID, e.MeteredItemID = StatusNone, "", "", ""
-	e.Period, e.PreviousPeriod = quota.Period{}, quota.Period{}
+	e.Period, e.PreviousPeriod, e.PreviousTier = quota.Period{}, quota.Period{}, ""
 	e.GraceUntil, e.GraceTier = time.Time{}, ""
 
 	useSub := s.ID != "" && !(s.Status.Terminal() && co.At.After(s.At))
 	if useSub {
 		e.Status, e.Tier, e.SubscriptionID, e.MeteredItemID = s.Status, s.Tier, s.ID, s.MeteredItemID
-		e.Period, e.PreviousPeriod = s.Period, s.PreviousPeriod
+		e.Period, e.PreviousPeriod, e.PreviousTier = s.Period, s.PreviousPeriod, s.PreviousTier
 		if !inv.At.IsZero() && inv.SubscriptionID == s.ID && !inv.At.Before(s.At) {
 			switch {
 			case inv.Paid && (s.Status == StatusIncomplete || s.Status == StatusPastDue || s.Status == StatusUnpaid):

@@ -41,6 +41,14 @@ func lifecycles() map[string][][]byte {
 		"ends past_due":  base,
 		"ends recovered": recovered,
 		"ends canceled":  canceled,
+		// Upgraded within the first period, downgraded at the renewal:
+		// the first period ended on pro.
+		"downgraded at renewal": {
+			event("evt_21", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
+			event("evt_22", evCreated, sub{Status: "active", Price: "price_starter", Metered: true}.object(), sec(1)),
+			event("evt_23", evUpdated, sub{Status: "active", Metered: true}.object(), sec(2)),
+			event("evt_24", evUpdated, sub{Status: "active", Price: "price_starter", Metered: true, Start: p2, End: p2.AddDate(0, 1, 0)}.object(), sec(3)),
+		},
 		"paid before created": {
 			event("evt_11", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
 			event("evt_12", evCreated, sub{Status: "incomplete", Metered: true}.object(), sec(1)),
@@ -122,6 +130,7 @@ func TestPermutationsExpected(t *testing.T) {
 	want := map[string]billing.Status{
 		"ends past_due": billing.StatusPastDue, "ends recovered": billing.StatusActive,
 		"ends canceled": billing.StatusCanceled, "paid before created": billing.StatusActive,
+		"downgraded at renewal": billing.StatusActive,
 	}
 	for name, events := range lifecycles() {
 		h := newHarness(t, billing.NewMemoryStore(nil), nil)
@@ -132,6 +141,9 @@ func TestPermutationsExpected(t *testing.T) {
 		}
 		if name == "ends recovered" && e.PreviousPeriod.Start != t0 {
 			t.Errorf("%s: PreviousPeriod = %v, want the first period", name, e.PreviousPeriod)
+		}
+		if name == "downgraded at renewal" && (e.Tier != "starter" || e.PreviousTier != "pro" || e.PreviousPeriod.Start != t0) {
+			t.Errorf("%s: tier %q, previous tier %q of %v; want starter after pro of the first period", name, e.Tier, e.PreviousTier, e.PreviousPeriod)
 		}
 		if name == "ends past_due" && !e.GraceUntil.Equal(sec(4).Add(billing.DefaultGracePeriod)) {
 			t.Errorf("%s: GraceUntil = %v, want the failed invoice's finalization + 7 days", name, e.GraceUntil)

@@ -38,6 +38,10 @@ type Plan struct {
 	// MeterEventName is the Stripe billing meter's event name that usage is
 	// reported under as meter events. Optional.
 	MeterEventName string `json:"meter_event_name,omitempty"`
+	// Bill says which units of a period the usage reporter reports: every
+	// counted unit ([BillAll], the zero value) or only those above
+	// Included ([BillOverage], which requires Overage). See [Billing].
+	Bill Billing `json:"bill,omitempty"`
 	// Interval is the counting interval used when no subscription period is
 	// known. The zero value is quota.Month.
 	Interval quota.Interval `json:"-"`
@@ -55,6 +59,36 @@ func (p Plan) Limits(period quota.Period) quota.Limits {
 		Period:   period,
 		Interval: p.Interval,
 	}
+}
+
+// Billing says which of a period's counted units a plan reports to
+// Stripe. The zero value means [BillAll].
+type Billing string
+
+const (
+	// BillAll reports every counted unit: the metered price (or meter)
+	// bills all of them, for example with graduated tiers whose first
+	// tier is free up to Included.
+	BillAll Billing = "all"
+	// BillOverage reports only the units above Included, max(0, counted −
+	// Included), for a flat price that includes Included units plus a
+	// metered price for the overage.
+	//
+	// The units reported for a period never decrease: when a tier change
+	// raises Included within a period, what was already reported stands
+	// and nothing more is reported until the counter passes it again;
+	// when it lowers Included, the units between the two are reported. A
+	// period is billed with the Included of the tier it ended on
+	// (Entitlement.PreviousTier once it is the previous period).
+	BillOverage Billing = "overage"
+)
+
+func parseBilling(s string) (Billing, error) {
+	switch b := Billing(strings.ToLower(strings.TrimSpace(s))); b {
+	case "", BillAll, BillOverage:
+		return b, nil
+	}
+	return "", fmt.Errorf("%q is not all or overage", s)
 }
 
 var tierRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
@@ -92,6 +126,10 @@ func (p Plan) validate(field func(string) string) error {
 		return bad("MeteredPriceID", "must differ from PriceID")
 	case p.Interval != quota.Month && p.Interval != quota.Day:
 		return bad("Interval", "unknown interval %d", p.Interval)
+	case p.Bill != "" && p.Bill != BillAll && p.Bill != BillOverage:
+		return bad("Bill", "%q is not all or overage", p.Bill)
+	case p.Bill == BillOverage && !p.Overage:
+		return bad("Bill", "overage billing needs Overage: without it no unit above Included is allowed")
 	}
 	return nil
 }
@@ -208,7 +246,7 @@ const (
 	EnvPricePrefix    = "PRICE_"   // PRICE_<TIER>: the tier's Stripe price ID
 	EnvMeteredSuffix  = "_METERED" // PRICE_<TIER>_METERED: the tier's metered price ID
 	EnvPlanPrefix     = "PLAN_"    // PLAN_<TIER>_<FIELD>: the plan's limits
-	envPlanFieldNames = "INCLUDED, SOFT, HARD, OVERAGE, METER_EVENT, INTERVAL"
+	envPlanFieldNames = "INCLUDED, SOFT, HARD, OVERAGE, METER_EVENT, INTERVAL, BILL"
 )
 
 // PlansFromEnv builds the catalog from environment entries in the form
@@ -223,6 +261,7 @@ const (
 //	PLAN_<TIER>_OVERAGE       true to allow and bill usage above INCLUDED
 //	PLAN_<TIER>_METER_EVENT   the billing meter event name overage is billed under
 //	PLAN_<TIER>_INTERVAL      month (default) or day, when no billing period is known
+//	PLAN_<TIER>_BILL          all (default): report every unit; overage: only units above INCLUDED
 //
 // Plans come out sorted by tier name. Errors wrap [ErrInvalidPlan] and name
 // the variable. A PLAN_ variable that names no tier or no field above is an
@@ -277,6 +316,13 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 			}
 			p.Interval = iv
 		}
+		if v, ok := env[name("BILL")]; ok {
+			b, err := parseBilling(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPlan, name("BILL"), err)
+			}
+			p.Bill = b
+		}
 		plans = append(plans, p)
 	}
 	for k := range env {
@@ -292,7 +338,7 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 	}
 	envField := map[string]string{
 		"Included": "_INCLUDED", "Soft": "_SOFT", "Hard": "_HARD",
-		"Overage": "_OVERAGE", "MeterEventName": "_METER_EVENT", "Interval": "_INTERVAL",
+		"Overage": "_OVERAGE", "MeterEventName": "_METER_EVENT", "Interval": "_INTERVAL", "Bill": "_BILL",
 	}
 	return newPlans(plans, func(i int, f string) string {
 		switch f {
@@ -326,11 +372,13 @@ type planJSON struct {
 	MeteredPriceID string `json:"metered_price_id"`
 	MeterEventName string `json:"meter_event_name"`
 	Interval       string `json:"interval"`
+	Bill           string `json:"bill"`
 }
 
 var jsonField = map[string]string{
 	"Tier": "tier", "PriceID": "price_id", "Included": "included", "Soft": "soft", "Hard": "hard",
 	"Overage": "overage", "MeteredPriceID": "metered_price_id", "MeterEventName": "meter_event_name", "Interval": "interval",
+	"Bill": "bill",
 }
 
 // PlansFromJSON builds the catalog from JSON of the form
@@ -338,7 +386,7 @@ var jsonField = map[string]string{
 //	{"plans": [{"tier": "pro", "price_id": "price_123", "included": 10000,
 //	            "soft": 8000, "hard": 12000, "overage": true,
 //	            "metered_price_id": "price_456", "meter_event_name": "api_requests",
-//	            "interval": "month"}]}
+//	            "interval": "month", "bill": "overage"}]}
 //
 // Unknown keys are errors. Errors wrap [ErrInvalidPlan] and name the JSON
 // field, as in plans[1].hard.
@@ -357,8 +405,12 @@ func PlansFromJSON(data []byte) (*Plans, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: plans[%d].interval: %v", ErrInvalidPlan, i, err)
 		}
+		bill, err := parseBilling(pj.Bill)
+		if err != nil {
+			return nil, fmt.Errorf("%w: plans[%d].bill: %v", ErrInvalidPlan, i, err)
+		}
 		plans[i] = Plan{Tier: pj.Tier, PriceID: pj.PriceID, Included: pj.Included, Soft: pj.Soft, Hard: pj.Hard,
-			Overage: pj.Overage, MeteredPriceID: pj.MeteredPriceID, MeterEventName: pj.MeterEventName, Interval: iv}
+			Overage: pj.Overage, MeteredPriceID: pj.MeteredPriceID, MeterEventName: pj.MeterEventName, Interval: iv, Bill: bill}
 	}
 	return newPlans(plans, func(i int, f string) string { return fmt.Sprintf("plans[%d].%s", i, jsonField[f]) })
 }

@@ -17,7 +17,7 @@ func TestPlansFromEnv(t *testing.T) {
 		"HOME=/root",
 		"PRICE_PRO=price_pro", "PRICE_PRO_METERED=price_pro_m",
 		"PLAN_PRO_INCLUDED=10000", "PLAN_PRO_SOFT=8000", "PLAN_PRO_HARD=20000", "PLAN_PRO_OVERAGE=true",
-		"PLAN_PRO_METER_EVENT=api_requests",
+		"PLAN_PRO_METER_EVENT=api_requests", "PLAN_PRO_BILL=Overage",
 		"PRICE_STARTER=price_starter", "PLAN_STARTER_INCLUDED=100", "PLAN_STARTER_INTERVAL=day",
 	})
 	if err != nil {
@@ -27,7 +27,7 @@ func TestPlansFromEnv(t *testing.T) {
 		t.Fatalf("tiers = %s, want pro,starter", got)
 	}
 	want := billing.Plan{Tier: "pro", PriceID: "price_pro", Included: 10000, Soft: 8000, Hard: 20000, Overage: true,
-		MeteredPriceID: "price_pro_m", MeterEventName: "api_requests"}
+		MeteredPriceID: "price_pro_m", MeterEventName: "api_requests", Bill: billing.BillOverage}
 	if got, ok := plans.ByTier("pro"); !ok || got != want {
 		t.Fatalf("ByTier(pro) = %+v, want %+v", got, want)
 	}
@@ -70,6 +70,10 @@ func TestPlanErrorsNameTheField(t *testing.T) {
 		{"env bad interval", env("PRICE_PRO=price_1", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_INTERVAL=week"), "PLAN_PRO_INTERVAL"},
 		{"env metered without tier", env("PRICE_PRO=price_1", "PLAN_PRO_INCLUDED=10", "PRICE_GOLD_METERED=price_2"), "PRICE_GOLD_METERED"},
 		{"env empty price", env("PRICE_PRO=", "PLAN_PRO_INCLUDED=10"), "PRICE_PRO"},
+		{"env bad bill", env("PRICE_PRO=price_1", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_BILL=some"), "PLAN_PRO_BILL"},
+		{"env overage bill without overage", env("PRICE_PRO=price_1", "PRICE_PRO_METERED=price_2", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_BILL=overage"), "PLAN_PRO_BILL"},
+		{"json bad bill", js(`{"plans":[{"tier":"pro","price_id":"p","included":1,"bill":"excess"}]}`), "plans[0].bill"},
+		{"code bad bill", code(billing.Plan{Tier: "pro", PriceID: "a", Included: 1, Bill: "over"}), "plans[0].Bill"},
 		{"json unknown key", js(`{"plans":[{"tier":"pro","price_id":"p","included":1,"hrad":3}]}`), "hrad"},
 		{"json negative soft", js(`{"plans":[{"tier":"pro","price_id":"p","included":1,"soft":-1}]}`), "plans[0].soft"},
 		{"json soft above hard", js(`{"plans":[{"tier":"pro","price_id":"p","included":10,"soft":11}]}`), "plans[0].soft"},
@@ -90,7 +94,7 @@ func TestPlanErrorsNameTheField(t *testing.T) {
 func TestPlansFromFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "plans.json")
-	doc := `{"plans":[{"tier":"pro","price_id":"price_pro","included":10000,"hard":12000,"overage":true,"meter_event_name":"api_requests","interval":"month"}]}`
+	doc := `{"plans":[{"tier":"pro","price_id":"price_pro","included":10000,"hard":12000,"overage":true,"meter_event_name":"api_requests","interval":"month","bill":"overage"}]}`
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +105,13 @@ func TestPlansFromFile(t *testing.T) {
 	p, _ := plans.ByTier("pro")
 	if got := p.Limits(quota.Period{}); got.Limit() != 12000 || got.Included != 10000 || got.Plan != "pro" {
 		t.Fatalf("limits = %+v", got)
+	}
+	if p.Bill != billing.BillOverage {
+		t.Fatalf("bill = %q, want overage", p.Bill)
+	}
+	m, ok := billing.PlanMeters(plans, "")(billing.Entitlement{Tier: "pro"})
+	if !ok || m.Included != 10000 || m.EventName != "api_requests" {
+		t.Fatalf("PlanMeters = %+v, %v; want api_requests with 10000 included", m, ok)
 	}
 	if _, err := billing.PlansFromFile(filepath.Join(t.TempDir(), "missing.json")); err == nil {
 		t.Fatal("a missing file loaded")

@@ -114,6 +114,7 @@ func changedFields(a, b Entitlement) []string {
 	add("metered_item_id", a.MeteredItemID != b.MeteredItemID)
 	add("period", a.Period != b.Period)
 	add("previous_period", a.PreviousPeriod != b.PreviousPeriod)
+	add("previous_tier", a.PreviousTier != b.PreviousTier)
 	add("grace_until", !a.GraceUntil.Equal(b.GraceUntil))
 	add("grace_tier", a.GraceTier != b.GraceTier)
 	return f

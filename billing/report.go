@@ -33,13 +33,19 @@ var (
 
 // MeterFunc returns the meter to report for an entitlement, or false when
 // the entitlement has nothing to report (for example a plan without a
-// metered price).
+// metered price). It must be safe for concurrent use.
+//
+// The meter of e's Tier reports every period. For e's PreviousPeriod the
+// reporter also calls it with Tier set to PreviousTier (the tier that
+// period ended on, when it differs): that period is then reported with
+// that meter's Included units, and not at all when it returns false.
 type MeterFunc func(e Entitlement) (UsageMeter, bool)
 
 // PlanMeters returns the [MeterFunc] of a plan catalog: an entitlement's
 // tier reports quota meter (quota.DefaultMeter when empty) when its plan
-// has a MeteredPriceID or a MeterEventName, under that event name. It is
-// the default of ReporterConfig.Meter.
+// has a MeteredPriceID or a MeterEventName, under that event name, with
+// Included set to the plan's Included when the plan bills overage only
+// ([BillOverage]). It is the default of ReporterConfig.Meter.
 func PlanMeters(plans *Plans, meter string) MeterFunc {
 	if meter == "" {
 		meter = quota.DefaultMeter
@@ -52,7 +58,11 @@ func PlanMeters(plans *Plans, meter string) MeterFunc {
 		if !ok || (p.MeteredPriceID == "" && p.MeterEventName == "") {
 			return UsageMeter{}, false
 		}
-		return UsageMeter{Name: meter, EventName: p.MeterEventName}, true
+		um := UsageMeter{Name: meter, EventName: p.MeterEventName}
+		if p.Bill == BillOverage {
+			um.Included = p.Included
+		}
+		return um, true
 	}
 }
 
@@ -471,8 +481,10 @@ func (r *Reporter) HandleInvoiceCreated(ctx context.Context, ev *stripe.Event) e
 type periodState struct {
 	period quota.Period
 	wm     Watermark
-	used   int64
-	read   bool // used was read (false for a final period)
+	// used is the period's billable units: its counter less the units
+	// the period's plan includes without reporting them.
+	used int64
+	read bool // used was read (false for a final period)
 	// retried is set once the period was read again after its watermark
 	// moved under the reporter.
 	retried bool
@@ -521,9 +533,34 @@ func (r *Reporter) load(ctx context.Context, e Entitlement, m UsageMeter, period
 		if err != nil {
 			return nil, fmt.Errorf("billing: read usage: %w", err)
 		}
-		out[i].used, out[i].read = u.Used, true
+		out[i].used, out[i].read = billable(u.Used, r.included(e, m, p)), true
 	}
 	return out, nil
+}
+
+// billable returns the units of a counter at used that are reported when
+// the plan includes included units without reporting them.
+func billable(used, included int64) int64 { return max(0, used-max(0, included)) }
+
+// periodMeter returns the meter that bills period p of e: the meter of the
+// tier p ended on (Entitlement.PreviousTier) for e's PreviousPeriod, m for
+// any other period. It reports false when that tier bills no usage.
+func (r *Reporter) periodMeter(e Entitlement, m UsageMeter, p quota.Period) (UsageMeter, bool) {
+	if e.PreviousTier == "" || e.PreviousTier == e.Tier || !p.Start.Equal(e.PreviousPeriod.Start) {
+		return m, true
+	}
+	pe := e
+	pe.Tier = e.PreviousTier
+	return r.cfg.Meter(pe)
+}
+
+// included returns the units of period p that its plan includes without
+// reporting them (UsageMeter.Included of the tier p ended on).
+func (r *Reporter) included(e Entitlement, m UsageMeter, p quota.Period) int64 {
+	if pm, ok := r.periodMeter(e, m, p); ok {
+		return pm.Included
+	}
+	return m.Included
 }
 
 func (r *Reporter) settled(p quota.Period, now time.Time) bool {
@@ -544,7 +581,12 @@ func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool)
 		return outIdle, nil
 	}
 	now := r.cfg.Now()
-	periods := r.periods(e, now)
+	periods := slices.DeleteFunc(r.periods(e, now), func(p quota.Period) bool {
+		// A previous period whose tier billed no usage is not billed
+		// under the current tier's meter.
+		_, ok := r.periodMeter(e, m, p)
+		return !ok
+	})
 	if len(periods) == 0 {
 		return outIdle, nil
 	}
@@ -559,14 +601,16 @@ func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool)
 			work = true
 			continue
 		}
-		if ps.read && !ps.wm.Final && ps.used == ps.wm.Reported && r.settled(ps.period, now) {
+		if ps.read && !ps.wm.Final && ps.used <= ps.wm.Reported && r.settled(ps.period, now) {
 			// Closed, settled, fully reported: stop reading its counter.
 			k := WatermarkKey{Subject: e.Subject, Meter: m.Name, Period: ps.period}
 			if _, err := r.cfg.Watermarks.Commit(ctx, k, WatermarkCommit{To: ps.used, Final: true}, r.expireAt(ps.period)); err != nil {
 				return outFailed, err
 			}
 		}
-		if ps.read && ps.used < ps.wm.Reported {
+		if ps.read && ps.used < ps.wm.Reported && r.included(e, m, ps.period) == 0 {
+			// (With included units, a tier change that raised them
+			// lowers the billable units: what was reported stands.)
 			r.log.WarnContext(ctx, "billing: usage counter below reported watermark",
 				"subject", e.Subject, "meter", m.Name, "period", ps.period.ID(),
 				"used", ps.used, "reported", ps.wm.Reported)
@@ -606,7 +650,7 @@ func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool)
 			if err != nil {
 				return outFailed, fmt.Errorf("billing: read usage: %w", err)
 			}
-			states[i].used = max(states[i].used, u.Used)
+			states[i].used = max(states[i].used, billable(u.Used, r.included(e, m, states[i].period)))
 		}
 	}
 	if err := r.hit(faultLoaded); err != nil {

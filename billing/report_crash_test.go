@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,6 +56,10 @@ func TestReporterCrashes(t *testing.T) {
 		// Without key replay (keys expire after 24 hours), a resend meets
 		// Stripe's duplicate-identifier refusal instead.
 		{"meter-events-duplicate-answer", ReportDeltas, false, 60},
+		// Plans that bill overage only (BillOverage): 8 units of each
+		// period are not reported.
+		{"usage-records-overage", ReportTotals, true, 60},
+		{"meter-events-overage", ReportDeltas, true, 60},
 	}
 	for _, v := range variants {
 		runs := v.runs
@@ -67,8 +72,12 @@ func TestReporterCrashes(t *testing.T) {
 			defer fake.Close()
 			fake.IdempotencyKeys = v.idemKey
 			var crashes, faults atomic.Int64
+			var included int64
+			if strings.HasSuffix(v.name, "-overage") {
+				included = 8
+			}
 			for seed := 0; seed < runs; seed++ {
-				crashRun(t, fake, v.mode, uint64(seed), &crashes, &faults)
+				crashRun(t, fake, v.mode, included, uint64(seed), &crashes, &faults)
 				if t.Failed() {
 					t.Fatalf("seed %d failed", seed)
 				}
@@ -81,7 +90,7 @@ func TestReporterCrashes(t *testing.T) {
 	}
 }
 
-func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, seed uint64, crashes, faults *atomic.Int64) {
+func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included int64, seed uint64, crashes, faults *atomic.Int64) {
 	ctx := context.Background()
 	rng := &lockedRand{r: rand.New(rand.NewPCG(seed, 0x5eed))}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
@@ -96,7 +105,7 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, seed uint64
 	var subjects []string
 	var es []Entitlement
 	for i := 0; i < 3; i++ {
-		s := fmt.Sprintf("%s-r%d-s%d", mode, seed, i)
+		s := fmt.Sprintf("%s-i%d-r%d-s%d", mode, included, seed, i)
 		subjects = append(subjects, s)
 		es = append(es, Entitlement{Subject: s, Tier: "pro", Status: StatusActive,
 			CustomerID: "cus_" + s, MeteredItemID: "si_" + s, Period: p1})
@@ -117,7 +126,7 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, seed uint64
 	newReporter := func(faulty bool) *Reporter {
 		r, err := NewReporter(ReporterConfig{
 			Entitlements: ents, Counters: counters, Sink: sink, Watermarks: wms, Leases: leases,
-			Meter: testMeterFunc, Concurrency: 2, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
+			Meter: includedMeterFunc(included), Concurrency: 2, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
 			BackoffMin: time.Second, BackoffMax: 10 * time.Second,
 			Logger: quietLogger(), Now: clock.Now,
 		})
@@ -199,7 +208,7 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, seed uint64
 			if err != nil {
 				t.Fatal(err)
 			}
-			want += u.Used
+			want += max(0, u.Used-included)
 		}
 		if got := held(fake, mode, e); got != want {
 			t.Errorf("seed %d subject %s: Stripe holds %d units, counted %d", seed, e.Subject, got, want)

@@ -175,6 +175,16 @@ func testMeterFunc(e Entitlement) (UsageMeter, bool) {
 	return UsageMeter{Name: testMeter, EventName: "api_requests"}, true
 }
 
+// includedMeterFunc is testMeterFunc with included units per period not
+// reported (a plan that bills overage only).
+func includedMeterFunc(included int64) MeterFunc {
+	return func(e Entitlement) (UsageMeter, bool) {
+		m, ok := testMeterFunc(e)
+		m.Included = included
+		return m, ok
+	}
+}
+
 // held returns what fake holds for e, in mode.
 func held(fake *fakestripe.Server, mode UsageMode, e Entitlement) int64 {
 	if mode == ReportTotals {

@@ -54,6 +54,12 @@ type UsageMeter struct {
 	// this quantity. Required by [MeterEventSink], unused by
 	// [UsageRecordSink].
 	EventName string
+	// Included is the number of units of each period that are not
+	// reported: the period's reported quantity is max(0, counted −
+	// Included). The zero value reports every counted unit. [PlanMeters]
+	// sets it to Plan.Included for plans that bill overage only
+	// ([BillOverage]).
+	Included int64
 }
 
 // UsageReport is one report of one subject's usage of one meter in one
@@ -70,9 +76,10 @@ type UsageReport struct {
 	Meter UsageMeter
 	// Period is the billing period the units were counted in.
 	Period quota.Period
-	// From and To delimit the units reported: the counter's units
-	// [From, To). With [ReportTotals], To is the period's total; with
-	// [ReportDeltas], To-From units are new.
+	// From and To delimit the units reported, counted in reported units
+	// (the counter less Meter.Included, see [UsageMeter]): [From, To).
+	// With [ReportTotals], To is the period's total; with [ReportDeltas],
+	// To-From units are new.
 	From, To int64
 	// Identifier is deterministic for the report's content: the meter
 	// event identifier and the Idempotency-Key of the request.
