@@ -27,7 +27,12 @@ type Plan struct {
 	// Soft is a warning threshold (see [quota.Limits]). Zero means none.
 	Soft int64 `json:"soft,omitempty"`
 	// Hard is the number of units after which requests are denied. Zero
-	// means Included without overage, and no cap with overage.
+	// means Included without overage, and no cap with overage. Without
+	// overage quota caps usage at Included whatever Hard says, so a plan
+	// must include some units or allow overage: one whose effective limit
+	// is 0 would deny every request and is rejected (naming Included).
+	// To deny a past_due subject at once, use the [Suspend] grace policy
+	// rather than a tier that allows nothing.
 	Hard int64 `json:"hard,omitempty"`
 	// Overage allows usage above Included, billed under MeteredPriceID or
 	// MeterEventName (one of which is then required).
@@ -118,6 +123,10 @@ func (p Plan) validate(field func(string) string) error {
 		return bad("Hard", "%d is below Included %d", p.Hard, p.Included)
 	case p.Included == 0 && p.Hard == 0 && !p.Overage:
 		return bad("Included", "required: the plan would allow no units")
+	case p.Included == 0 && !p.Overage:
+		// Without overage quota caps usage at Included, so Hard alone
+		// allows nothing: every request would be denied.
+		return bad("Included", "0 without overage allows no units (Hard %d applies only with overage): set Included, or Overage with a metered price", p.Hard)
 	case p.Soft > 0 && p.Limits(quota.Period{}).Limit() > 0 && p.Soft > p.Limits(quota.Period{}).Limit():
 		return bad("Soft", "%d is above the hard limit %d", p.Soft, p.Limits(quota.Period{}).Limit())
 	case p.Overage && p.MeteredPriceID == "" && p.MeterEventName == "":

@@ -70,6 +70,9 @@ func TestPlanErrorsNameTheField(t *testing.T) {
 		{"env bad interval", env("PRICE_PRO=price_1", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_INTERVAL=week"), "PLAN_PRO_INTERVAL"},
 		{"env metered without tier", env("PRICE_PRO=price_1", "PLAN_PRO_INCLUDED=10", "PRICE_GOLD_METERED=price_2"), "PRICE_GOLD_METERED"},
 		{"env empty price", env("PRICE_PRO=", "PLAN_PRO_INCLUDED=10"), "PRICE_PRO"},
+		{"env hard without included or overage", env("PRICE_PRO=price_1", "PLAN_PRO_HARD=100"), "PLAN_PRO_INCLUDED"},
+		{"json hard without included or overage", js(`{"plans":[{"tier":"pro","price_id":"p","hard":100}]}`), "plans[0].included"},
+		{"code hard without included or overage", code(billing.Plan{Tier: "pro", PriceID: "a", Hard: 100}), "plans[0].Included"},
 		{"env bad bill", env("PRICE_PRO=price_1", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_BILL=some"), "PLAN_PRO_BILL"},
 		{"env overage bill without overage", env("PRICE_PRO=price_1", "PRICE_PRO_METERED=price_2", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_BILL=overage"), "PLAN_PRO_BILL"},
 		{"json bad bill", js(`{"plans":[{"tier":"pro","price_id":"p","included":1,"bill":"excess"}]}`), "plans[0].bill"},
@@ -115,5 +118,32 @@ func TestPlansFromFile(t *testing.T) {
 	}
 	if _, err := billing.PlansFromFile(filepath.Join(t.TempDir(), "missing.json")); err == nil {
 		t.Fatal("a missing file loaded")
+	}
+}
+
+// TestPlanEffectiveLimit: a plan is valid when its effective limit allows
+// some units (or it is uncapped), and rejected when it allows none.
+func TestPlanEffectiveLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		plan  billing.Plan
+		valid bool
+	}{
+		{billing.Plan{Included: 100}, true},
+		{billing.Plan{Included: 100, Hard: 100}, true},
+		{billing.Plan{Hard: 100, Overage: true, MeterEventName: "api_requests"}, true}, // all overage, capped
+		{billing.Plan{Overage: true, MeterEventName: "api_requests"}, true},            // all overage, uncapped
+		{billing.Plan{Hard: 100}, false},
+		{billing.Plan{}, false},
+	} {
+		tc.plan.Tier, tc.plan.PriceID = "pro", "price_pro"
+		_, err := billing.NewPlans(tc.plan)
+		lim := tc.plan.Limits(quota.Period{})
+		if allows := lim.Limit() > 0 || lim.Unlimited(); allows != tc.valid {
+			t.Fatalf("%+v: quota allows units = %v, test expects %v", tc.plan, allows, tc.valid)
+		}
+		if (err == nil) != tc.valid {
+			t.Errorf("%+v: err = %v, want valid %v", tc.plan, err, tc.valid)
+		}
 	}
 }
