@@ -2,30 +2,9 @@ package billing
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/billkit/billkit/quota"
-)
-
-// Errors returned by billing.
-var (
-	// ErrNotFound is returned when a subject or customer has no entitlement.
-	ErrNotFound = errors.New("billing: not found")
-	// ErrStale reports that an event was older than what the entitlement
-	// already reflects, so it changed nothing. The lifecycle handlers treat
-	// it as success.
-	ErrStale = errors.New("billing: stale event")
-	// ErrConflict is returned by [EntitlementStore.Update] when the
-	// entitlement kept changing under it and the update gave up.
-	ErrConflict = errors.New("billing: concurrent update conflict")
-	// ErrInvalidPlan is returned (wrapped, naming the field) when a plan's
-	// configuration is invalid.
-	ErrInvalidPlan = errors.New("billing: invalid plan")
-	// ErrInvalidConfig is returned (wrapped, naming the field) by the
-	// constructors when a required dependency is missing or a setting is
-	// out of range.
-	ErrInvalidConfig = errors.New("billing: invalid config")
 )
 
 // Status is the state of a subject's entitlement, following the Stripe
@@ -59,11 +38,17 @@ func (s Status) Terminal() bool {
 // The fields above Sources are derived from Sources by the lifecycle
 // handlers; read them, and leave Sources to the lifecycle.
 type Entitlement struct {
+	// Subject is the account of the application the entitlement is for.
 	Subject string `json:"subject"`
-	Tier    string `json:"tier,omitempty"`
-	Status  Status `json:"status"`
+	// Tier is the plan's tier, from the subscription's licensed price.
+	Tier string `json:"tier,omitempty"`
+	// Status is the entitlement's state; see [Limits] for what each
+	// grants.
+	Status Status `json:"status"`
 
-	CustomerID     string `json:"customer_id,omitempty"`
+	// CustomerID is the subject's Stripe customer.
+	CustomerID string `json:"customer_id,omitempty"`
+	// SubscriptionID is the Stripe subscription the entitlement follows.
 	SubscriptionID string `json:"subscription_id,omitempty"`
 	// MeteredItemID is the subscription item of the plan's metered price,
 	// to which usage records are reported.

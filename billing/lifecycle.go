@@ -31,8 +31,10 @@ const DefaultGracePeriod = 7 * 24 * time.Hour
 // Grace is what a past_due subject keeps: the limits of Tier until Until.
 // The zero Grace suspends at once.
 type Grace struct {
+	// Until is when the grace access ends.
 	Until time.Time
-	Tier  string
+	// Tier is the tier whose limits apply until then.
+	Tier string
 }
 
 // GracePolicy decides what a subject keeps while its subscription is

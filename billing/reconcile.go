@@ -26,7 +26,9 @@ type Report struct {
 
 // Change is one repaired entitlement.
 type Change struct {
-	Subject        string
+	// Subject is the subject whose entitlement was repaired.
+	Subject string
+	// SubscriptionID is the Stripe subscription it was repaired from.
 	SubscriptionID string
 	// Before and After are the entitlement before and after the repair.
 	Before, After Entitlement

@@ -16,21 +16,6 @@ import (
 	"github.com/stripe/stripe-go/v76"
 )
 
-// Errors of the usage reporter.
-var (
-	// ErrReportInvalid is returned by a [UsageSink] for a report Stripe
-	// could not accept as built, such as one for a subject without a
-	// Stripe customer or metered subscription item.
-	ErrReportInvalid = errors.New("billing: invalid usage report")
-	// ErrLeaseBusy is returned by [Reporter.Flush] when another reporter
-	// kept the subject's lease for longer than the flush could wait.
-	ErrLeaseBusy = errors.New("billing: usage of subject is being reported elsewhere")
-	// ErrWatermarkMoved is returned when a subject's watermark changed
-	// under a reporter that believed it held the subject's lease (the
-	// lease expired): nothing was lost, the next pass reports the rest.
-	ErrWatermarkMoved = errors.New("billing: watermark moved by another reporter")
-)
-
 // MeterFunc returns the meter to report for an entitlement, or false when
 // the entitlement has nothing to report (for example a plan without a
 // metered price). It must be safe for concurrent use.

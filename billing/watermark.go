@@ -34,9 +34,13 @@ type InFlight struct {
 
 // WatermarkKey names one watermark.
 type WatermarkKey struct {
+	// Subject is the subject whose usage is reported.
 	Subject string
-	Meter   string
-	Period  quota.Period
+	// Meter is the quota meter reported (UsageMeter.Name).
+	Meter string
+	// Period is the billing period; its [quota.Period.ID] names the
+	// watermark.
+	Period quota.Period
 }
 
 // WatermarkCommit records Stripe's acknowledgement of a report.
