@@ -17,7 +17,9 @@ import (
 // redis-server (Redis), next to the same handler without the middleware
 // (BareHandler) and a bare go-redis INCR round trip (IncrFloor, the floor of
 // any Redis-backed limiter), and the middleware on a MemoryStore (Memory),
-// which isolates the middleware's own cost and needs no server. Each runs
+// which isolates the middleware's own cost and needs no server
+// (MemoryRequestDeadline: the same for requests whose context already ends
+// sooner than Config.Deadline, as under http.TimeoutHandler). Each runs
 // serially and with b.RunParallel.
 //
 //	go test -run '^$' -bench BenchmarkMiddleware -benchmem -count 6 ./quota/
@@ -29,11 +31,11 @@ func BenchmarkMiddleware(b *testing.B) {
 	var seq atomic.Int64
 	subject := func() string { return "bench-" + strconv.FormatInt(seq.Add(1), 10) }
 
-	serve := func(b *testing.B, h http.Handler) {
+	serveCtx := func(b *testing.B, ctx context.Context, h http.Handler) {
 		sub := subject()
 		var failed atomic.Int64
 		run := func(pb func() bool) {
-			r := httptest.NewRequest(http.MethodGet, "/v1/thing", nil)
+			r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/v1/thing", nil)
 			r.Header.Set("X-Subject", sub)
 			w := &codeWriter{}
 			for pb() {
@@ -49,6 +51,7 @@ func BenchmarkMiddleware(b *testing.B) {
 			b.Fatalf("%d requests did not get 200", n)
 		}
 	}
+	serve := func(b *testing.B, h http.Handler) { serveCtx(b, context.Background(), h) }
 	config := func(st quota.Store) quota.Config {
 		return quota.Config{Store: st, Limits: lim, Deadline: 10 * time.Second}
 	}
@@ -56,6 +59,14 @@ func BenchmarkMiddleware(b *testing.B) {
 	b.Run("Memory", func(b *testing.B) {
 		m := newMiddleware(b, config(quota.NewMemoryStore(quota.MemoryOptions{})))
 		serve(b, m.Handle(okHandler()))
+	})
+	b.Run("MemoryRequestDeadline", func(b *testing.B) {
+		cfg := config(quota.NewMemoryStore(quota.MemoryOptions{}))
+		cfg.Deadline = 2 * time.Hour
+		m := newMiddleware(b, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour) // sooner than Deadline
+		defer cancel()
+		serveCtx(b, ctx, m.Handle(okHandler()))
 	})
 	b.Run("BareHandler", func(b *testing.B) {
 		serve(b, okHandler())

@@ -215,7 +215,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 
 	now := cfg.Now()
-	ctx, cancel := context.WithTimeout(r.Context(), cfg.Deadline)
+	ctx, cancel := decisionContext(r.Context(), cfg.Deadline)
 	lim, err := cfg.Limits.Limits(ctx, subject)
 	if err != nil {
 		cancel()
@@ -298,6 +298,18 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		}
 	}
 	next.ServeHTTP(w, r)
+}
+
+// decisionContext returns the context of one decision: parent with a
+// deadline at most d away. A parent whose own deadline comes sooner (such
+// as one set by http.TimeoutHandler or the caller's server) already bounds
+// the decision, and is returned as it is, which spares a timer and a
+// context per request.
+func decisionContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := parent.Deadline(); ok && time.Until(dl) <= d {
+		return parent, func() {}
+	}
+	return context.WithTimeout(parent, d)
 }
 
 // unavailable answers a request for which no decision could be made.

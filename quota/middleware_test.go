@@ -289,6 +289,50 @@ func TestMiddlewareDeadline(t *testing.T) {
 	}
 }
 
+// TestMiddlewareParentDeadline: a request whose context ends sooner than
+// Deadline is decided within its own deadline; one whose context ends later
+// still gets Deadline.
+func TestMiddlewareParentDeadline(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name             string
+		parent, deadline time.Duration
+	}{
+		{"parent sooner", 30 * time.Millisecond, time.Minute},
+		{"parent later", time.Minute, 30 * time.Millisecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			st := &slowStore{}
+			h := newMiddleware(t, quota.Config{Store: st, Deadline: c.deadline, Limits: quota.StaticLimits{Included: 5}}).Handle(okHandler())
+			ctx, cancel := context.WithTimeout(context.Background(), c.parent)
+			defer cancel()
+			parentDeadline, _ := ctx.Deadline()
+			r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/v1/thing", nil)
+			r.Header.Set("X-Subject", "alice")
+			w := httptest.NewRecorder()
+			start := time.Now()
+			h.ServeHTTP(w, r)
+			if w.Code != http.StatusServiceUnavailable {
+				t.Fatalf("status %d, want 503", w.Code)
+			}
+			want := min(c.parent, c.deadline)
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if c.parent < c.deadline {
+				if !st.deadline.Equal(parentDeadline) {
+					t.Errorf("store context deadline %v, want the request's %v", st.deadline, parentDeadline)
+				}
+			} else if st.deadline.IsZero() || st.deadline.Sub(start) < want || st.deadline.Sub(st.start) > want {
+				t.Errorf("store context deadline %v after start, want %v", st.deadline.Sub(start), want)
+			}
+			if elapsed := time.Since(start); elapsed > want+2*time.Second { // generous: only catches a missing deadline
+				t.Errorf("decision took %v, deadline %v", elapsed, want)
+			}
+		})
+	}
+}
+
 func TestMiddlewareSoftLimit(t *testing.T) {
 	t.Parallel()
 	lim := quota.StaticLimits{Plan: "pro", Included: 100, Soft: 3}
