@@ -283,7 +283,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 	r = r.WithContext(dc)
 	h := w.Header()
-	m.setRateLimit(h, d, now)
+	m.setRateLimit(h, dc, now)
 	if !res.Allowed {
 		if cfg.OnDeny != nil {
 			cfg.OnDeny(r.Context(), *d)
@@ -292,7 +292,8 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		return
 	}
 	if d.SoftLimitReached {
-		h[headerSoftLimit] = []string{itoa(lim.Soft)}
+		dc.hdr[1] = itoa(lim.Soft) // Retry-After's slot: unused when allowed
+		h[headerSoftLimit] = dc.hdr[1:2:2]
 		if d.SoftLimitCrossed && cfg.OnSoftLimit != nil {
 			cfg.OnSoftLimit(r.Context(), *d)
 		}
@@ -381,10 +382,13 @@ type decisionKey struct{}
 
 // decisionCtx is a context carrying a Decision: one allocation where
 // context.WithValue and a *Decision would be two. Every other lookup goes
-// to the parent, so cancellation and values propagate as usual.
+// to the parent, so cancellation and values propagate as usual. The
+// middleware also keeps the response's per-request header values in it
+// (see [Middleware.setRateLimit]), which spares their []string.
 type decisionCtx struct {
 	context.Context
-	d Decision
+	d   Decision
+	hdr [2]string // RateLimit; Retry-After when denied, else Quota-Soft-Limit
 }
 
 func (c *decisionCtx) Value(key any) any {

@@ -522,6 +522,27 @@ func TestMiddlewareCustomDeny(t *testing.T) {
 	}
 }
 
+// TestMiddlewareHeaderValuesIndependent: a DenyFunc (or handler) that adds
+// to the middleware's header fields changes only the field it adds to.
+func TestMiddlewareHeaderValuesIndependent(t *testing.T) {
+	t.Parallel()
+	h := newMiddleware(t, quota.Config{Store: quota.NewMemoryStore(quota.MemoryOptions{}), Limits: quota.StaticLimits{Plan: "free", Included: 1},
+		Deny: func(w http.ResponseWriter, r *http.Request, d quota.Decision) {
+			w.Header().Add("RateLimit", `"other";r=5;t=10`)
+			w.Header().Add("Retry-After", "7")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}}).Handle(okHandler())
+	do(h, "alice")
+	w := do(h, "alice")
+	rl, ra := w.Header().Values("RateLimit"), w.Header().Values("Retry-After")
+	if len(rl) != 2 || !strings.HasPrefix(rl[0], `"free";r=0;t=`) || rl[1] != `"other";r=5;t=10` {
+		t.Errorf("RateLimit = %q, want the middleware's value and the added one", rl)
+	}
+	if len(ra) != 2 || ra[0] == "" || ra[0] == `"other";r=5;t=10` || ra[1] != "7" {
+		t.Errorf("Retry-After = %q, want the middleware's value and 7", ra)
+	}
+}
+
 func TestMiddlewarePolicyName(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ plan, want string }{

@@ -107,10 +107,16 @@ func policyName(d *Decision) string {
 //
 //	RateLimit-Policy: "pro";q=1000;w=2592000
 //	RateLimit: "pro";r=250;t=86400
-func (m *Middleware) setRateLimit(h http.Header, d *Decision, now time.Time) {
+//
+// The values' slices are backed by dc.hdr, one element each with no spare
+// capacity, so that a later Header.Add reallocates rather than writes into
+// dc.
+func (m *Middleware) setRateLimit(h http.Header, dc *decisionCtx, now time.Time) {
+	d := &dc.d
 	reset := ceilSeconds(d.Period.End.Sub(now))
 	if !d.Allowed {
-		h[headerRetry] = []string{itoa(max(reset, 1))}
+		dc.hdr[1] = itoa(max(reset, 1))
+		h[headerRetry] = dc.hdr[1:2:2]
 	}
 	if d.Remaining < 0 { // no cap
 		return
@@ -123,7 +129,8 @@ func (m *Middleware) setRateLimit(h http.Header, d *Decision, now time.Time) {
 	b = strconv.AppendInt(b, d.Remaining, 10)
 	b = append(b, ";t="...)
 	b = strconv.AppendInt(b, reset, 10)
-	h[headerRateLimit] = []string{string(b)}
+	dc.hdr[0] = string(b)
+	h[headerRateLimit] = dc.hdr[0:1:1]
 }
 
 // policy returns the cached RateLimit-Policy value.
