@@ -71,8 +71,9 @@ type Config struct {
 	// requests get 503 with Retry-After.
 	FailOpen bool
 	// Deadline bounds one decision: the limits source and the store call
-	// together. The default is 100ms. A store must honour its context (see
-	// [NewRedisStore]).
+	// together. The default is 100ms. A request whose context ends sooner
+	// is decided within its own deadline. A store must honour its context
+	// (see [NewRedisStore]).
 	Deadline time.Duration
 	// Retention is how long a counter outlives its period, so that the
 	// billing usage reporter can still read and report a closed period:
