@@ -23,19 +23,37 @@ func (a *App) routes() http.Handler {
 	mux.Handle("/billing/webhook", a.webhooks)
 	mux.Handle("/billing/checkout", auth(a.checkout.CheckoutHandler()))
 	mux.Handle("/billing/portal", auth(a.checkout.PortalHandler()))
-	mux.Handle("GET /billing/usage", auth(http.HandlerFunc(a.usage)))
-	mux.HandleFunc("GET /billing/success", func(w http.ResponseWriter, r *http.Request) {
+	// GET routes: another method gets 405, as problem+json like every
+	// other error (the mux's own 405 is text/plain).
+	get := func(path string, h http.Handler) {
+		mux.Handle("GET "+path, h)
+		mux.Handle(path, methodNotAllowed("GET, HEAD"))
+	}
+	get("/billing/usage", auth(http.HandlerFunc(a.usage)))
+	get("/billing/success", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"message": "Thank you! Your subscription starts as soon as Stripe confirms the payment."})
-	})
-	mux.HandleFunc("GET /billing/cancel", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	get("/billing/cancel", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"message": "Checkout was canceled; nothing was charged."})
-	})
+	}))
 	// The demo API: authenticated, then metered. Each route is wrapped on
 	// its own, so that a request for an unknown path is not counted.
 	v1 := func(h http.HandlerFunc) http.Handler { return auth(a.meter.Handle(h)) }
-	mux.Handle("GET /v1/hello", v1(a.hello))
-	mux.HandleFunc("GET /healthz", a.healthz)
+	get("/v1/hello", v1(a.hello))
+	get("/healthz", http.HandlerFunc(a.healthz))
+	// Any other path: 404 as problem+json (the mux's own is text/plain).
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, "Not Found", "No such route.")
+	})
 	return mux
+}
+
+// methodNotAllowed answers 405 with the allowed methods.
+func methodNotAllowed(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeProblem(w, http.StatusMethodNotAllowed, "Method Not Allowed", "Use "+allow+".")
+	})
 }
 
 // hello is the demo API that the subscription sells. The quota middleware
