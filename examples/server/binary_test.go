@@ -59,7 +59,8 @@ type binaryServer struct {
 	URL, APIKey, WebhookSecret string
 	cmd                        *exec.Cmd
 	stderr                     *syncBuffer
-	done                       chan error
+	exited                     chan struct{} // closed when the process has exited
+	waitErr                    error         // cmd.Wait's result, set before exited is closed
 }
 
 // startBinary builds the server and starts it with an empty environment but
@@ -90,37 +91,49 @@ func startBinary(t *testing.T) *binaryServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &binaryServer{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	s := &binaryServer{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = s.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.done <- cmd.Wait() }()
+	// stdout is read to its end before Wait (as exec.Cmd.StdoutPipe
+	// requires), so no line is lost when the process exits early.
+	lines := make(chan string)
+	stopReading := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-stopReading:
+			}
+		}
+		io.Copy(io.Discard, stdout)
+		close(lines)
+		s.waitErr = cmd.Wait()
+		close(s.exited)
+	}()
+	// Whatever happens in the test, the process is killed and reaped.
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		close(stopReading)
+		select {
+		case <-s.exited:
+		default:
 			cmd.Process.Kill()
-			<-s.done
+			<-s.exited
 		}
 		if t.Failed() {
 			t.Logf("server stderr:\n%s", s.stderr.String())
 		}
 	})
 
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		io.Copy(io.Discard, stdout)
-	}()
 	timeout := time.After(time.Minute)
 	for s.URL == "" {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				t.Fatalf("server exited before listening: %v", <-s.done)
+				<-s.exited
+				t.Fatalf("server exited before listening: %v", s.waitErr)
 			}
 			if v, ok := strings.CutPrefix(line, "webhook secret: "); ok {
 				s.WebhookSecret = v
@@ -133,7 +146,7 @@ func startBinary(t *testing.T) *binaryServer {
 			t.Fatal("server did not print its listen address within a minute")
 		}
 	}
-	go func() {
+	go func() { // the rest of stdout
 		for range lines {
 		}
 	}()
@@ -150,8 +163,8 @@ func (s *binaryServer) stop(t *testing.T) error {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-s.done:
-		return err
+	case <-s.exited:
+		return s.waitErr
 	case <-time.After(30 * time.Second):
 		t.Fatal("server did not exit within 30s of SIGTERM")
 		return nil
