@@ -14,13 +14,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/billkit/billkit/examples/server/internal/demo"
 	"github.com/billkit/billkit/internal/testserver"
+	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
 // startRun runs run() in the background with env, and returns the base URL
 // it printed, its stdout so far, and a function that cancels it and returns
 // run's result.
 func startRun(t *testing.T, env map[string]string) (base string, stdout []string, stop func() error) {
+	t.Helper()
+	return startRunOutput(t, env, io.Discard, io.Discard)
+}
+
+// startRunOutput is startRun that writes run's logs to stderr and its
+// stdout after the listen address to moreStdout.
+func startRunOutput(t *testing.T, env map[string]string, stderr, moreStdout io.Writer) (base string, stdout []string, stop func() error) {
 	t.Helper()
 	if env["ADDR"] == "" {
 		env["ADDR"] = "127.0.0.1:0"
@@ -29,7 +38,7 @@ func startRun(t *testing.T, env map[string]string) (base string, stdout []string
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, nil, func(k string) string { return env[k] }, pw, io.Discard)
+		err := run(ctx, nil, func(k string) string { return env[k] }, pw, stderr)
 		pw.CloseWithError(errors.New("run returned"))
 		done <- err
 	}()
@@ -46,7 +55,7 @@ func startRun(t *testing.T, env map[string]string) (base string, stdout []string
 		cancel()
 		t.Fatalf("run did not print its address: %v; stdout %q", <-done, stdout)
 	}
-	go io.Copy(io.Discard, pr)
+	go io.Copy(moreStdout, pr)
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -85,14 +94,68 @@ func TestRunStartsAndStops(t *testing.T) {
 	}
 }
 
+// TestRunConfiguredPrintsNoSecrets checks that configured secrets (the
+// Stripe key, the webhook secret, the API keys) appear neither on stdout
+// nor in the logs, through requests that log: a Stripe call that fails, a
+// mis-signed and a signed webhook delivery, failed authentication.
 func TestRunConfiguredPrintsNoSecrets(t *testing.T) {
 	t.Parallel()
-	_, stdout, _ := startRun(t, map[string]string{
-		"STRIPE_WEBHOOK_SECRET": "whsec_configured",
-		"API_KEYS":              "configured-key-0123456789:alice",
-	})
+	const (
+		stripeKey     = "sk_test_configuredStripeKey0123"
+		webhookSecret = "whsec_configuredWebhookSecret0123"
+		apiKey        = "configured-key-0123456789"
+	)
+	// A Stripe API that refuses every call, as Stripe does a revoked key.
+	fakeStripe := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Request-Id", "req_test")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"type":"invalid_request_error","message":"Invalid API Key provided"}}`)
+	}))
+	defer fakeStripe.Close()
+	var logs, moreStdout syncBuffer
+	base, stdout, stop := startRunOutput(t, map[string]string{
+		"STRIPE_SECRET_KEY":     stripeKey,
+		"STRIPE_API_BASE":       fakeStripe.URL,
+		"STRIPE_WEBHOOK_SECRET": webhookSecret,
+		"API_KEYS":              apiKey + ":alice",
+	}, &logs, &moreStdout)
 	if len(stdout) != 1 || !strings.HasPrefix(stdout[0], "listening on ") {
 		t.Errorf("stdout = %q, want only the listen address (configured secrets are never printed)", stdout)
+	}
+
+	c := &testClient{t: t, base: base, key: apiKey, secret: webhookSecret, clock: &clock{t: time.Now()}, sub: demoSub("alice")}
+	if r := c.authed("POST", "/billing/checkout", []byte(`{"tier":"pro"}`)); r.Code/100 != 5 {
+		t.Errorf("checkout with a refused key = %d %s, want 5xx", r.Code, r.Body)
+	}
+	c.send("checkout-completed")
+	if r := c.authed("POST", "/billing/portal", []byte(`{}`)); r.Code/100 != 5 {
+		t.Errorf("portal with a refused key = %d %s, want 5xx", r.Code, r.Body)
+	}
+	c.secret = "whsec_other"
+	c.clock.Advance(time.Minute)
+	now := c.clock.Now()
+	typ, obj, _ := demo.Event("invoice-paid", c.sub, now)
+	payload := webhooktest.NewEvent(typ, obj, webhooktest.WithCreated(now))
+	if r := c.do("POST", "/billing/webhook", payload, map[string]string{
+		"Content-Type": "application/json", webhooktest.SignatureHeader: webhooktest.Sign("whsec_other", payload, now),
+	}); r.Code != http.StatusBadRequest {
+		t.Errorf("mis-signed event = %d, want 400", r.Code)
+	}
+	c.key = apiKey + "x"
+	c.hello(http.StatusUnauthorized, "")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	out := strings.Join(stdout, "\n") + moreStdout.String() + logs.String()
+	if !strings.Contains(logs.String(), "checkout") {
+		t.Fatalf("the failed checkout was not logged; logs:\n%s", logs.String())
+	}
+	for _, secret := range []string{stripeKey, webhookSecret, apiKey} {
+		if strings.Contains(out, secret) {
+			t.Errorf("output reveals %s...:\n%s", secret[:8], out)
+		}
 	}
 }
 
