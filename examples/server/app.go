@@ -96,6 +96,7 @@ type App struct {
 	stripe     *client.API // nil without STRIPE_SECRET_KEY
 	keys       *apiKeys
 	now        func() time.Time
+	drain      time.Duration // how long Run waits for in-flight requests
 
 	plans        *billing.Plans
 	entitlements billing.EntitlementStore
@@ -133,6 +134,7 @@ func newApp(ctx context.Context, cfg Config, log *slog.Logger, now func() time.T
 		stripe:     newStripeClient(cfg, log),
 		keys:       newAPIKeys(cfg.APIKeys),
 		now:        now,
+		drain:      shutdownTimeout,
 	}
 	if err := a.build(); err != nil {
 		a.Close()
@@ -335,7 +337,8 @@ func (a *App) printGenerated(w io.Writer) {
 // Run listens on the configured address, prints "listening on ADDR" on
 // stdout, runs the usage reporter in the background and serves until ctx is
 // done. It then stops accepting connections, waits for in-flight requests
-// (up to a deadline) and stops the reporter.
+// (up to a deadline, after which it closes their connections and returns
+// an error) and stops the reporter.
 func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", a.cfg.Addr)
 	if err != nil {
@@ -373,10 +376,16 @@ func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	a.log.Info("shutting down: draining in-flight requests", "timeout", shutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	a.log.Info("shutting down: draining in-flight requests", "timeout", a.drain.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drain)
 	defer cancel()
 	err = srv.Shutdown(sctx)
+	if err != nil {
+		// The drain deadline passed: cut the remaining connections, so
+		// that no handler runs on after Run returns and Close releases
+		// Redis.
+		srv.Close()
+	}
 	stopBG()
 	wg.Wait()
 	if err != nil {

@@ -245,6 +245,60 @@ func TestShutdownDrains(t *testing.T) {
 	}
 }
 
+// TestShutdownDeadline checks that a request still running when the drain
+// deadline passes has its connection closed (so its context ends), and
+// that Run reports the unfinished drain.
+func TestShutdownDeadline(t *testing.T) {
+	t.Parallel()
+	cfg, err := ConfigFromEnv(env(map[string]string{"ADDR": "127.0.0.1:0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := NewApp(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	app.drain = 50 * time.Millisecond
+	entered, handlerDone := make(chan struct{}), make(chan struct{})
+	app.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-r.Context().Done() // a handler that never finishes by itself
+		close(handlerDone)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	ran := make(chan error, 1)
+	go func() { ran <- app.Run(ctx, pw); pw.Close() }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	base := "http://" + strings.TrimSpace(strings.TrimPrefix(line, "listening on "))
+	clientErr := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(base + "/hang")
+		if err == nil {
+			resp.Body.Close()
+		}
+		clientErr <- err
+	}()
+	<-entered
+	cancel()
+	if err := <-ran; err == nil || !strings.Contains(err.Error(), "shutdown") {
+		t.Errorf("Run = %v, want a shutdown error", err)
+	}
+	select {
+	case <-handlerDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hanging request's context did not end: its connection was left open")
+	}
+	if err := <-clientErr; err == nil {
+		t.Error("the hanging request got a response, want its connection closed")
+	}
+}
+
 // TestRedisHealthAndEviction runs against a real redis-server whose
 // maxmemory-policy evicts keys: the server warns at start, /healthz answers
 // 200 while Redis is up and 503 once it is down.
