@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -188,7 +189,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if b := c.StripeAPIBase; b != "" {
 		u, err := url.Parse(b)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, badVar("STRIPE_API_BASE", "want an http:// or https:// URL such as http://localhost:12111, got %q", b))
+			errs = append(errs, badVar("STRIPE_API_BASE", "want an http:// or https:// URL such as http://localhost:12111, got %s", shown(b)))
 		}
 	}
 
@@ -212,7 +213,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if v := get(t.Env); v != "" {
 			set = append(set, t.Env)
 			if !priceRE.MatchString(v) {
-				errs = append(errs, badVar(t.Env, "want a Stripe price ID such as price_1Nx..., got %q", v))
+				errs = append(errs, badVar(t.Env, "want a Stripe price ID such as price_1Nx..., got %s", shown(v)))
 			}
 			prices[t.Tier] = v
 		} else {
@@ -220,7 +221,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		if v := get(t.Env + "_METERED"); v != "" {
 			if !priceRE.MatchString(v) || v == prices[t.Tier] {
-				errs = append(errs, badVar(t.Env+"_METERED", "want the Stripe price ID of a metered price, other than %s, got %q", t.Env, v))
+				errs = append(errs, badVar(t.Env+"_METERED", "want the Stripe price ID of a metered price, other than %s, got %s", t.Env, shown(v)))
 			}
 			metered[t.Tier] = v
 		}
@@ -255,7 +256,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.PublicURL = "http://localhost:" + port
 	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, badVar("PUBLIC_URL", "want an absolute http:// or https:// URL, got %q", c.PublicURL))
+		errs = append(errs, badVar("PUBLIC_URL", "want an absolute http:// or https:// URL, got %s", shown(c.PublicURL)))
 	}
 
 	if v := get("API_KEYS"); v != "" {
@@ -303,6 +304,24 @@ func parseAPIKeys(v string) (map[string]string, error) {
 		keys[key] = subject
 	}
 	return keys, nil
+}
+
+// shown returns v quoted for an error message, unless it looks like a
+// secret put in the wrong variable (a Stripe key, a webhook secret, a URL
+// with a password), which is never echoed.
+func shown(v string) string {
+	for _, p := range []string{"sk_", "rk_", "whsec_"} {
+		if strings.HasPrefix(v, p) {
+			return "a " + p + "... secret (not shown)"
+		}
+	}
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		return "a URL with credentials (not shown)"
+	}
+	if strings.Contains(v, "@") {
+		return "a value with credentials (not shown)"
+	}
+	return strconv.Quote(v)
 }
 
 // randomHex returns n random bytes, hex-encoded.
