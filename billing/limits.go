@@ -192,6 +192,12 @@ func (l *Limits) entitlement(ctx context.Context, subject string) (Entitlement, 
 		l.mu.Unlock()
 		select {
 		case <-call.done:
+			if call.err != nil && ctx.Err() == nil &&
+				(errors.Is(call.err, context.Canceled) || errors.Is(call.err, context.DeadlineExceeded)) {
+				// The read ended with its caller's context (a client
+				// that hung up), not with ours: read again.
+				return l.entitlement(ctx, subject)
+			}
 			return call.ent, call.found, call.err
 		case <-ctx.Done():
 			return Entitlement{}, false, ctx.Err()
