@@ -329,7 +329,8 @@ func StripeMockBinary(version string) string {
 
 // StartStripeMock starts stripe-mock of the given version (for example
 // [StripeMockUsageRecords]) on a free loopback port, and stops it when tb
-// ends.
+// ends. Its HTTPS listener, which it opens as well, also gets a free loopback
+// port, so that several stripe-mocks can run at once.
 func StartStripeMock(tb testing.TB, version string) *StripeMock {
 	tb.Helper()
 	bin := StripeMockBinary(version)
@@ -340,7 +341,7 @@ func StartStripeMock(tb testing.TB, version string) *StripeMock {
 	port := FreePort(tb)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	s := &StripeMock{URL: "http://" + addr, Version: version}
-	s.p = &process{name: bin, dir: tb.TempDir(), addr: addr, args: []string{"-http-addr", addr}}
+	s.p = &process{name: bin, dir: tb.TempDir(), addr: addr, args: []string{"-http-addr", addr, "-https-addr", "127.0.0.1:"}}
 	if err := s.p.start(); err != nil {
 		tb.Fatalf("testserver: start stripe-mock %s: %v", version, err)
 	}
