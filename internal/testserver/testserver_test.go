@@ -53,16 +53,19 @@ func TestCluster(t *testing.T) {
 func TestStripeMock(t *testing.T) {
 	for _, v := range []string{testserver.StripeMockUsageRecords, testserver.StripeMockMeterEvents} {
 		t.Run(v, func(t *testing.T) {
-			s := testserver.StartStripeMock(t, v)
-			req, _ := http.NewRequest("GET", s.URL+"/v1/customers", nil)
-			req.Header.Set("Authorization", "Bearer sk_test_123")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Fatalf("status %d", resp.StatusCode)
+			t.Parallel()
+			// Two of the same version at once: neither listener may clash.
+			for _, s := range []*testserver.StripeMock{testserver.StartStripeMock(t, v), testserver.StartStripeMock(t, v)} {
+				req, _ := http.NewRequest("GET", s.URL+"/v1/customers", nil)
+				req.Header.Set("Authorization", "Bearer sk_test_123")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
 			}
 		})
 	}
