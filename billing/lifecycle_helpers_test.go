@@ -2,8 +2,8 @@ package billing_test
 
 import (
 	"context"
+	"github.com/billkit/billkit/internal/fakeclock"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,30 +20,9 @@ const testSecret = "whsec_lifecycle_test"
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 // clock is a fake clock, safe for concurrent use.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = fakeclock.Clock
 
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock(t time.Time) *clock { return fakeclock.New(t) }
 
 func testPlans(t testing.TB) *billing.Plans {
 	t.Helper()

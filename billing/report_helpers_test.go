@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,40 +19,9 @@ import (
 )
 
 // testClock is a fake clock safe for concurrent use.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type testClock = fakeclock.Clock
 
-func newTestClock(t time.Time) *testClock { return &testClock{t: t} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-// AdvanceTo moves the clock to t unless it is already past t: a fake
-// clock never goes backwards.
-func (c *testClock) AdvanceTo(t time.Time) {
-	c.mu.Lock()
-	if t.After(c.t) {
-		c.t = t
-	}
-	c.mu.Unlock()
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newTestClock(t time.Time) *testClock { return fakeclock.New(t) }
 
 // reportEnts is an in-memory EntitlementStore for the reporter's tests.
 type reportEnts struct {

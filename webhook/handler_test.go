@@ -539,7 +539,7 @@ func TestCrashedClaimExpires(t *testing.T) {
 	backends := map[string]func(t *testing.T) backend{
 		"memory fake clock": func(t *testing.T) backend {
 			clock := newFakeClock()
-			return backend{webhook.NewMemoryStore(clock.Now), clock.Advance, time.Minute}
+			return backend{webhook.NewMemoryStore(clock.Now), clock.Add, time.Minute}
 		},
 		"miniredis": func(t *testing.T) backend {
 			mr := miniredis.RunT(t)
@@ -594,7 +594,7 @@ func TestLeaseLostStillAcknowledged(t *testing.T) {
 	h := newHandler(t, webhook.Config{Store: store, Now: clock.Now})
 	var takeover webhook.Claim
 	h.OnAny(func(context.Context, *stripe.Event) error {
-		clock.Advance(2 * webhook.DefaultLease)
+		clock.Add(2 * webhook.DefaultLease)
 		var err error
 		takeover, err = store.Claim(context.Background(), "evt_slow", webhook.DefaultLease)
 		return err

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -124,7 +125,7 @@ func TestRunConfiguredPrintsNoSecrets(t *testing.T) {
 		t.Errorf("stdout = %q, want only the listen address (configured secrets are never printed)", stdout)
 	}
 
-	c := &testClient{t: t, base: base, key: apiKey, secret: webhookSecret, clock: &clock{t: time.Now()}, sub: demoSub("alice")}
+	c := &testClient{t: t, base: base, key: apiKey, secret: webhookSecret, clock: fakeclock.New(time.Now()), sub: demoSub("alice")}
 	if r := c.authed("POST", "/billing/checkout", []byte(`{"tier":"pro"}`)); r.Code/100 != 5 {
 		t.Errorf("checkout with a refused key = %d %s, want 5xx", r.Code, r.Body)
 	}
@@ -133,7 +134,7 @@ func TestRunConfiguredPrintsNoSecrets(t *testing.T) {
 		t.Errorf("portal with a refused key = %d %s, want 5xx", r.Code, r.Body)
 	}
 	c.secret = "whsec_other"
-	c.clock.Advance(time.Minute)
+	c.clock.Add(time.Minute)
 	now := c.clock.Now()
 	typ, obj, _ := demo.Event("invoice-paid", c.sub, now)
 	payload := webhooktest.NewEvent(typ, obj, webhooktest.WithCreated(now))
@@ -374,7 +375,7 @@ func TestRedisCluster(t *testing.T) {
 			secret = v
 		}
 	}
-	c := &testClient{t: t, base: base, key: key, secret: secret, clock: &clock{t: time.Now()}, sub: demoSub("demo")}
+	c := &testClient{t: t, base: base, key: key, secret: secret, clock: fakeclock.New(time.Now()), sub: demoSub("demo")}
 	if code := get(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d", code)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,22 +24,7 @@ import (
 )
 
 // clock is a fake clock, safe for concurrent use.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type clock = fakeclock.Clock
 
 // stripeCall is one request that reached stripe-mock.
 type stripeCall struct {
@@ -148,7 +134,7 @@ func (c *testClient) authed(method, path string, body []byte) response {
 // the previous one, and wants 200.
 func (c *testClient) send(kind string) {
 	c.t.Helper()
-	c.clock.Advance(time.Minute)
+	c.clock.Add(time.Minute)
 	now := c.clock.Now()
 	typ, obj, err := demo.Event(kind, c.sub, now)
 	if err != nil {
@@ -247,7 +233,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("demo pro plan: %+v", pro)
 	}
 
-	clk := &clock{t: time.Date(2026, 11, 3, 9, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 11, 3, 9, 0, 0, 0, time.UTC))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
@@ -330,7 +316,7 @@ func TestEndToEnd(t *testing.T) {
 	c.hello(http.StatusPaymentRequired, quota.ProblemQuotaExceeded)
 
 	// The grace period ends: no plan.
-	clk.Advance(gracePeriod)
+	clk.Add(gracePeriod)
 	c.hello(http.StatusPaymentRequired, quota.ProblemNoPlan)
 	c.wantUsage("past_due", "", 3)
 
