@@ -102,9 +102,12 @@ type ReporterConfig struct {
 	// reporter holds. The default value is ten seconds.
 	FlushWait time.Duration
 	// MaxLateness is how long after a period's end its usage is still
-	// reported. The default value is 34 days (Stripe refuses meter events
-	// older than 35 days; quota keeps counters about 35 days after the
-	// period ends).
+	// reported. The default value is 34 days: one day less than
+	// quota.DefaultRetention, the time quota keeps a counter after its
+	// period ends (Stripe also refuses meter events older than 35 days).
+	// With a quota Config.Retention other than the default, keep
+	// MaxLateness plus Settle below it, or a late report reads an expired
+	// counter as zero.
 	MaxLateness time.Duration
 	// Settle is how long after a period's end its counter is taken as
 	// final; a settled, fully reported period's counter is not read
@@ -159,7 +162,7 @@ func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
 	def(&c.CallTimeout, 20*time.Second)
 	def(&c.LeaseTTL, 2*time.Minute)
 	def(&c.FlushWait, 10*time.Second)
-	def(&c.MaxLateness, 34*24*time.Hour)
+	def(&c.MaxLateness, quota.DefaultRetention-24*time.Hour)
 	def(&c.Settle, 5*time.Minute)
 	def(&c.Retention, 45*24*time.Hour)
 	def(&c.BackoffMin, time.Minute)

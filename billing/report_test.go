@@ -119,6 +119,11 @@ func TestNewReporterValidates(t *testing.T) {
 	if r.cfg.Interval != time.Hour || r.cfg.Rate != 20 || r.cfg.LeaseTTL != 2*time.Minute || r.cfg.Retention != 45*24*time.Hour {
 		t.Fatalf("defaults not applied: %+v", r.cfg)
 	}
+	// Q2: with both packages' defaults, a period's counter outlives the
+	// last time the reporter reads it.
+	if last := r.cfg.MaxLateness + r.cfg.Settle; last >= quota.DefaultRetention {
+		t.Fatalf("reporter reads a period until %v after its end; quota keeps its counter %v", last, quota.DefaultRetention)
+	}
 }
 
 func TestIsDuplicateMeterEvent(t *testing.T) {

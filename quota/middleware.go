@@ -78,6 +78,9 @@ type Config struct {
 	// Retention is how long a counter outlives its period, so that the
 	// billing usage reporter can still read and report a closed period:
 	// counters expire at period end + Retention. The default is 35 days.
+	// It must exceed the billing reporter's MaxLateness plus Settle (34
+	// days and 5 minutes by default), or a closed period's late report
+	// reads an expired counter.
 	Retention time.Duration
 	// RetryAfter is the Retry-After of a 503 when the store is unavailable.
 	// It is rounded up to whole seconds. The default is one second.
