@@ -11,17 +11,20 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
 
+	"github.com/billkit/billkit/checkout"
 	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
 )
 
-// Metadata keys that link Stripe objects to a subject. They match the keys
+// Metadata keys that link Stripe objects to a subject. They are the keys
 // the checkout package writes on Checkout Sessions (metadata) and, through
 // subscription_data.metadata, on the subscriptions they create; the session's
 // client_reference_id holds the subject too.
 const (
-	MetadataSubject = "billkit_subject"
-	MetadataTier    = "billkit_tier"
+	// MetadataSubject holds the subject: [checkout.MetadataSubject].
+	MetadataSubject = checkout.MetadataSubject
+	// MetadataTier holds the tier's name: [checkout.MetadataTier].
+	MetadataTier = checkout.MetadataTier
 )
 
 // DefaultGracePeriod is how long the default grace policy keeps a past_due

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/billkit/billkit/checkout"
 )
 
 // Price IDs of the demo plans, used when no PRICE_* variable is set. They
@@ -20,11 +22,11 @@ const (
 	PriceProMetered = "price_1DemoProMetered000000"
 )
 
-// Metadata keys that link Stripe objects to a subject (the values of
-// checkout.MetadataSubject and checkout.MetadataTier).
+// Metadata keys that link Stripe objects to a subject: the keys checkout
+// writes and billing reads.
 const (
-	MetadataSubject = "billkit_subject"
-	MetadataTier    = "billkit_tier"
+	MetadataSubject = checkout.MetadataSubject
+	MetadataTier    = checkout.MetadataTier
 )
 
 // Kinds of events that [Event] builds, in lifecycle order.
