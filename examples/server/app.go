@@ -420,7 +420,7 @@ func (a *App) Close() error {
 func (a *App) healthz(w http.ResponseWriter, r *http.Request) {
 	if err := pingRedis(r.Context(), a.rdb, healthTimeout); err != nil {
 		a.log.Warn("health check: redis unreachable", "err", err)
-		writeProblem(w, http.StatusServiceUnavailable, "Service Unavailable", "Redis is unreachable.")
+		writeProblem(w, http.StatusServiceUnavailable, "Redis is unreachable.")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

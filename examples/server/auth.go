@@ -62,13 +62,13 @@ func (a *apiKeys) authenticate(next http.Handler) http.Handler {
 		token, ok := bearerToken(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="billkit"`)
-			writeProblem(w, http.StatusUnauthorized, "Unauthorized", "Send your API key as \"Authorization: Bearer <key>\".")
+			writeProblem(w, http.StatusUnauthorized, "Send your API key as \"Authorization: Bearer <key>\".")
 			return
 		}
 		subject, ok := a.lookup(token)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="billkit", error="invalid_token"`)
-			writeProblem(w, http.StatusUnauthorized, "Unauthorized", "The API key is not valid.")
+			writeProblem(w, http.StatusUnauthorized, "The API key is not valid.")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(withSubject(r.Context(), subject)))

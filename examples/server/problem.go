@@ -3,22 +3,14 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/billkit/billkit/internal/problem"
 )
 
-// problem is an RFC 9457 problem details body.
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
-}
-
-// writeProblem writes an application/problem+json response.
-func writeProblem(w http.ResponseWriter, status int, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(problem{Type: "about:blank", Title: title, Status: status, Detail: detail})
+// writeProblem writes an application/problem+json response whose title is
+// status's text.
+func writeProblem(w http.ResponseWriter, status int, detail string) {
+	problem.Write(w, status, problem.New(status, detail))
 }
 
 // writeJSON writes v as an application/json response.

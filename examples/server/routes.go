@@ -43,7 +43,7 @@ func (a *App) routes() http.Handler {
 	get("/healthz", http.HandlerFunc(a.healthz))
 	// Any other path: 404 as problem+json (the mux's own is text/plain).
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, "Not Found", "No such route.")
+		writeProblem(w, http.StatusNotFound, "No such route.")
 	})
 	return mux
 }
@@ -52,7 +52,7 @@ func (a *App) routes() http.Handler {
 func methodNotAllowed(allow string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
-		writeProblem(w, http.StatusMethodNotAllowed, "Method Not Allowed", "Use "+allow+".")
+		writeProblem(w, http.StatusMethodNotAllowed, "Use "+allow+".")
 	})
 }
 

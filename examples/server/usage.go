@@ -43,7 +43,7 @@ func (a *App) usage(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, billing.ErrNotFound):
 	case err != nil:
 		a.log.ErrorContext(ctx, "usage: read entitlement", "subject", subject, "err", err)
-		writeProblem(w, http.StatusServiceUnavailable, "Service Unavailable", "The usage could not be read; try again.")
+		writeProblem(w, http.StatusServiceUnavailable, "The usage could not be read; try again.")
 		return
 	default:
 		resp.Status = string(e.Status)
@@ -59,14 +59,14 @@ func (a *App) usage(w http.ResponseWriter, r *http.Request) {
 		limits = quota.Limits{} // no access: nothing remains
 	case err != nil:
 		a.log.ErrorContext(ctx, "usage: read limits", "subject", subject, "err", err)
-		writeProblem(w, http.StatusServiceUnavailable, "Service Unavailable", "The usage could not be read; try again.")
+		writeProblem(w, http.StatusServiceUnavailable, "The usage could not be read; try again.")
 		return
 	}
 	period := limits.PeriodAt(a.now())
 	u, err := a.counters.Usage(ctx, subject, quota.DefaultMeter, period)
 	if err != nil {
 		a.log.ErrorContext(ctx, "usage: read counter", "subject", subject, "err", err)
-		writeProblem(w, http.StatusServiceUnavailable, "Service Unavailable", "The usage could not be read; try again.")
+		writeProblem(w, http.StatusServiceUnavailable, "The usage could not be read; try again.")
 		return
 	}
 	resp.Plan = limits.Plan
