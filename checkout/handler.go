@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/billkit/billkit/internal/problem"
 )
 
 // DefaultMaxBodyBytes is the largest request body [Handler] reads when
@@ -144,13 +146,13 @@ func (h *Handler) ServeCheckout(w http.ResponseWriter, r *http.Request) {
 	}
 	cat := h.cfg.Sessions.Catalog()
 	if strings.TrimSpace(body.Tier) == "" {
-		writeProblem(w, problem{Status: http.StatusBadRequest,
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest,
 			Detail:     "tier is required; valid tiers: " + strings.Join(cat.Names(), ", "),
 			ValidTiers: cat.Names()})
 		return
 	}
 	if _, ok := cat.Tier(body.Tier); !ok {
-		writeProblem(w, problem{Status: http.StatusBadRequest,
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest,
 			Detail:     fmt.Sprintf("unknown tier %q; valid tiers: %s", truncate(body.Tier, maxTierLen), strings.Join(cat.Names(), ", ")),
 			ValidTiers: cat.Names()})
 		return
@@ -165,7 +167,7 @@ func (h *Handler) ServeCheckout(w http.ResponseWriter, r *http.Request) {
 		default:
 			h.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "checkout: customer lookup failed",
 				slog.String("subject", subject), slog.Any("error", err))
-			writeProblem(w, problem{Status: http.StatusServiceUnavailable,
+			writeProblem(w, apiProblem{Status: http.StatusServiceUnavailable,
 				Detail: "the billing account could not be looked up; try again later"})
 			return
 		}
@@ -191,7 +193,7 @@ func (h *Handler) ServePortal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.cfg.Customer == nil {
-		writeProblem(w, problem{Status: http.StatusServiceUnavailable,
+		writeProblem(w, apiProblem{Status: http.StatusServiceUnavailable,
 			Detail: "the billing portal is not configured (no customer lookup)"})
 		return
 	}
@@ -207,14 +209,14 @@ func (h *Handler) ServePortal(w http.ResponseWriter, r *http.Request) {
 	}
 	customer, err := h.cfg.Customer(r.Context(), subject)
 	if errors.Is(err, ErrNoCustomer) || err == nil && customer == "" {
-		writeProblem(w, problem{Status: http.StatusConflict,
+		writeProblem(w, apiProblem{Status: http.StatusConflict,
 			Detail: "this account has no Stripe customer yet; subscribe through checkout first"})
 		return
 	}
 	if err != nil {
 		h.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "checkout: customer lookup failed",
 			slog.String("subject", subject), slog.Any("error", err))
-		writeProblem(w, problem{Status: http.StatusServiceUnavailable,
+		writeProblem(w, apiProblem{Status: http.StatusServiceUnavailable,
 			Detail: "the billing account could not be looked up; try again later"})
 		return
 	}
@@ -230,23 +232,23 @@ func (h *Handler) ServePortal(w http.ResponseWriter, r *http.Request) {
 // subject.
 func (h *Handler) preamble(w http.ResponseWriter, r *http.Request) (string, bool) {
 	if h.notConfigured != "" {
-		writeProblem(w, problem{Status: http.StatusServiceUnavailable, Detail: h.notConfigured})
+		writeProblem(w, apiProblem{Status: http.StatusServiceUnavailable, Detail: h.notConfigured})
 		return "", false
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeProblem(w, problem{Status: http.StatusMethodNotAllowed, Detail: "use POST"})
+		writeProblem(w, apiProblem{Status: http.StatusMethodNotAllowed, Detail: "use POST"})
 		return "", false
 	}
 	subject, err := h.cfg.Subject(r)
 	if err != nil || subject == "" {
-		writeProblem(w, problem{Status: http.StatusUnauthorized, Detail: "authentication is required"})
+		writeProblem(w, apiProblem{Status: http.StatusUnauthorized, Detail: "authentication is required"})
 		return "", false
 	}
 	if err := validSubject(subject); err != nil {
 		h.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "checkout: SubjectFunc returned an invalid subject",
 			slog.Any("error", err))
-		writeProblem(w, problem{Status: http.StatusInternalServerError, Detail: "the account cannot be billed"})
+		writeProblem(w, apiProblem{Status: http.StatusInternalServerError, Detail: "the account cannot be billed"})
 		return "", false
 	}
 	return subject, true
@@ -260,11 +262,11 @@ func (h *Handler) idempotencyKey(w http.ResponseWriter, r *http.Request, op, sub
 		return "", true
 	}
 	if len(vals) > 1 {
-		writeProblem(w, problem{Status: http.StatusBadRequest, Detail: "send one Idempotency-Key header"})
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest, Detail: "send one Idempotency-Key header"})
 		return "", false
 	}
 	if err := validIdempotencyKey(vals[0]); err != nil {
-		writeProblem(w, problem{Status: http.StatusBadRequest, Detail: fmt.Sprintf(
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest, Detail: fmt.Sprintf(
 			"Idempotency-Key must be 1 to %d printable ASCII characters without spaces", maxIdempotencyKeyLen)})
 		return "", false
 	}
@@ -276,7 +278,7 @@ func (h *Handler) idempotencyKey(w http.ResponseWriter, r *http.Request, op, sub
 func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any, required bool) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		writeProblem(w, problem{Status: http.StatusUnsupportedMediaType, Detail: "send a JSON body with Content-Type: application/json"})
+		writeProblem(w, apiProblem{Status: http.StatusUnsupportedMediaType, Detail: "send a JSON body with Content-Type: application/json"})
 		return false
 	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
@@ -307,20 +309,20 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any, required
 	case errors.As(err, &mbe):
 		writeProblem(w, tooLarge(h.cfg.MaxBodyBytes))
 	case errors.Is(err, io.EOF) && required:
-		writeProblem(w, problem{Status: http.StatusBadRequest, Detail: "the request body is empty; send a JSON object"})
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest, Detail: "the request body is empty; send a JSON object"})
 	case errors.Is(err, io.EOF):
 		return true
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		writeProblem(w, problem{Status: http.StatusBadRequest, Detail: "unknown field " +
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest, Detail: "unknown field " +
 			truncate(strings.TrimPrefix(err.Error(), "json: unknown field "), 80) + " (the subject comes from authentication, never from the body)"})
 	default:
-		writeProblem(w, problem{Status: http.StatusBadRequest, Detail: "the request body is not a valid JSON object"})
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest, Detail: "the request body is not a valid JSON object"})
 	}
 	return false
 }
 
-func tooLarge(limit int64) problem {
-	return problem{Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("the request body exceeds %d bytes", limit)}
+func tooLarge(limit int64) apiProblem {
+	return apiProblem{Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("the request body exceeds %d bytes", limit)}
 }
 
 // sessionError answers a failed session creation.
@@ -332,13 +334,13 @@ func (h *Handler) sessionError(w http.ResponseWriter, r *http.Request, op, subje
 	}
 	switch {
 	case errors.Is(err, ErrInvalidRequest):
-		writeProblem(w, problem{Status: http.StatusBadRequest, Detail: strings.TrimPrefix(err.Error(), ErrInvalidRequest.Error()+": ")})
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest, Detail: strings.TrimPrefix(err.Error(), ErrInvalidRequest.Error()+": ")})
 		return
 	case errors.Is(err, ErrUnknownTier):
-		writeProblem(w, problem{Status: http.StatusBadRequest, Detail: "unknown tier"})
+		writeProblem(w, apiProblem{Status: http.StatusBadRequest, Detail: "unknown tier"})
 		return
 	case errors.Is(err, ErrNoCustomer):
-		writeProblem(w, problem{Status: http.StatusConflict, Detail: "this account has no Stripe customer yet; subscribe through checkout first"})
+		writeProblem(w, apiProblem{Status: http.StatusConflict, Detail: "this account has no Stripe customer yet; subscribe through checkout first"})
 		return
 	}
 	h.cfg.Logger.LogAttrs(r.Context(), slog.LevelError, "checkout: Stripe call failed",
@@ -346,19 +348,19 @@ func (h *Handler) sessionError(w http.ResponseWriter, r *http.Request, op, subje
 		slog.String("stripe_request_id", reqID), slog.Any("error", err))
 	switch {
 	case errors.Is(err, ErrTimeout):
-		writeProblem(w, problem{Status: http.StatusGatewayTimeout,
+		writeProblem(w, apiProblem{Status: http.StatusGatewayTimeout,
 			Detail: "the payment provider did not answer in time; try again", StripeRequestID: reqID})
 	case se != nil && se.Type == stripe.ErrorTypeIdempotency:
-		writeProblem(w, problem{Status: http.StatusConflict,
+		writeProblem(w, apiProblem{Status: http.StatusConflict,
 			Detail: "the Idempotency-Key was already used with a different request", StripeRequestID: reqID})
 	default:
-		writeProblem(w, problem{Status: http.StatusBadGateway,
+		writeProblem(w, apiProblem{Status: http.StatusBadGateway,
 			Detail: "the payment provider could not create the session; try again later", StripeRequestID: reqID})
 	}
 }
 
-// problem is an RFC 9457 problem details body.
-type problem struct {
+// apiProblem is an RFC 9457 problem details body with checkout's members.
+type apiProblem struct {
 	Type            string   `json:"type"`
 	Title           string   `json:"title"`
 	Status          int      `json:"status"`
@@ -367,20 +369,16 @@ type problem struct {
 	StripeRequestID string   `json:"stripe_request_id,omitempty"`
 }
 
-func writeProblem(w http.ResponseWriter, p problem) {
+// writeProblem writes p, with "about:blank" and the status text for an
+// empty Type and Title.
+func writeProblem(w http.ResponseWriter, p apiProblem) {
 	if p.Type == "" {
 		p.Type = "about:blank"
 	}
 	if p.Title == "" {
 		p.Title = http.StatusText(p.Status)
 	}
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(p.Status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.Encode(p)
+	problem.Write(w, p.Status, p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
