@@ -1,10 +1,11 @@
 package quota
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/billkit/billkit/internal/problem"
 )
 
 // Problem types (RFC 9457) of the middleware's responses. Responses whose
@@ -33,16 +34,9 @@ const (
 	headerRetry     = "Retry-After"
 )
 
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail,omitempty"`
-}
-
 // quotaProblem is the body of a 402 over the hard limit.
 type quotaProblem struct {
-	problem
+	problem.Details
 	ViolatedPolicies []string `json:"violated-policies"`
 	Limit            int64    `json:"limit"`
 	Used             int64    `json:"used"`
@@ -53,20 +47,9 @@ type quotaProblem struct {
 // nil, replaces the plain problem.
 func writeProblem(w http.ResponseWriter, status int, typ, title, detail string, body any) {
 	if body == nil {
-		body = problem{Type: typ, Title: title, Status: status, Detail: detail}
+		body = problem.Details{Type: typ, Title: title, Status: status, Detail: detail}
 	}
-	b, err := json.Marshal(body)
-	if err != nil { // cannot happen for these types
-		b = []byte(`{"type":"about:blank","status":500}`)
-		status = http.StatusInternalServerError
-	}
-	h := w.Header()
-	h["Content-Type"] = []string{"application/problem+json"}
-	h["Cache-Control"] = []string{"no-store"}
-	h["X-Content-Type-Options"] = []string{"nosniff"}
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
-	w.WriteHeader(status)
-	w.Write(b)
+	problem.Write(w, status, body)
 }
 
 func writeServerError(w http.ResponseWriter) {
@@ -80,7 +63,7 @@ func writeServerError(w http.ResponseWriter) {
 // RateLimit fields and Retry-After (seconds to the period's end).
 func DefaultDeny(w http.ResponseWriter, r *http.Request, d Decision) {
 	writeProblem(w, http.StatusPaymentRequired, ProblemQuotaExceeded, "", "", quotaProblem{
-		problem: problem{
+		Details: problem.Details{
 			Type:   ProblemQuotaExceeded,
 			Title:  "Quota exceeded",
 			Status: http.StatusPaymentRequired,
