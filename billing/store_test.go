@@ -36,18 +36,12 @@ func miniRedis(t testing.TB) *redis.Client {
 
 func realRedis(t testing.TB) *redis.Client {
 	t.Helper()
-	srv := testserver.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return testserver.StartRedis(t).Client(t)
 }
 
 func realCluster(t testing.TB) *redis.ClusterClient {
 	t.Helper()
-	c := testserver.StartCluster(t)
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return testserver.StartCluster(t).Client(t)
 }
 
 func newRedisStore(t testing.TB, rdb redis.UniversalClient) *billing.RedisStore {

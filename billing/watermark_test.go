@@ -16,13 +16,10 @@ import (
 // real redis-server and a real three-master Cluster.
 func redisBackends(t *testing.T) map[string]redis.UniversalClient {
 	t.Helper()
-	srv := testserver.StartRedis(t)
-	single := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { single.Close() })
-	cl := testserver.StartCluster(t)
-	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { cluster.Close() })
-	return map[string]redis.UniversalClient{"redis": single, "cluster": cluster}
+	return map[string]redis.UniversalClient{
+		"redis":   testserver.StartRedis(t).Client(t),
+		"cluster": testserver.StartCluster(t).Client(t),
+	}
 }
 
 // TestUsageStores runs the WatermarkStore and LeaseStore contracts on the

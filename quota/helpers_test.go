@@ -14,7 +14,6 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/billkit/billkit/internal/testserver"
 	"github.com/billkit/billkit/quota"
 )
 
@@ -75,13 +74,6 @@ func miniredisClient(t testing.TB) (*miniredis.Miniredis, *redis.Client) {
 func redisClient(t testing.TB, addr string) *redis.Client {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func clusterClient(t testing.TB, cl *testserver.Cluster) *redis.ClusterClient {
-	t.Helper()
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	return c
 }

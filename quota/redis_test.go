@@ -73,7 +73,7 @@ func TestRedisStore(t *testing.T) {
 func TestRedisCluster(t *testing.T) {
 	t.Parallel()
 	cl := testserver.StartCluster(t)
-	c := clusterClient(t, cl)
+	c := cl.Client(t)
 	st := newRedisStore(t, c)
 	t.Run("Conformance", func(t *testing.T) {
 		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})

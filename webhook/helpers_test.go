@@ -150,19 +150,13 @@ func invoice(id string, opts ...webhooktest.EventOption) []byte {
 // realRedis starts a redis-server and returns a client on it.
 func realRedis(t testing.TB) *redis.Client {
 	t.Helper()
-	srv := testserver.StartRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return testserver.StartRedis(t).Client(t)
 }
 
 // realCluster starts a 3-master Redis Cluster and returns a client on it.
 func realCluster(t testing.TB) *redis.ClusterClient {
 	t.Helper()
-	c := testserver.StartCluster(t)
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return testserver.StartCluster(t).Client(t)
 }
 
 func newRedisStore(t testing.TB, rdb redis.UniversalClient, prefix string) *webhook.RedisStore {

@@ -29,6 +29,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Stripe-mock versions the test suite uses.
@@ -225,6 +227,14 @@ func StartRedis(tb testing.TB, extraArgs ...string) *Redis {
 // Stop stops the server (its data is lost). It is a no-op when stopped.
 func (r *Redis) Stop() { r.p.stop() }
 
+// Client returns a go-redis client on the server, with
+// ContextTimeoutEnabled (which billkit's stores want), closed when tb ends.
+func (r *Redis) Client(tb testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr, ContextTimeoutEnabled: true})
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 // Start starts a stopped server again on the same address, empty.
 func (r *Redis) Start() error { return r.p.start() }
 
@@ -286,6 +296,14 @@ func StartCluster(tb testing.TB) *Cluster {
 		}
 	}
 	return c
+}
+
+// Client returns a go-redis Cluster client on the cluster, with
+// ContextTimeoutEnabled, closed when tb ends.
+func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, ContextTimeoutEnabled: true})
+	tb.Cleanup(func() { cc.Close() })
+	return cc
 }
 
 // Stop stops every node of the cluster.

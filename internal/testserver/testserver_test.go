@@ -12,8 +12,7 @@ import (
 
 func TestRedisStopStart(t *testing.T) {
 	r := testserver.StartRedis(t)
-	c := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer c.Close()
+	c := r.Client(t)
 	ctx := context.Background()
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("ping: %v", err)
@@ -32,8 +31,7 @@ func TestRedisStopStart(t *testing.T) {
 
 func TestCluster(t *testing.T) {
 	cl := testserver.StartCluster(t)
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs})
-	defer c.Close()
+	c := cl.Client(t)
 	ctx := context.Background()
 	for _, k := range []string{"a", "b", "c", "d", "e"} {
 		if err := c.Set(ctx, k, 1, 0).Err(); err != nil {
