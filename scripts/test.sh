@@ -4,6 +4,7 @@
 #
 #   ./scripts/test.sh                 # everything
 #   ./scripts/test.sh ./quota/...     # only some packages (still installs)
+#   FUZZTIME=1m ./scripts/test.sh     # a longer fuzzing run of the webhook handler
 #
 # What it installs, only when missing:
 #   - redis-server and redis-cli (Debian package redis-server, via apt-get)
@@ -60,3 +61,13 @@ pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
 log "go test -race ${pkgs[*]}"
 go test -race -count=1 -timeout 30m "${pkgs[@]}"
+
+if [ $# -eq 0 ]; then
+	# The seed corpora ran above as ordinary tests; a short coverage-guided
+	# run on top looks for new inputs (FUZZTIME=0 skips it).
+	fuzztime="${FUZZTIME:-10s}"
+	if [ "$fuzztime" != 0 ]; then
+		log "go test -fuzz FuzzHandler ./webhook/ (${fuzztime})"
+		go test -run '^$' -fuzz '^FuzzHandler$' -fuzztime "$fuzztime" ./webhook/
+	fi
+fi
