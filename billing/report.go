@@ -436,21 +436,26 @@ func (r *Reporter) Register(h *webhook.Handler) {
 
 // HandleInvoiceCreated is a webhook handler for invoice.created: it flushes
 // the usage of the invoice's customer, so that it reaches Stripe before
-// the invoice is finalized (about an hour later). An invoice of a customer
-// unknown to the entitlement store is acknowledged and ignored; a failed
+// the invoice is finalized (about an hour later). It reads only the
+// invoice's id and customer, so an invoice of another API version's shape
+// is handled too. An invoice without a readable customer, or of a customer
+// unknown to the entitlement store, is acknowledged and ignored; a failed
 // flush returns an error, so Stripe delivers the event again.
 func (r *Reporter) HandleInvoiceCreated(ctx context.Context, ev *stripe.Event) error {
 	if ev == nil || ev.Data == nil || len(ev.Data.Raw) == 0 {
 		return nil
 	}
-	var inv stripe.Invoice
-	if err := json.Unmarshal(ev.Data.Raw, &inv); err != nil {
-		return fmt.Errorf("billing: decode invoice: %w", err)
+	var inv struct {
+		ID       string          `json:"id"`
+		Customer json.RawMessage `json:"customer"`
 	}
-	if inv.Customer == nil || inv.Customer.ID == "" {
+	_ = json.Unmarshal(ev.Data.Raw, &inv)
+	customer := rawCustomerID(inv.Customer)
+	if customer == "" {
+		r.log.WarnContext(ctx, "billing: invoice.created without a readable customer ignored", "event_id", ev.ID)
 		return nil
 	}
-	subject, err := r.cfg.Entitlements.SubjectByCustomer(ctx, inv.Customer.ID)
+	subject, err := r.cfg.Entitlements.SubjectByCustomer(ctx, customer)
 	if errors.Is(err, ErrNotFound) {
 		r.log.DebugContext(ctx, "billing: invoice of unknown customer", "invoice", inv.ID)
 		return nil
@@ -463,6 +468,22 @@ func (r *Reporter) HandleInvoiceCreated(ctx context.Context, ev *stripe.Event) e
 		return nil
 	}
 	return err
+}
+
+// rawCustomerID returns the ID of a customer field, which Stripe sends as
+// the ID or, expanded, as an object with an "id"; "" for anything else.
+func rawCustomerID(raw json.RawMessage) string {
+	var id string
+	if json.Unmarshal(raw, &id) == nil {
+		return id
+	}
+	var obj struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(raw, &obj) == nil {
+		return obj.ID
+	}
+	return ""
 }
 
 // periodState is one period of a subject, as read from the stores.

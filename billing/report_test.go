@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -487,6 +488,42 @@ func TestInvoiceCreatedFlushes(t *testing.T) {
 	if statuses[0] < 500 {
 		t.Fatalf("status after a failed flush = %d; want 5xx", statuses[0])
 	}
+}
+
+// TestInvoiceCreatedOtherShape: an invoice.created whose invoice has fields
+// of another shape than stripe-go's (an endpoint pinned to another API
+// version, W5) still flushes its customer's usage and is acknowledged,
+// rather than failing every delivery until Stripe disables the endpoint
+// (W3); an invoice without a readable customer is acknowledged too.
+func TestInvoiceCreatedOtherShape(t *testing.T) {
+	t.Parallel()
+	env := newReportEnv(t, "alice")
+	r := env.reporter(t, ReportTotals, nil)
+	take(t, env.counters, "alice", env.period, 5)
+	ctx := context.Background()
+	ev := webhooktest.NewEvent(stripe.EventTypeInvoiceCreated, map[string]any{
+		"id": "in_1", "object": "invoice", "customer": map[string]any{"id": "cus_alice", "object": "customer"},
+		"total": "1,000", "lines": "elsewhere", "subscription": map[string]any{"id": 7},
+	})
+	if err := r.HandleInvoiceCreated(ctx, decodeEvent(t, ev)); err != nil {
+		t.Fatalf("HandleInvoiceCreated = %v; want nil", err)
+	}
+	if got := env.fake.UsageTotal("si_alice"); got != 5 {
+		t.Fatalf("Stripe holds %d; want 5", got)
+	}
+	bad := webhooktest.NewEvent(stripe.EventTypeInvoiceCreated, map[string]any{"id": "in_2", "object": "invoice", "customer": 42})
+	if err := r.HandleInvoiceCreated(ctx, decodeEvent(t, bad)); err != nil {
+		t.Fatalf("HandleInvoiceCreated(unreadable customer) = %v; want nil", err)
+	}
+}
+
+func decodeEvent(t *testing.T, payload []byte) *stripe.Event {
+	t.Helper()
+	var ev stripe.Event
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		t.Fatal(err)
+	}
+	return &ev
 }
 
 // TestRunReportsUntilCancelled checks that Run passes immediately and
