@@ -3,6 +3,9 @@ package testserver_test
 import (
 	"context"
 	"net/http"
+	"os"
+	"os/exec"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -64,6 +67,37 @@ func TestStripeMock(t *testing.T) {
 				if resp.StatusCode != 200 {
 					t.Fatalf("status %d", resp.StatusCode)
 				}
+			}
+		})
+	}
+}
+
+// TestMissingServer checks the rule that keeps CI honest: a server that is
+// not installed skips a test locally but fails it under CI=true. It runs
+// itself in a child process, once in each mode.
+func TestMissingServer(t *testing.T) {
+	if os.Getenv("TESTSERVER_CHILD") == "1" {
+		testserver.StartStripeMock(t, "v0.0.0-not-installed")
+		t.Fatal("StartStripeMock returned for a version that is not installed")
+	}
+	for _, tc := range []struct {
+		ci       string
+		wantFail bool
+		want     string
+	}{
+		{ci: "", wantFail: false, want: "--- SKIP: TestMissingServer"},
+		{ci: "true", wantFail: true, want: "CI=true, so this is a failure, not a skip"},
+	} {
+		t.Run("CI="+tc.ci, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMissingServer$", "-test.v")
+			// Later entries win over the inherited CI and BILLKIT_TOOLS.
+			cmd.Env = append(os.Environ(), "TESTSERVER_CHILD=1", "CI="+tc.ci, "BILLKIT_TOOLS="+t.TempDir())
+			out, err := cmd.CombinedOutput()
+			if failed := err != nil; failed != tc.wantFail {
+				t.Fatalf("child failed = %v, want %v; output:\n%s", failed, tc.wantFail, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Fatalf("child output lacks %q:\n%s", tc.want, out)
 			}
 		})
 	}
