@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,26 +137,6 @@ func check(t *testing.T, r row, want expect) {
 	}
 }
 
-// roundTripCounter is a go-redis hook that counts round trips: one per
-// command sent alone, one per pipeline.
-type roundTripCounter struct{ n atomic.Int64 }
-
-func (h *roundTripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *roundTripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *roundTripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 func serve(h http.Handler, subject string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(http.MethodGet, "/v1/things", nil)
 	r.Header.Set(SubjectHeader, subject)
@@ -171,7 +150,7 @@ func observe(t *testing.T, c Contender, crdb *redis.ClusterClient) row {
 	srv := testserver.StartRedis(t)
 	rdb := NewClient(srv.Addr)
 	t.Cleanup(func() { rdb.Close() })
-	rtt := &roundTripCounter{}
+	rtt := &testserver.CommandHook{}
 	rdb.AddHook(rtt)
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
 	t.Cleanup(func() { admin.Close() })
@@ -190,12 +169,12 @@ func observe(t *testing.T, c Contender, crdb *redis.ClusterClient) row {
 		t.Fatalf("request 1: status %d", rec.Code)
 	}
 	admin.Echo(ctx, "mark-1")
-	before := rtt.n.Load()
+	before := rtt.RoundTrips()
 	rec := serve(h, subject)
 	if rec.Code != http.StatusNoContent {
 		t.Fatalf("request 2: status %d", rec.Code)
 	}
-	r.roundTrips = float64(rtt.n.Load() - before)
+	r.roundTrips = float64(rtt.RoundTrips() - before)
 	admin.Echo(ctx, "mark-2")
 	r.commands = mon.between("mark-1", "mark-2")
 	r.keys, err = admin.Keys(ctx, "*").Result()

@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,25 +11,6 @@ import (
 	"github.com/billkit/billkit/quota"
 	"github.com/redis/go-redis/v9"
 )
-
-// roundTrips counts Redis round trips: one per command, one per pipeline.
-type roundTrips struct{ n atomic.Int64 }
-
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
 
 // BenchmarkReport measures one ReportAll pass over 10,000 subjects with a
 // real redis-server (counters, watermarks, leases) and the fake Stripe:
@@ -42,7 +22,7 @@ func BenchmarkReport(b *testing.B) {
 	srv := testserver.StartRedis(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, PoolSize: 32})
 	defer rdb.Close()
-	rt := &roundTrips{}
+	rt := &testserver.CommandHook{}
 	rdb.AddHook(rt)
 	ctx := context.Background()
 
@@ -88,14 +68,14 @@ func BenchmarkReport(b *testing.B) {
 					if scenario == "new-usage" {
 						addUsage()
 					}
-					c0, t0 := fake.Calls(""), rt.n.Load()
+					c0, t0 := fake.Calls(""), rt.RoundTrips()
 					b.StartTimer()
 					if err := r.ReportAll(ctx); err != nil {
 						b.Fatal(err)
 					}
 					b.StopTimer()
 					calls += int64(fake.Calls("") - c0)
-					trips += rt.n.Load() - t0
+					trips += rt.RoundTrips() - t0
 					if st := r.Stats(); st.Failed != 0 || st.Pending != 0 {
 						b.Fatalf("pass left work: %+v", st)
 					}

@@ -1,13 +1,11 @@
 package quota_test
 
 import (
-	"context"
 	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,42 +83,6 @@ func newRedisStore(t testing.TB, c redis.UniversalClient) *quota.RedisStore {
 		t.Fatalf("NewRedisStore: %v", err)
 	}
 	return s
-}
-
-// countingHook counts the commands a go-redis client sends.
-type countingHook struct {
-	mu   sync.Mutex
-	cmds []string
-}
-
-func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.mu.Lock()
-		h.cmds = append(h.cmds, cmd.Name())
-		h.mu.Unlock()
-		return next(ctx, cmd)
-	}
-}
-
-func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.mu.Lock()
-		for _, c := range cmds {
-			h.cmds = append(h.cmds, c.Name())
-		}
-		h.mu.Unlock()
-		return next(ctx, cmds)
-	}
-}
-
-func (h *countingHook) reset() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := h.cmds
-	h.cmds = nil
-	return out
 }
 
 // codeWriter is a minimal, reusable http.ResponseWriter that keeps the

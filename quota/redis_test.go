@@ -228,7 +228,7 @@ func assertAllKeysExpire(t *testing.T, c *redis.Client) {
 // two commands.
 func testOneRoundTrip(t *testing.T, addr string) {
 	c := redisClient(t, addr)
-	hook := &countingHook{}
+	hook := &testserver.CommandHook{}
 	c.AddHook(hook)
 	st := newRedisStore(t, c)
 	h := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits{Plan: "pro", Included: 1000}}).Handle(okHandler())
@@ -236,7 +236,7 @@ func testOneRoundTrip(t *testing.T, addr string) {
 	if w := do(h, sub); w.Code != http.StatusOK { // warm-up: may load the script
 		t.Fatalf("warm-up status %d", w.Code)
 	}
-	hook.reset()
+	hook.Reset()
 	admin := redisClient(t, addr)
 	before := commandCalls(t, admin)
 	const n = 25
@@ -246,7 +246,7 @@ func testOneRoundTrip(t *testing.T, addr string) {
 		}
 	}
 	after := commandCalls(t, admin)
-	cmds := hook.reset()
+	cmds := hook.Reset()
 	if len(cmds) != n {
 		t.Fatalf("%d requests sent %d commands %v, want %d", n, len(cmds), cmds, n)
 	}
@@ -274,7 +274,7 @@ func testOneRoundTrip(t *testing.T, addr string) {
 func testScriptFlushed(t *testing.T, addr string) {
 	ctx := context.Background()
 	c := redisClient(t, addr)
-	hook := &countingHook{}
+	hook := &testserver.CommandHook{}
 	c.AddHook(hook)
 	st := newRedisStore(t, c)
 	sub := quotatest.Subject(t)
@@ -283,14 +283,14 @@ func testScriptFlushed(t *testing.T, addr string) {
 	if err := c.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	hook.reset()
+	hook.Reset()
 	for i, want := range []quota.TakeResult{{Allowed: true, Used: 2}, {Used: 2}} {
 		res, err := st.Take(ctx, req)
 		if err != nil || res != want {
 			t.Fatalf("Take %d = %+v, %v; want %+v", i, res, err, want)
 		}
 	}
-	if got, want := strings.Join(hook.reset(), " "), "evalsha eval evalsha"; got != want {
+	if got, want := strings.Join(hook.Reset(), " "), "evalsha eval evalsha"; got != want {
 		t.Fatalf("commands %q, want %q", got, want)
 	}
 	if u, err := st.Usage(ctx, sub, "requests", p); err != nil || u != (quota.Usage{Used: 2, Denied: 2}) {
