@@ -12,7 +12,6 @@ import (
 	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/billkit/billkit/checkout"
-	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
 )
 
@@ -90,8 +89,28 @@ type Config struct {
 	// Limits TTL). It must be safe for concurrent use. The default value
 	// is nil.
 	OnChange func(ctx context.Context, before, after Entitlement)
+	// OnEventError, when set, is called for every event the lifecycle
+	// refused or dropped (see [EventError]), for example to alert: an
+	// event about a subscription that lacks what billkit needs, or one
+	// whose customer stayed linked to no subject for ParkFor. It must be
+	// safe for concurrent use. The default value is nil; such events are
+	// logged at ERROR either way.
+	OnEventError func(ctx context.Context, err *EventError)
+	// Parking keeps the events of customers not yet linked to a subject
+	// until the link appears. The default value is Store when it
+	// implements [ParkingStore] ([RedisStore] and [MemoryStore] do); one
+	// of the two is required.
+	Parking ParkingStore
+	// ParkFor is how long a parked event waits for its customer's link;
+	// then the sweep of [Lifecycle.Run] drops it and reports it as
+	// [ErrUnmapped]. The default value is [DefaultParkFor] (7 days).
+	ParkFor time.Duration
+	// ReconcileEvery is the time between two passes of [Lifecycle.Run].
+	// The default value is one hour.
+	ReconcileEvery time.Duration
 	// Logger receives a record for every event that changed nothing
-	// (stale, unmapped or malformed). The default value discards records.
+	// (stale, unmapped or malformed) and, at ERROR, every [EventError].
+	// The default value discards records.
 	Logger *slog.Logger
 	// Now returns the current time. The default value is time.Now.
 	Now func() time.Time
@@ -105,6 +124,22 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: Plans is required", ErrInvalidConfig)
 	case c.Refetch && c.Stripe == nil:
 		return c, fmt.Errorf("%w: Refetch needs Stripe", ErrInvalidConfig)
+	}
+	if c.Parking == nil {
+		ps, ok := c.Store.(ParkingStore)
+		if !ok {
+			return c, fmt.Errorf("%w: Parking is required (Store does not implement ParkingStore)", ErrInvalidConfig)
+		}
+		c.Parking = ps
+	}
+	switch {
+	case c.ParkFor < 0, c.ReconcileEvery < 0:
+		return c, fmt.Errorf("%w: ParkFor and ReconcileEvery must not be negative", ErrInvalidConfig)
+	case c.ParkFor == 0:
+		c.ParkFor = DefaultParkFor
+	}
+	if c.ReconcileEvery == 0 {
+		c.ReconcileEvery = time.Hour
 	}
 	if c.Grace == nil {
 		c.Grace = KeepAccess(DefaultGracePeriod)
@@ -175,161 +210,207 @@ func (l *Lifecycle) Register(h *webhook.Handler) {
 }
 
 // HandleEvent applies one verified event; it is a [webhook.HandlerFunc].
-// Events of other types, events that map to no known subject, stale events
-// and malformed objects are acknowledged (nil) and logged; an error means
-// the store or Stripe failed and the event should be retried.
+//
+// It reads the event's object in whatever API version Stripe rendered it
+// (see the package documentation, "Stripe API versions"). Events of other
+// types, objects of another type than the event's, checkouts that are not
+// billkit's, and subscriptions and invoices of no configured plan are
+// acknowledged (nil). An event about one of billkit's subscriptions from
+// which the lifecycle cannot read what it needs is refused: HandleEvent
+// returns an [*EventError] wrapping [ErrUnreadable], logs it at ERROR and
+// passes it to Config.OnEventError, and Stripe delivers the event again.
+// An event whose customer is not linked to a subject yet is parked and
+// applied once the link appears. Any other error means the store or Stripe
+// failed, and the event should be retried.
 func (l *Lifecycle) HandleEvent(ctx context.Context, ev *stripe.Event) error {
 	if ev == nil {
 		return nil
 	}
-	log := l.cfg.Logger.With("event_id", ev.ID, "event_type", string(ev.Type))
+	log := l.cfg.Logger.With("event_id", ev.ID, "event_type", string(ev.Type), "api_version", ev.APIVersion)
 	if ev.Created <= 0 {
 		log.WarnContext(ctx, "billing: event without a creation time ignored")
 		return nil
 	}
 	at := time.Unix(ev.Created, 0).UTC()
+	var raw []byte
+	if ev.Data != nil {
+		raw = ev.Data.Raw
+	}
 	var err error
 	switch ev.Type {
 	case stripe.EventTypeCheckoutSessionCompleted:
-		var cs stripe.CheckoutSession
-		if !l.decode(ctx, log, ev, "checkout.session", &cs) {
-			return nil
-		}
-		err = l.onCheckout(ctx, log, ev, at, &cs)
+		err = l.onCheckout(ctx, log, ev, at, raw)
 	case stripe.EventTypeCustomerSubscriptionCreated, stripe.EventTypeCustomerSubscriptionUpdated,
 		stripe.EventTypeCustomerSubscriptionDeleted, stripe.EventTypeCustomerSubscriptionPaused,
 		stripe.EventTypeCustomerSubscriptionResumed:
-		var sub stripe.Subscription
-		if !l.decode(ctx, log, ev, "subscription", &sub) {
-			return nil
-		}
-		if ev.Type == stripe.EventTypeCustomerSubscriptionDeleted {
-			sub.Status = stripe.SubscriptionStatusCanceled
-		}
-		err = l.onSubscription(ctx, log, ev, at, &sub)
+		err = l.onSubscription(ctx, log, ev, at, raw)
 	case stripe.EventTypeInvoicePaid, stripe.EventTypeInvoicePaymentFailed:
-		var inv stripe.Invoice
-		if !l.decode(ctx, log, ev, "invoice", &inv) {
-			return nil
-		}
-		err = l.onInvoice(ctx, log, ev, at, &inv, ev.Type == stripe.EventTypeInvoicePaid)
+		err = l.onInvoice(ctx, log, ev, at, raw, ev.Type == stripe.EventTypeInvoicePaid)
 	default:
 		return nil
+	}
+	if errors.Is(err, errObjectType) {
+		log.WarnContext(ctx, "billing: event object ignored", "err", err)
+		return nil
+	}
+	var ee *EventError
+	if errors.As(err, &ee) {
+		l.report(ctx, ee)
 	}
 	return err
 }
 
-// decode unmarshals the event's object into v after checking its "object"
-// field; it logs and reports false for a missing or mistyped object.
-func (l *Lifecycle) decode(ctx context.Context, log *slog.Logger, ev *stripe.Event, object string, v any) bool {
-	if ev.Data == nil || len(ev.Data.Raw) == 0 {
-		log.WarnContext(ctx, "billing: event without data.object ignored")
-		return false
+// report logs an event the lifecycle did not apply at ERROR and passes it
+// to Config.OnEventError.
+func (l *Lifecycle) report(ctx context.Context, ee *EventError) {
+	l.cfg.Logger.ErrorContext(ctx, "billing: event not applied", "event_id", ee.EventID,
+		"event_type", ee.EventType, "api_version", ee.APIVersion, "err", ee.Err)
+	if l.cfg.OnEventError != nil {
+		l.cfg.OnEventError(ctx, ee)
 	}
-	var probe struct {
-		Object string `json:"object"`
-		ID     string `json:"id"`
-	}
-	if err := json.Unmarshal(ev.Data.Raw, &probe); err != nil || probe.Object != object || probe.ID == "" {
-		log.WarnContext(ctx, "billing: event object ignored", "want_object", object, "got_object", probe.Object)
-		return false
-	}
-	if err := json.Unmarshal(ev.Data.Raw, v); err != nil {
-		log.WarnContext(ctx, "billing: undecodable event object ignored", "object", object, "error", err)
-		return false
-	}
-	return true
 }
 
-func (l *Lifecycle) onCheckout(ctx context.Context, log *slog.Logger, ev *stripe.Event, at time.Time, cs *stripe.CheckoutSession) error {
-	if cs.Mode != "" && cs.Mode != stripe.CheckoutSessionModeSubscription {
+// unreadable returns the EventError of an event whose object lacks what
+// billkit needs.
+func unreadable(ev *stripe.Event, format string, args ...any) *EventError {
+	return &EventError{EventID: ev.ID, EventType: string(ev.Type), APIVersion: ev.APIVersion,
+		Err: fmt.Errorf("%w: %s", ErrUnreadable, fmt.Sprintf(format, args...))}
+}
+
+// readFailed turns an error of a read* function into the event's result:
+// errObjectType as it is (acknowledged), anything else unreadable.
+func readFailed(ev *stripe.Event, err error) error {
+	if errors.Is(err, errObjectType) {
+		return err
+	}
+	return unreadable(ev, "%v", err)
+}
+
+func (l *Lifecycle) onCheckout(ctx context.Context, log *slog.Logger, ev *stripe.Event, at time.Time, raw []byte) error {
+	cs, err := readCheckoutSession(raw)
+	if err != nil {
+		return readFailed(ev, err)
+	}
+	if cs.Mode != "" && cs.Mode != string(stripe.CheckoutSessionModeSubscription) {
 		return nil
 	}
-	subject := cs.ClientReferenceID
-	if subject == "" {
-		subject = cs.Metadata[MetadataSubject]
-	}
+	subject := firstNonEmpty(cs.ClientReferenceID, cs.Metadata[MetadataSubject])
 	if subject == "" {
 		log.InfoContext(ctx, "billing: checkout session without a subject ignored", "session", cs.ID)
 		return nil
 	}
-	f := CheckoutFact{At: at, EventID: ev.ID, SessionID: cs.ID, Tier: cs.Metadata[MetadataTier]}
-	if cs.Customer != nil {
-		f.CustomerID = cs.Customer.ID
-	}
-	if cs.Subscription != nil {
-		f.SubscriptionID = cs.Subscription.ID
-	}
+	f := CheckoutFact{At: at, EventID: ev.ID, SessionID: cs.ID, Tier: cs.Metadata[MetadataTier],
+		CustomerID: cs.CustomerID, SubscriptionID: cs.SubscriptionID}
 	return l.update(ctx, log, subject, func(e *Entitlement) { mergeCheckout(e, f) })
 }
 
-func (l *Lifecycle) onSubscription(ctx context.Context, log *slog.Logger, ev *stripe.Event, at time.Time, sub *stripe.Subscription) error {
-	subject, err := l.subjectOf(ctx, sub.Metadata, customerID(sub.Customer))
+func (l *Lifecycle) onSubscription(ctx context.Context, log *slog.Logger, ev *stripe.Event, at time.Time, raw []byte) error {
+	sub, err := readSubscription(raw)
 	if err != nil {
-		return err
+		return readFailed(ev, err)
+	}
+	if ev.Type == stripe.EventTypeCustomerSubscriptionDeleted {
+		sub.Status = StatusCanceled
 	}
 	if l.cfg.Refetch {
 		fresh, fetchedAt, err := l.fetch(ctx, sub.ID)
 		if err != nil {
 			return err
 		}
-		sub, at = fresh, maxTime(at, fetchedAt)
-		if subject == "" {
-			if subject, err = l.subjectOf(ctx, sub.Metadata, customerID(sub.Customer)); err != nil {
-				return err
-			}
+		if ev.Type == stripe.EventTypeCustomerSubscriptionDeleted && fresh.Status == "" {
+			fresh.Status = StatusCanceled
 		}
+		sub, at = fresh, maxTime(at, fetchedAt)
 	}
-	if subject == "" {
-		log.InfoContext(ctx, "billing: subscription of no known subject ignored", "subscription", sub.ID)
+	subject, err := l.subjectOf(ctx, sub.Metadata, sub.CustomerID)
+	if err != nil {
+		return err
+	}
+	f := l.snapshot(sub, at, ev.ID)
+	if f.Tier == "" {
+		follows, err := l.follows(ctx, subject, sub.ID, sub.Metadata)
+		if err != nil {
+			return err
+		}
+		if follows {
+			return unreadable(ev, "subscription %s has no item with a price of a configured plan", sub.ID)
+		}
+		log.InfoContext(ctx, "billing: subscription of no configured plan ignored", "subscription", sub.ID)
 		return nil
 	}
-	f := l.snapshot(ctx, log, sub, at, ev.ID)
+	switch {
+	case f.Period.IsZero():
+		return unreadable(ev, "subscription %s has no current period at its top level or on its items", sub.ID)
+	case f.Status == "":
+		return unreadable(ev, "subscription %s has no status", sub.ID)
+	}
+	if subject == "" {
+		return l.park(ctx, log, ev, sub.CustomerID, parkedFact{Subscription: &f})
+	}
 	return l.update(ctx, log, subject, func(e *Entitlement) { mergeSubscription(e, f) })
 }
 
-func (l *Lifecycle) onInvoice(ctx context.Context, log *slog.Logger, ev *stripe.Event, at time.Time, inv *stripe.Invoice, paid bool) error {
-	if inv.Subscription == nil || inv.Subscription.ID == "" {
+// follows reports whether billkit follows subscription id although none of
+// its prices is a configured plan's: it carries billkit's metadata, or it is
+// the subscription subject's entitlement follows. Such a subscription is
+// misconfigured (a plan is missing from the catalog), not someone else's.
+func (l *Lifecycle) follows(ctx context.Context, subject, id string, meta map[string]string) (bool, error) {
+	if meta[MetadataSubject] != "" || meta[MetadataTier] != "" {
+		return true, nil
+	}
+	if subject == "" {
+		return false, nil
+	}
+	e, err := l.cfg.Store.Get(ctx, subject)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("billing: read entitlement: %w", err)
+	}
+	return e.SubscriptionID == id, nil
+}
+
+func (l *Lifecycle) onInvoice(ctx context.Context, log *slog.Logger, ev *stripe.Event, at time.Time, raw []byte, paid bool) error {
+	inv, err := readInvoice(raw)
+	if err != nil {
+		return readFailed(ev, err)
+	}
+	if inv.SubscriptionID == "" {
+		if inv.aboutSubscription() {
+			return unreadable(ev, "invoice %s bills a subscription but names none at its top level or under parent.subscription_details", inv.ID)
+		}
 		return nil // not a subscription invoice
 	}
-	var meta map[string]string
-	if inv.SubscriptionDetails != nil {
-		meta = inv.SubscriptionDetails.Metadata
-	}
-	subject, err := l.subjectOf(ctx, meta, customerID(inv.Customer))
-	if err != nil || subject == "" {
-		if err == nil {
-			log.InfoContext(ctx, "billing: invoice of no known subject ignored", "invoice", inv.ID)
-		}
-		return err
-	}
-	f := InvoiceFact{At: at, EventID: ev.ID, ID: inv.ID, SubscriptionID: inv.Subscription.ID,
-		CustomerID: customerID(inv.Customer), Paid: paid}
-	if inv.StatusTransitions != nil && inv.StatusTransitions.FinalizedAt > 0 {
-		f.FinalizedAt = time.Unix(inv.StatusTransitions.FinalizedAt, 0).UTC()
-	}
-	if inv.Lines != nil {
-		for _, li := range inv.Lines.Data {
-			if li == nil || li.Price == nil {
-				continue
-			}
-			if p, ok := l.cfg.Plans.ByPriceID(li.Price.ID); ok {
-				f.Tier = p.Tier
-				if li.Period != nil && li.Period.End > li.Period.Start {
-					f.Period = quota.Period{Start: time.Unix(li.Period.Start, 0).UTC(), End: time.Unix(li.Period.End, 0).UTC()}
-				}
-				break
-			}
+	f := InvoiceFact{At: at, EventID: ev.ID, ID: inv.ID, SubscriptionID: inv.SubscriptionID,
+		CustomerID: inv.CustomerID, Paid: paid, FinalizedAt: inv.FinalizedAt}
+	for _, li := range inv.Lines {
+		if p, ok := l.cfg.Plans.ByPriceID(li.PriceID); ok {
+			f.Tier, f.Period = p.Tier, li.Period
+			break
 		}
 	}
 	var snap *SubscriptionFact
 	if l.cfg.Refetch {
-		fresh, fetchedAt, err := l.fetch(ctx, inv.Subscription.ID)
+		fresh, fetchedAt, err := l.fetch(ctx, inv.SubscriptionID)
 		if err != nil {
 			return err
 		}
-		s := l.snapshot(ctx, log, fresh, maxTime(at, fetchedAt), ev.ID)
-		snap = &s
+		if s := l.snapshot(fresh, maxTime(at, fetchedAt), ev.ID); s.Tier != "" && !s.Period.IsZero() && s.Status != "" {
+			snap = &s
+		}
+	}
+	subject, err := l.subjectOf(ctx, inv.SubscriptionMetadata, inv.CustomerID)
+	if err != nil {
+		return err
+	}
+	if subject == "" {
+		meta := inv.SubscriptionMetadata
+		if f.Tier == "" && snap == nil && meta[MetadataSubject] == "" && meta[MetadataTier] == "" {
+			log.InfoContext(ctx, "billing: invoice of no configured plan and no known subject ignored", "invoice", inv.ID)
+			return nil
+		}
+		return l.park(ctx, log, ev, inv.CustomerID, parkedFact{Invoice: &f, Subscription: snap})
 	}
 	return l.update(ctx, log, subject, func(e *Entitlement) {
 		mergeInvoice(e, f)
@@ -346,8 +427,24 @@ func (l *Lifecycle) update(ctx context.Context, log *slog.Logger, subject string
 }
 
 // apply merges facts into subject's entitlement, derives it, calls OnChange
-// when it changed, and returns the entitlement before and after.
+// when it changed, then applies the events parked for its customer (see
+// [Lifecycle.park]), and returns the entitlement before and after.
 func (l *Lifecycle) apply(ctx context.Context, log *slog.Logger, subject string, merge func(*Entitlement)) (before, after Entitlement, err error) {
+	before, after, err = l.write(ctx, log, subject, merge)
+	if err != nil || after.CustomerID == "" {
+		return before, after, err
+	}
+	if a, ok, err := l.unpark(ctx, log, subject, after.CustomerID); err != nil {
+		return before, after, err
+	} else if ok {
+		after = a
+	}
+	return before, after, nil
+}
+
+// write merges facts into subject's entitlement, derives it, and calls
+// OnChange when it changed.
+func (l *Lifecycle) write(ctx context.Context, log *slog.Logger, subject string, merge func(*Entitlement)) (before, after Entitlement, err error) {
 	after, err = l.cfg.Store.Update(ctx, subject, func(e *Entitlement) error {
 		before = *e
 		merge(e)
@@ -391,54 +488,63 @@ func (l *Lifecycle) subjectOf(ctx context.Context, meta map[string]string, custo
 // fetch reads a subscription from Stripe. The snapshot's time is when the
 // read began, less a second (events have one-second resolution, so an event
 // created in the same second as the read wins over it).
-func (l *Lifecycle) fetch(ctx context.Context, id string) (*stripe.Subscription, time.Time, error) {
+func (l *Lifecycle) fetch(ctx context.Context, id string) (subscriptionView, time.Time, error) {
 	start := l.cfg.Now().UTC().Truncate(time.Second).Add(-time.Second)
 	p := &stripe.SubscriptionParams{}
 	p.Context = ctx
 	sub, err := l.cfg.Stripe.Subscriptions.Get(id, p)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("billing: read subscription from Stripe: %w", err)
+		return subscriptionView{}, time.Time{}, fmt.Errorf("billing: read subscription from Stripe: %w", err)
 	}
-	return sub, start, nil
+	raw, err := rawJSON(sub, sub.LastResponse)
+	if err != nil {
+		return subscriptionView{}, time.Time{}, err
+	}
+	v, err := readSubscription(raw)
+	if err != nil {
+		return subscriptionView{}, time.Time{}, fmt.Errorf("billing: read subscription from Stripe: %w", err)
+	}
+	return v, start, nil
 }
 
-// snapshot turns a Stripe subscription into a fact: the tier is the plan
-// whose price is on one of its items, the metered item the one whose price
-// is that plan's (or any plan's) metered price.
-func (l *Lifecycle) snapshot(ctx context.Context, log *slog.Logger, sub *stripe.Subscription, at time.Time, eventID string) SubscriptionFact {
-	f := SubscriptionFact{At: at, EventID: eventID, ID: sub.ID, CustomerID: customerID(sub.Customer), Status: Status(sub.Status)}
-	if sub.CurrentPeriodEnd > sub.CurrentPeriodStart {
-		f.Period = quota.Period{Start: time.Unix(sub.CurrentPeriodStart, 0).UTC(), End: time.Unix(sub.CurrentPeriodEnd, 0).UTC()}
+// rawJSON returns the JSON Stripe sent for v: the response body when the
+// client kept it, else v encoded again (which holds only what stripe-go
+// models).
+func rawJSON(v any, resp *stripe.APIResponse) ([]byte, error) {
+	if resp != nil && len(resp.RawJSON) > 0 {
+		return resp.RawJSON, nil
 	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("billing: encode Stripe object: %w", err)
+	}
+	return b, nil
+}
+
+// snapshot turns a subscription into a fact: the tier is the plan whose
+// price is on one of its items (the first such item), the period the
+// subscription's or, in API versions from basil on, that item's; the
+// metered item is the one whose price is that plan's (or any plan's)
+// metered price. Tier and Period are empty when no item has a configured
+// plan's price.
+func (l *Lifecycle) snapshot(sub subscriptionView, at time.Time, eventID string) SubscriptionFact {
+	f := SubscriptionFact{At: at, EventID: eventID, ID: sub.ID, CustomerID: sub.CustomerID, Status: sub.Status}
 	var plan Plan
-	if sub.Items != nil {
-		for _, it := range sub.Items.Data {
-			if it == nil || it.Price == nil {
-				continue
-			}
-			if p, ok := l.cfg.Plans.ByPriceID(it.Price.ID); ok && f.Tier == "" {
-				plan, f.Tier, f.PriceID = p, p.Tier, it.Price.ID
-			}
-		}
-		for _, it := range sub.Items.Data {
-			if it == nil || it.Price == nil {
-				continue
-			}
-			if (plan.MeteredPriceID != "" && it.Price.ID == plan.MeteredPriceID) ||
-				(plan.MeteredPriceID == "" && f.MeteredItemID == "" && l.cfg.Plans.IsMeteredPrice(it.Price.ID)) {
-				f.MeteredItemID = it.ID
-			}
+	for _, it := range sub.Items {
+		if p, ok := l.cfg.Plans.ByPriceID(it.PriceID); ok {
+			plan, f.Tier, f.PriceID = p, p.Tier, it.PriceID
+			break
 		}
 	}
 	if f.Tier == "" {
-		log.WarnContext(ctx, "billing: subscription has no price of a configured plan", "subscription", sub.ID)
+		return f
+	}
+	f.Period = sub.periodFor(plan.PriceID)
+	for _, it := range sub.Items {
+		if (plan.MeteredPriceID != "" && it.PriceID == plan.MeteredPriceID) ||
+			(plan.MeteredPriceID == "" && f.MeteredItemID == "" && l.cfg.Plans.IsMeteredPrice(it.PriceID)) {
+			f.MeteredItemID = it.ID
+		}
 	}
 	return f
-}
-
-func customerID(c *stripe.Customer) string {
-	if c == nil {
-		return ""
-	}
-	return c.ID
 }

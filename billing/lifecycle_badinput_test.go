@@ -2,6 +2,7 @@ package billing_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"testing"
 
@@ -11,37 +12,59 @@ import (
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
-// TestBadInput: events whose object is missing, of the wrong type or
-// malformed are acknowledged (Stripe would retry them forever otherwise),
-// change nothing and never panic.
+// TestBadInput: events whose object is missing or of another type than
+// the event's are acknowledged (they are not about a subscription billkit
+// can tell apart), and never panic; an object of the right type that
+// cannot be read is refused (500, so Stripe retries) and reported (V2).
+// Neither stores anything.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
+	forShapes(t, func(t *testing.T, sh shape) { testBadInput(t, sh) })
+}
+
+func testBadInput(t *testing.T, sh shape) {
 	cases := []struct {
 		name string
 		typ  stripe.EventType
 		obj  any
+		want int
 	}{
-		{"subscription event with an invoice", evUpdated, inv{}.object()},
-		{"invoice event with a subscription", evPaid, sub{Status: "active"}.object()},
-		{"checkout event with a subscription", evCheckout, sub{Status: "active"}.object()},
-		{"object without type", evUpdated, map[string]any{"id": "sub_1"}},
-		{"object without id", evUpdated, map[string]any{"object": "subscription", "status": "active"}},
-		{"mistyped fields", evUpdated, map[string]any{"id": "sub_1", "object": "subscription", "items": "many", "metadata": map[string]string{"billkit_subject": "alice"}}},
-		{"invoice without subscription", evPaid, map[string]any{"id": "in_1", "object": "invoice", "customer": "cus_1"}},
-		{"non-subscription checkout", evCheckout, map[string]any{"id": "cs_1", "object": "checkout.session", "mode": "payment", "client_reference_id": "alice"}},
-		{"empty object", evDeleted, map[string]any{}},
+		{"subscription event with an invoice", evUpdated, sh.inv(inv{}), http.StatusOK},
+		{"invoice event with a subscription", evPaid, sh.sub(sub{Status: "active"}), http.StatusOK},
+		{"checkout event with a subscription", evCheckout, sh.sub(sub{Status: "active"}), http.StatusOK},
+		{"object without type", evUpdated, map[string]any{"id": "sub_1"}, http.StatusOK},
+		{"object without id", evUpdated, map[string]any{"object": "subscription", "status": "active"}, http.StatusInternalServerError},
+		{"mistyped fields", evUpdated, map[string]any{"id": "sub_1", "object": "subscription", "items": "many", "metadata": map[string]string{"billkit_subject": "alice"}}, http.StatusInternalServerError},
+		{"invoice without subscription", evPaid, map[string]any{"id": "in_1", "object": "invoice", "customer": "cus_1"}, http.StatusOK},
+		{"non-subscription checkout", evCheckout, map[string]any{"id": "cs_1", "object": "checkout.session", "mode": "payment", "client_reference_id": "alice"}, http.StatusOK},
+		{"empty object", evDeleted, map[string]any{}, http.StatusOK},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, billing.NewMemoryStore(nil), nil)
-			h.deliver(event("evt_bad", tc.typ, tc.obj, sec(1)))
+			var reported []*billing.EventError
+			h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) {
+				c.OnEventError = func(_ context.Context, err *billing.EventError) { reported = append(reported, err) }
+			})
+			st := webhooktest.Deliver(t, h.h, testSecret, sh.event("evt_bad", tc.typ, tc.obj, sec(1)))
+			if st[0] != tc.want {
+				t.Fatalf("delivery answered %d, want %d", st[0], tc.want)
+			}
+			if refused := tc.want != http.StatusOK; refused != (len(reported) == 1) {
+				t.Fatalf("OnEventError got %d reports, want %d", len(reported), map[bool]int{true: 1}[refused])
+			}
+			if len(reported) == 1 && (!errors.Is(reported[0], billing.ErrUnreadable) || reported[0].EventID != "evt_bad") {
+				t.Fatalf("report %v, want ErrUnreadable of evt_bad", reported[0])
+			}
 			if _, err := h.store.Get(context.Background(), "alice"); err == nil {
 				t.Fatalf("a bad %s event stored an entitlement", tc.typ)
 			}
 		})
 	}
+}
 
+func TestBadInputDirect(t *testing.T) {
+	t.Parallel()
 	t.Run("direct calls", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, billing.NewMemoryStore(nil), nil)
@@ -62,7 +85,7 @@ func TestBadInput(t *testing.T) {
 	t.Run("bad signature is rejected by the handler", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, billing.NewMemoryStore(nil), nil)
-		st := webhooktest.Deliver(t, h.h, "whsec_wrong", event("evt_x", evCreated, sub{Status: "active"}.object(), sec(1)))
+		st := webhooktest.Deliver(t, h.h, "whsec_wrong", newest(t).event("evt_x", evCreated, newest(t).sub(sub{Status: "active"}), sec(1)))
 		if st[0] != http.StatusBadRequest {
 			t.Fatalf("mis-signed delivery answered %d, want 400", st[0])
 		}

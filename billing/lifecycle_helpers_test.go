@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stripe/stripe-go/v76"
-
 	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
@@ -89,100 +87,4 @@ func (h *harness) get(subject string) billing.Entitlement {
 		h.t.Fatalf("Get(%s): %v", subject, err)
 	}
 	return e
-}
-
-// event builds a signed-ready event payload created at t with a fixed ID.
-func event(id string, typ stripe.EventType, obj any, at time.Time) []byte {
-	return webhooktest.NewEvent(typ, obj, webhooktest.WithID(id), webhooktest.WithCreated(at))
-}
-
-// sub is a subscription object as Stripe sends it.
-type sub struct {
-	ID, Customer, Subject string
-	Status                string
-	Price                 string // licensed price; default price_pro
-	Metered               bool   // add the metered item
-	Start, End            time.Time
-	NoMetadata            bool
-}
-
-func (s sub) object() map[string]any {
-	if s.ID == "" {
-		s.ID = "sub_1"
-	}
-	if s.Customer == "" {
-		s.Customer = "cus_1"
-	}
-	if s.Subject == "" {
-		s.Subject = "alice"
-	}
-	if s.Price == "" {
-		s.Price = "price_pro"
-	}
-	if s.Start.IsZero() {
-		s.Start, s.End = t0, t0.AddDate(0, 1, 0)
-	}
-	items := []map[string]any{{"id": "si_licensed", "object": "subscription_item",
-		"price": map[string]any{"id": s.Price, "object": "price"}}}
-	if s.Metered {
-		items = append(items, map[string]any{"id": "si_metered", "object": "subscription_item",
-			"price": map[string]any{"id": "price_pro_metered", "object": "price"}})
-	}
-	meta := map[string]string{"billkit_subject": s.Subject, "billkit_tier": "pro"}
-	if s.NoMetadata {
-		meta = map[string]string{}
-	}
-	return map[string]any{
-		"id": s.ID, "object": "subscription", "customer": s.Customer, "status": s.Status,
-		"current_period_start": s.Start.Unix(), "current_period_end": s.End.Unix(),
-		"metadata": meta,
-		"items":    map[string]any{"object": "list", "data": items},
-	}
-}
-
-// inv is an invoice object.
-type inv struct {
-	ID, Sub, Customer, Subject string
-	FinalizedAt                time.Time
-	NoMetadata                 bool
-}
-
-func (i inv) object() map[string]any {
-	if i.ID == "" {
-		i.ID = "in_1"
-	}
-	if i.Sub == "" {
-		i.Sub = "sub_1"
-	}
-	if i.Customer == "" {
-		i.Customer = "cus_1"
-	}
-	if i.Subject == "" {
-		i.Subject = "alice"
-	}
-	meta := map[string]string{"billkit_subject": i.Subject}
-	if i.NoMetadata {
-		meta = map[string]string{}
-	}
-	o := map[string]any{
-		"id": i.ID, "object": "invoice", "subscription": i.Sub, "customer": i.Customer,
-		"subscription_details": map[string]any{"metadata": meta},
-		"lines": map[string]any{"object": "list", "data": []map[string]any{{
-			"id": "il_1", "object": "line_item", "price": map[string]any{"id": "price_pro", "object": "price"},
-			"period": map[string]any{"start": t0.Unix(), "end": t0.AddDate(0, 1, 0).Unix()},
-		}}},
-	}
-	if !i.FinalizedAt.IsZero() {
-		o["status_transitions"] = map[string]any{"finalized_at": i.FinalizedAt.Unix()}
-	}
-	return o
-}
-
-// session is a completed Checkout Session object.
-func session(subject, customer, subID string) map[string]any {
-	return map[string]any{
-		"id": "cs_" + subject, "object": "checkout.session", "mode": "subscription",
-		"client_reference_id": subject, "customer": customer, "subscription": subID,
-		"metadata": map[string]string{"billkit_subject": subject, "billkit_tier": "pro"},
-	}
 }

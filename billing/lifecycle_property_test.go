@@ -16,26 +16,26 @@ import (
 
 // lifecycles are event sequences of one subscription, each event created
 // in its own second.
-func lifecycles() map[string][][]byte {
+func lifecycles(sh shape) map[string][][]byte {
 	p2 := t0.AddDate(0, 1, 0)
 	renewed := sub{Status: "active", Metered: true, Start: p2, End: p2.AddDate(0, 1, 0)}
 	pastDue := renewed
 	pastDue.Status = "past_due"
 	base := [][]byte{
-		event("evt_01", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
-		event("evt_02", evCreated, sub{Status: "incomplete", Metered: true}.object(), sec(1)),
-		event("evt_03", evPaid, inv{ID: "in_1", FinalizedAt: sec(1)}.object(), sec(2)),
-		event("evt_04", evUpdated, sub{Status: "active", Metered: true}.object(), sec(3)),
-		event("evt_05", evUpdated, renewed.object(), sec(4)),
-		event("evt_06", evFailed, inv{ID: "in_2", FinalizedAt: sec(4)}.object(), sec(5)),
-		event("evt_07", evUpdated, pastDue.object(), sec(6)),
+		sh.event("evt_01", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
+		sh.event("evt_02", evCreated, sh.sub(sub{Status: "incomplete", Metered: true}), sec(1)),
+		sh.event("evt_03", evPaid, sh.inv(inv{ID: "in_1", FinalizedAt: sec(1)}), sec(2)),
+		sh.event("evt_04", evUpdated, sh.sub(sub{Status: "active", Metered: true}), sec(3)),
+		sh.event("evt_05", evUpdated, sh.sub(renewed), sec(4)),
+		sh.event("evt_06", evFailed, sh.inv(inv{ID: "in_2", FinalizedAt: sec(4)}), sec(5)),
+		sh.event("evt_07", evUpdated, sh.sub(pastDue), sec(6)),
 	}
 	recovered := append(base[:len(base):len(base)],
-		event("evt_08", evPaid, inv{ID: "in_2", FinalizedAt: sec(4)}.object(), sec(7)),
-		event("evt_09", evUpdated, renewed.object(), sec(8)),
+		sh.event("evt_08", evPaid, sh.inv(inv{ID: "in_2", FinalizedAt: sec(4)}), sec(7)),
+		sh.event("evt_09", evUpdated, sh.sub(renewed), sec(8)),
 	)
 	canceled := append(recovered[:len(recovered):len(recovered)],
-		event("evt_10", evDeleted, renewed.object(), sec(9)),
+		sh.event("evt_10", evDeleted, sh.sub(renewed), sec(9)),
 	)
 	return map[string][][]byte{
 		"ends past_due":  base,
@@ -44,15 +44,25 @@ func lifecycles() map[string][][]byte {
 		// Upgraded within the first period, downgraded at the renewal:
 		// the first period ended on pro.
 		"downgraded at renewal": {
-			event("evt_21", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
-			event("evt_22", evCreated, sub{Status: "active", Price: "price_starter", Metered: true}.object(), sec(1)),
-			event("evt_23", evUpdated, sub{Status: "active", Metered: true}.object(), sec(2)),
-			event("evt_24", evUpdated, sub{Status: "active", Price: "price_starter", Metered: true, Start: p2, End: p2.AddDate(0, 1, 0)}.object(), sec(3)),
+			sh.event("evt_21", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
+			sh.event("evt_22", evCreated, sh.sub(sub{Status: "active", Price: "price_starter", Metered: true}), sec(1)),
+			sh.event("evt_23", evUpdated, sh.sub(sub{Status: "active", Metered: true}), sec(2)),
+			sh.event("evt_24", evUpdated, sh.sub(sub{Status: "active", Price: "price_starter", Metered: true, Start: p2, End: p2.AddDate(0, 1, 0)}), sec(3)),
+		},
+		// A subscription without billkit's metadata (created in the
+		// Dashboard, say) whose events may come before the checkout that
+		// links its customer: they are parked until then.
+		"unmapped first": {
+			sh.event("evt_31", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
+			sh.event("evt_32", evCreated, sh.sub(sub{Status: "incomplete", Metered: true, NoMetadata: true}), sec(1)),
+			sh.event("evt_33", evPaid, sh.inv(inv{ID: "in_1", FinalizedAt: sec(1), NoMetadata: true}), sec(2)),
+			sh.event("evt_34", evUpdated, sh.sub(sub{Status: "active", Metered: true, NoMetadata: true}), sec(3)),
+			sh.event("evt_35", evUpdated, sh.sub(sub{Status: "active", Metered: true, NoMetadata: true, Start: p2, End: p2.AddDate(0, 1, 0)}), sec(4)),
 		},
 		"paid before created": {
-			event("evt_11", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
-			event("evt_12", evCreated, sub{Status: "incomplete", Metered: true}.object(), sec(1)),
-			event("evt_13", evPaid, inv{ID: "in_1", FinalizedAt: sec(1)}.object(), sec(2)),
+			sh.event("evt_11", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
+			sh.event("evt_12", evCreated, sh.sub(sub{Status: "incomplete", Metered: true}), sec(1)),
+			sh.event("evt_13", evPaid, sh.inv(inv{ID: "in_1", FinalizedAt: sec(1)}), sec(2)),
 		},
 	}
 }
@@ -75,8 +85,12 @@ func comparable(t testing.TB, e billing.Entitlement) string {
 // sees every duplicate.
 func TestPermutationsConverge(t *testing.T) {
 	t.Parallel()
-	const runs = 64 // per lifecycle
-	for name, events := range lifecycles() {
+	const runs = 64 // per lifecycle and shape
+	forShapes(t, func(t *testing.T, sh shape) { testPermutationsConverge(t, sh, runs) })
+}
+
+func testPermutationsConverge(t *testing.T, sh shape, runs int) {
+	for name, events := range lifecycles(sh) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ref := newHarness(t, billing.NewMemoryStore(nil), nil)
@@ -130,14 +144,21 @@ func TestPermutationsExpected(t *testing.T) {
 	want := map[string]billing.Status{
 		"ends past_due": billing.StatusPastDue, "ends recovered": billing.StatusActive,
 		"ends canceled": billing.StatusCanceled, "paid before created": billing.StatusActive,
-		"downgraded at renewal": billing.StatusActive,
+		"downgraded at renewal": billing.StatusActive, "unmapped first": billing.StatusActive,
 	}
-	for name, events := range lifecycles() {
+	forShapes(t, func(t *testing.T, sh shape) { testPermutationsExpected(t, sh, want) })
+}
+
+func testPermutationsExpected(t *testing.T, sh shape, want map[string]billing.Status) {
+	for name, events := range lifecycles(sh) {
 		h := newHarness(t, billing.NewMemoryStore(nil), nil)
 		h.deliver(events...)
 		e := h.get("alice")
 		if e.Status != want[name] || e.MeteredItemID != "si_metered" {
 			t.Errorf("%s: ends %s (metered item %q), want %s with si_metered", name, e.Status, e.MeteredItemID, want[name])
+		}
+		if name == "unmapped first" && (e.Period.Start != t0.AddDate(0, 1, 0) || e.PreviousPeriod.Start != t0 || e.CustomerID != "cus_1") {
+			t.Errorf("%s: period %v, previous %v, customer %q; want the renewed period after the first, cus_1", name, e.Period, e.PreviousPeriod, e.CustomerID)
 		}
 		if name == "ends recovered" && e.PreviousPeriod.Start != t0 {
 			t.Errorf("%s: PreviousPeriod = %v, want the first period", name, e.PreviousPeriod)

@@ -36,12 +36,12 @@ type transition struct {
 
 // transitions are the entitlement's transitions (B1), each through signed
 // deliveries to the real webhook handler.
-func transitions() []transition {
+func transitions(sh shape) []transition {
 	return []transition{
 		{
 			name: "none to pending: checkout completed",
 			events: func() [][]byte {
-				return [][]byte{event("evt_co", evCheckout, session("alice", "cus_1", "sub_1"), sec(0))}
+				return [][]byte{sh.event("evt_co", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0))}
 			},
 			status: billing.StatusPending, tier: "pro", plan: "provisional",
 			check: func(t *testing.T, h *harness, e billing.Entitlement) {
@@ -57,8 +57,8 @@ func transitions() []transition {
 			name: "pending to incomplete: subscription created unpaid",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_co", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
-					event("evt_cr", evCreated, sub{Status: "incomplete"}.object(), sec(1)),
+					sh.event("evt_co", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "incomplete"}), sec(1)),
 				}
 			},
 			status: billing.StatusIncomplete, tier: "pro", plan: "",
@@ -67,8 +67,8 @@ func transitions() []transition {
 			name: "pending to active: first invoice paid",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_co", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
-					event("evt_paid", evPaid, inv{}.object(), sec(1)),
+					sh.event("evt_co", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
+					sh.event("evt_paid", evPaid, sh.inv(inv{}), sec(1)),
 				}
 			},
 			status: billing.StatusActive, tier: "pro", plan: "pro",
@@ -77,8 +77,8 @@ func transitions() []transition {
 			name: "incomplete to active: invoice paid in the same second",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_paid", evPaid, inv{}.object(), sec(1)),
-					event("evt_cr", evCreated, sub{Status: "incomplete"}.object(), sec(1)),
+					sh.event("evt_paid", evPaid, sh.inv(inv{}), sec(1)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "incomplete"}), sec(1)),
 				}
 			},
 			status: billing.StatusActive, tier: "pro", plan: "pro",
@@ -86,7 +86,7 @@ func transitions() []transition {
 		{
 			name: "active: subscription created with items and period",
 			events: func() [][]byte {
-				return [][]byte{event("evt_cr", evCreated, sub{Status: "active", Metered: true}.object(), sec(1))}
+				return [][]byte{sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active", Metered: true}), sec(1))}
 			},
 			status: billing.StatusActive, tier: "pro", plan: "pro",
 			check: func(t *testing.T, h *harness, e billing.Entitlement) {
@@ -106,7 +106,7 @@ func transitions() []transition {
 		{
 			name: "trialing",
 			events: func() [][]byte {
-				return [][]byte{event("evt_cr", evCreated, sub{Status: "trialing"}.object(), sec(1))}
+				return [][]byte{sh.event("evt_cr", evCreated, sh.sub(sub{Status: "trialing"}), sec(1))}
 			},
 			status: billing.StatusTrialing, tier: "pro", plan: "pro",
 		},
@@ -115,8 +115,8 @@ func transitions() []transition {
 			events: func() [][]byte {
 				p2 := t0.AddDate(0, 1, 0)
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)),
-					event("evt_up", evUpdated, sub{Status: "active", Price: "price_starter", Start: p2, End: p2.AddDate(0, 1, 0)}.object(), sec(2)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),
+					sh.event("evt_up", evUpdated, sh.sub(sub{Status: "active", Price: "price_starter", Start: p2, End: p2.AddDate(0, 1, 0)}), sec(2)),
 				}
 			},
 			status: billing.StatusActive, tier: "starter", plan: "starter",
@@ -130,8 +130,8 @@ func transitions() []transition {
 			name: "active to past_due: payment failed, grace kept (default 7 days)",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)),
-					event("evt_fail", evFailed, inv{ID: "in_2", FinalizedAt: sec(5)}.object(), sec(10)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),
+					sh.event("evt_fail", evFailed, sh.inv(inv{ID: "in_2", FinalizedAt: sec(5)}), sec(10)),
 				}
 			},
 			status: billing.StatusPastDue, tier: "pro", plan: "pro",
@@ -150,8 +150,8 @@ func transitions() []transition {
 			grace: billing.DowngradeTo("starter", time.Hour),
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)),
-					event("evt_pd", evUpdated, sub{Status: "past_due"}.object(), sec(10)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),
+					sh.event("evt_pd", evUpdated, sh.sub(sub{Status: "past_due"}), sec(10)),
 				}
 			},
 			status: billing.StatusPastDue, tier: "pro", plan: "starter",
@@ -166,8 +166,8 @@ func transitions() []transition {
 			grace: billing.Suspend(),
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)),
-					event("evt_fail", evFailed, inv{FinalizedAt: sec(5)}.object(), sec(10)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),
+					sh.event("evt_fail", evFailed, sh.inv(inv{FinalizedAt: sec(5)}), sec(10)),
 				}
 			},
 			status: billing.StatusPastDue, tier: "pro", plan: "",
@@ -176,10 +176,10 @@ func transitions() []transition {
 			name: "past_due to active: invoice paid",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)),
-					event("evt_fail", evFailed, inv{FinalizedAt: sec(5)}.object(), sec(10)),
-					event("evt_pd", evUpdated, sub{Status: "past_due"}.object(), sec(10)),
-					event("evt_paid", evPaid, inv{}.object(), sec(20)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),
+					sh.event("evt_fail", evFailed, sh.inv(inv{FinalizedAt: sec(5)}), sec(10)),
+					sh.event("evt_pd", evUpdated, sh.sub(sub{Status: "past_due"}), sec(10)),
+					sh.event("evt_paid", evPaid, sh.inv(inv{}), sec(20)),
 				}
 			},
 			status: billing.StatusActive, tier: "pro", plan: "pro",
@@ -193,8 +193,8 @@ func transitions() []transition {
 			name: "past_due to unpaid",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_pd", evUpdated, sub{Status: "past_due"}.object(), sec(10)),
-					event("evt_un", evUpdated, sub{Status: "unpaid"}.object(), sec(20)),
+					sh.event("evt_pd", evUpdated, sh.sub(sub{Status: "past_due"}), sec(10)),
+					sh.event("evt_un", evUpdated, sh.sub(sub{Status: "unpaid"}), sec(20)),
 				}
 			},
 			status: billing.StatusUnpaid, tier: "pro", plan: "",
@@ -203,8 +203,8 @@ func transitions() []transition {
 			name: "incomplete to incomplete_expired",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "incomplete"}.object(), sec(1)),
-					event("evt_exp", evUpdated, sub{Status: "incomplete_expired"}.object(), sec(2)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "incomplete"}), sec(1)),
+					sh.event("evt_exp", evUpdated, sh.sub(sub{Status: "incomplete_expired"}), sec(2)),
 				}
 			},
 			status: billing.StatusIncompleteExpired, tier: "pro", plan: "",
@@ -213,8 +213,8 @@ func transitions() []transition {
 			name: "active to paused",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)),
-					event("evt_pause", evPaused, sub{Status: "paused"}.object(), sec(2)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),
+					sh.event("evt_pause", evPaused, sh.sub(sub{Status: "paused"}), sec(2)),
 				}
 			},
 			status: billing.StatusPaused, tier: "pro", plan: "",
@@ -223,8 +223,8 @@ func transitions() []transition {
 			name: "active to canceled: subscription deleted revokes",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)),
-					event("evt_del", evDeleted, sub{Status: "active"}.object(), sec(2)), // deleted means canceled whatever the payload says
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),
+					sh.event("evt_del", evDeleted, sh.sub(sub{Status: "active"}), sec(2)), // deleted means canceled whatever the payload says
 				}
 			},
 			status: billing.StatusCanceled, tier: "pro", plan: "",
@@ -233,8 +233,8 @@ func transitions() []transition {
 			name: "canceled to pending: a new checkout after the end",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_del", evDeleted, sub{Status: "canceled"}.object(), sec(2)),
-					event("evt_co2", evCheckout, session("alice", "cus_1", "sub_2"), sec(3)),
+					sh.event("evt_del", evDeleted, sh.sub(sub{Status: "canceled"}), sec(2)),
+					sh.event("evt_co2", evCheckout, sh.session("alice", "cus_1", "sub_2"), sec(3)),
 				}
 			},
 			status: billing.StatusPending, tier: "pro", plan: "provisional",
@@ -243,8 +243,8 @@ func transitions() []transition {
 			name: "subject from the customer index when metadata is missing",
 			events: func() [][]byte {
 				return [][]byte{
-					event("evt_co", evCheckout, session("alice", "cus_1", "sub_1"), sec(0)),
-					event("evt_cr", evCreated, sub{Status: "active", NoMetadata: true}.object(), sec(1)),
+					sh.event("evt_co", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
+					sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active", NoMetadata: true}), sec(1)),
 				}
 			},
 			status: billing.StatusActive, tier: "pro", plan: "pro",
@@ -273,13 +273,15 @@ func runTransition(t *testing.T, h *harness, tc transition) {
 
 func TestTransitions(t *testing.T) {
 	t.Parallel()
-	for _, tc := range transitions() {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) { c.Grace = tc.grace })
-			runTransition(t, h, tc)
-		})
-	}
+	forShapes(t, func(t *testing.T, sh shape) {
+		for _, tc := range transitions(sh) {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) { c.Grace = tc.grace })
+				runTransition(t, h, tc)
+			})
+		}
+	})
 }
 
 // TestTransitionsRedis runs a subset of the transitions on a real
@@ -294,67 +296,75 @@ func TestTransitionsRedis(t *testing.T) {
 		"active to canceled: subscription deleted revokes":                true,
 		"subject from the customer index when metadata is missing":        true,
 	}
-	for i, tc := range transitions() {
-		if !subset[tc.name] {
-			continue
-		}
-		t.Run(tc.name, func(t *testing.T) {
-			store, err := billing.NewRedisStore(rdb, billing.RedisStoreConfig{Prefix: "t" + string(rune('a'+i))})
-			if err != nil {
-				t.Fatal(err)
+	forShapes(t, func(t *testing.T, sh shape) {
+		for i, tc := range transitions(sh) {
+			if !subset[tc.name] {
+				continue
 			}
-			h := newHarness(t, store, func(c *billing.Config) { c.Grace = tc.grace })
-			runTransition(t, h, tc)
-		})
-	}
+			t.Run(tc.name, func(t *testing.T) {
+				store, err := billing.NewRedisStore(rdb, billing.RedisStoreConfig{Prefix: sh.Name + string(rune('a'+i))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := newHarness(t, store, func(c *billing.Config) { c.Grace = tc.grace })
+				runTransition(t, h, tc)
+			})
+		}
+	})
 }
 
 func TestUnknownSubjectAcknowledged(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, billing.NewMemoryStore(nil), nil)
-	h.deliver(
-		event("evt_1", evCreated, sub{Status: "active", NoMetadata: true, Customer: "cus_stranger"}.object(), sec(1)),
-		event("evt_2", evPaid, inv{NoMetadata: true, Customer: "cus_stranger"}.object(), sec(2)),
-		event("evt_3", evCheckout, map[string]any{"id": "cs_x", "object": "checkout.session", "mode": "subscription"}, sec(3)),
-	)
-	n := 0
-	h.store.ForEach(context.Background(), func(billing.Entitlement) error { n++; return nil })
-	if n != 0 {
-		t.Fatalf("%d entitlements stored for events of no known subject, want 0", n)
-	}
+	forShapes(t, func(t *testing.T, sh shape) {
+		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h.deliver(
+			sh.event("evt_1", evCreated, sh.sub(sub{Status: "active", NoMetadata: true, Customer: "cus_stranger"}), sec(1)),
+			sh.event("evt_2", evPaid, sh.inv(inv{NoMetadata: true, Customer: "cus_stranger"}), sec(2)),
+			sh.event("evt_3", evCheckout, map[string]any{"id": "cs_x", "object": "checkout.session", "mode": "subscription"}, sec(3)),
+		)
+		n := 0
+		h.store.ForEach(context.Background(), func(billing.Entitlement) error { n++; return nil })
+		if n != 0 {
+			t.Fatalf("%d entitlements stored for events of no known subject, want 0", n)
+		}
+	})
 }
 
 // TestStaleEventChangesNothing: an event older than the one applied last
 // leaves the entitlement exactly as it was (B2).
 func TestStaleEventChangesNothing(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, billing.NewMemoryStore(nil), nil)
-	h.deliver(event("evt_new", evUpdated, sub{Status: "canceled"}.object(), sec(10)))
-	before := h.get("alice")
-	h.deliver(
-		event("evt_old", evUpdated, sub{Status: "active", Metered: true}.object(), sec(9)),
-		event("evt_oldpaid", evPaid, inv{}.object(), sec(5)),
-		event("evt_new", evUpdated, sub{Status: "canceled"}.object(), sec(10)), // a duplicate of a handled event
-	)
-	after := h.get("alice")
-	if !after.UpdatedAt.Equal(before.UpdatedAt) || after.Status != billing.StatusCanceled || after.MeteredItemID != "" {
-		t.Fatalf("stale events changed the entitlement:\nbefore %+v\nafter  %+v", before, after)
-	}
+	forShapes(t, func(t *testing.T, sh shape) {
+		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h.deliver(sh.event("evt_new", evUpdated, sh.sub(sub{Status: "canceled"}), sec(10)))
+		before := h.get("alice")
+		h.deliver(
+			sh.event("evt_old", evUpdated, sh.sub(sub{Status: "active", Metered: true}), sec(9)),
+			sh.event("evt_oldpaid", evPaid, sh.inv(inv{}), sec(5)),
+			sh.event("evt_new", evUpdated, sh.sub(sub{Status: "canceled"}), sec(10)), // a duplicate of a handled event
+		)
+		after := h.get("alice")
+		if !after.UpdatedAt.Equal(before.UpdatedAt) || after.Status != billing.StatusCanceled || after.MeteredItemID != "" {
+			t.Fatalf("stale events changed the entitlement:\nbefore %+v\nafter  %+v", before, after)
+		}
+	})
 }
 
 // TestLiveSubscriptionWinsOverEndedOne: a late deletion of an old
 // subscription does not revoke the subject's new one.
 func TestLiveSubscriptionWinsOverEndedOne(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, billing.NewMemoryStore(nil), nil)
-	h.deliver(
-		event("evt_a", evCreated, sub{ID: "sub_a", Status: "active"}.object(), sec(1)),
-		event("evt_b", evCreated, sub{ID: "sub_b", Status: "active", Price: "price_starter"}.object(), sec(11)),
-		event("evt_adel", evDeleted, sub{ID: "sub_a", Status: "canceled"}.object(), sec(12)),
-	)
-	if e := h.get("alice"); e.Status != billing.StatusActive || e.SubscriptionID != "sub_b" {
-		t.Fatalf("entitlement = %s on %s, want active on sub_b", e.Status, e.SubscriptionID)
-	}
+	forShapes(t, func(t *testing.T, sh shape) {
+		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h.deliver(
+			sh.event("evt_a", evCreated, sh.sub(sub{ID: "sub_a", Status: "active"}), sec(1)),
+			sh.event("evt_b", evCreated, sh.sub(sub{ID: "sub_b", Status: "active", Price: "price_starter"}), sec(11)),
+			sh.event("evt_adel", evDeleted, sh.sub(sub{ID: "sub_a", Status: "canceled"}), sec(12)),
+		)
+		if e := h.get("alice"); e.Status != billing.StatusActive || e.SubscriptionID != "sub_b" {
+			t.Fatalf("entitlement = %s on %s, want active on sub_b", e.Status, e.SubscriptionID)
+		}
+	})
 }
 
 func TestNewLifecycleValidates(t *testing.T) {

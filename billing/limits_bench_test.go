@@ -35,7 +35,8 @@ func BenchmarkLimitsCached(b *testing.B) {
 func BenchmarkHandleEvent(b *testing.B) {
 	h := newHarness(b, billing.NewMemoryStore(nil), nil)
 	var ev stripe.Event
-	if err := json.Unmarshal(event("evt_1", evUpdated, sub{Status: "active", Metered: true}.object(), sec(1)), &ev); err != nil {
+	sh := newest(b)
+	if err := json.Unmarshal(sh.event("evt_1", evUpdated, sh.sub(sub{Status: "active", Metered: true}), sec(1)), &ev); err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()

@@ -193,7 +193,8 @@ func TestRevocationEnforcedAcrossProcesses(t *testing.T) {
 	}
 	clk := newClock(t0.Add(time.Hour))
 	h := newHarness(t, store, nil)
-	h.deliver(event("evt_cr", evCreated, sub{Status: "active"}.object(), sec(1)))
+	sh := newest(t)
+	h.deliver(sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)))
 
 	const ttl = time.Second
 	var apis []http.Handler
@@ -222,7 +223,7 @@ func TestRevocationEnforcedAcrossProcesses(t *testing.T) {
 			t.Fatalf("instance %d before revocation: %d, want 200", i, st)
 		}
 	}
-	h.deliver(event("evt_del", evDeleted, sub{Status: "canceled"}.object(), sec(2)))
+	h.deliver(sh.event("evt_del", evDeleted, sh.sub(sub{Status: "canceled"}), sec(2)))
 	clk.Add(ttl - time.Millisecond)
 	for i, api := range apis {
 		if st := call(api); st != http.StatusOK {

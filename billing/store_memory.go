@@ -7,19 +7,25 @@ import (
 	"time"
 )
 
-// MemoryStore is an [EntitlementStore] in process memory, for tests and
-// single-process deployments. It keeps every entitlement until the process
-// ends (it has no retention). It is safe for concurrent use; the zero value
+// MemoryStore is an [EntitlementStore] and a [ParkingStore] in process
+// memory, for tests and single-process deployments. It keeps every
+// entitlement until the process ends (it has no retention); parked events
+// expire. It is safe for concurrent use; the zero value
 // is not usable, call [NewMemoryStore].
 type MemoryStore struct {
 	now func() time.Time
 
-	mu   sync.Mutex
-	ents map[string]Entitlement
-	cust map[string]string
+	mu      sync.Mutex
+	ents    map[string]Entitlement
+	cust    map[string]string
+	parked  map[string]map[string]parkedEntry // customer → event ID → entry
+	nparked int
 }
 
-var _ EntitlementStore = (*MemoryStore)(nil)
+var (
+	_ EntitlementStore = (*MemoryStore)(nil)
+	_ ParkingStore     = (*MemoryStore)(nil)
+)
 
 // NewMemoryStore returns an empty store. now stamps UpdatedAt; nil means
 // time.Now.
@@ -27,7 +33,8 @@ func NewMemoryStore(now func() time.Time) *MemoryStore {
 	if now == nil {
 		now = time.Now
 	}
-	return &MemoryStore{now: now, ents: map[string]Entitlement{}, cust: map[string]string{}}
+	return &MemoryStore{now: now, ents: map[string]Entitlement{}, cust: map[string]string{},
+		parked: map[string]map[string]parkedEntry{}}
 }
 
 // Get returns subject's entitlement, or ErrNotFound.
@@ -108,4 +115,113 @@ func (s *MemoryStore) ForEach(ctx context.Context, fn func(Entitlement) error) e
 		}
 	}
 	return nil
+}
+
+// Bounds of the MemoryStore's parked events.
+const (
+	memoryParkPerCustomer = 100
+	memoryParkTotal       = 100_000
+)
+
+type parkedEntry struct {
+	data    []byte
+	expires time.Time
+}
+
+// Park implements [ParkingStore.Park]. The store keeps at most 100 events
+// per customer and 100,000 in all.
+func (s *MemoryStore) Park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	s.expireParkedLocked(customerID, now)
+	m := s.parked[customerID]
+	if _, ok := m[eventID]; !ok && (len(m) >= memoryParkPerCustomer || s.nparked >= memoryParkTotal) {
+		return ErrParkFull
+	}
+	if m == nil {
+		m = map[string]parkedEntry{}
+		s.parked[customerID] = m
+	}
+	if _, ok := m[eventID]; !ok {
+		s.nparked++
+	}
+	m[eventID] = parkedEntry{data: slices.Clone(data), expires: now.Add(ttl)}
+	return nil
+}
+
+// Parked implements [ParkingStore.Parked].
+func (s *MemoryStore) Parked(ctx context.Context, customerID string) (map[string][]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireParkedLocked(customerID, s.now())
+	out := make(map[string][]byte, len(s.parked[customerID]))
+	for id, e := range s.parked[customerID] {
+		out[id] = slices.Clone(e.data)
+	}
+	return out, nil
+}
+
+// Unpark implements [ParkingStore.Unpark].
+func (s *MemoryStore) Unpark(ctx context.Context, customerID string, eventIDs ...string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.parked[customerID]
+	for _, id := range eventIDs {
+		if _, ok := m[id]; ok {
+			delete(m, id)
+			s.nparked--
+		}
+	}
+	if len(m) == 0 {
+		delete(s.parked, customerID)
+	}
+	return nil
+}
+
+// ForEachParked implements [ParkingStore.ForEachParked], in customer order,
+// on a snapshot taken when it starts.
+func (s *MemoryStore) ForEachParked(ctx context.Context, fn func(customerID string) error) error {
+	s.mu.Lock()
+	now := s.now()
+	var list []string
+	for c := range s.parked {
+		s.expireParkedLocked(c, now)
+		if len(s.parked[c]) > 0 {
+			list = append(list, c)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(list)
+	for _, c := range list {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *MemoryStore) expireParkedLocked(customerID string, now time.Time) {
+	m := s.parked[customerID]
+	for id, e := range m {
+		if !now.Before(e.expires) {
+			delete(m, id)
+			s.nparked--
+		}
+	}
+	if m != nil && len(m) == 0 {
+		delete(s.parked, customerID)
+	}
 }

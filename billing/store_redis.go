@@ -32,9 +32,13 @@ type RedisStoreConfig struct {
 	// customer index entry with it. Live entitlements never expire. The
 	// default value is [DefaultRetention] (90 days).
 	Retention time.Duration
-	// ScanCount is the COUNT hint of the SCAN that ForEach runs. The
-	// default value is 500.
+	// ScanCount is the COUNT hint of the SCAN that ForEach and
+	// ForEachParked run. The default value is 500.
 	ScanCount int64
+	// MaxParked is the number of events the store parks for one customer
+	// not linked to a subject yet (see [ParkingStore]); one more is
+	// refused with ErrParkFull. The default value is 100.
+	MaxParked int
 	// Now stamps UpdatedAt. The default value is time.Now.
 	Now func() time.Time
 }
@@ -55,6 +59,9 @@ func (c RedisStoreConfig) withDefaults() (RedisStoreConfig, error) {
 	if c.ScanCount <= 0 {
 		c.ScanCount = 500
 	}
+	if c.MaxParked <= 0 {
+		c.MaxParked = 100
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -72,6 +79,11 @@ func (c RedisStoreConfig) withDefaults() (RedisStoreConfig, error) {
 //	                          Retention after the last write.
 //	billkit:cust:{<cus_id>}   string: the subject linked to the Stripe
 //	                          customer. Same expiry as its entitlement.
+//	billkit:park:{<cus_id>}   hash: event ID → the facts of an event whose
+//	                          customer is linked to no subject yet (at most
+//	                          MaxParked). Expires ParkFor plus 7 days after
+//	                          the last event parked; the lifecycle removes
+//	                          each event once applied or dropped.
 //
 // Update is an optimistic compare-and-set: it reads data and rev, runs fn,
 // and writes with a Lua script on the single entitlement key that succeeds
@@ -82,7 +94,10 @@ type RedisStore struct {
 	cfg RedisStoreConfig
 }
 
-var _ EntitlementStore = (*RedisStore)(nil)
+var (
+	_ EntitlementStore = (*RedisStore)(nil)
+	_ ParkingStore     = (*RedisStore)(nil)
+)
 
 // NewRedisStore returns a store on rdb.
 func NewRedisStore(rdb redis.UniversalClient, cfg RedisStoreConfig) (*RedisStore, error) {
@@ -214,6 +229,38 @@ func (s *RedisStore) SubjectByCustomer(ctx context.Context, customerID string) (
 // time. As with SCAN, an entitlement written during the walk may or may
 // not be seen, and one may be seen twice if the cluster reshards.
 func (s *RedisStore) ForEach(ctx context.Context, fn func(Entitlement) error) error {
+	return s.scanKeys(ctx, s.cfg.Prefix+":{*}:ent", func(node redis.UniversalClient, keys []string) error {
+		cmds := make([]*redis.StringCmd, len(keys))
+		_, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = p.HGet(ctx, k, "data")
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+			return fmt.Errorf("billing: read entitlements: %w", err)
+		}
+		for _, c := range cmds {
+			b, err := c.Bytes()
+			if err != nil {
+				continue // expired or deleted since SCAN, or not ours
+			}
+			e, err := decodeEntitlement(b)
+			if err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// scanKeys SCANs every master for pattern and calls fn with each batch of
+// keys found and the node that holds them, one batch at a time, stopping
+// at fn's first error.
+func (s *RedisStore) scanKeys(ctx context.Context, pattern string, fn func(node redis.UniversalClient, keys []string) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -222,42 +269,21 @@ func (s *RedisStore) ForEach(ctx context.Context, fn func(Entitlement) error) er
 	)
 	scan := func(ctx context.Context, node redis.UniversalClient) error {
 		var cursor uint64
-		pattern := s.cfg.Prefix + ":{*}:ent"
 		for {
 			keys, next, err := node.Scan(ctx, cursor, pattern, s.cfg.ScanCount).Result()
 			if err != nil {
-				return fmt.Errorf("billing: scan entitlements: %w", err)
+				return fmt.Errorf("billing: scan keys: %w", err)
 			}
 			if len(keys) > 0 {
-				cmds := make([]*redis.StringCmd, len(keys))
-				_, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
-					for i, k := range keys {
-						cmds[i] = p.HGet(ctx, k, "data")
-					}
-					return nil
-				})
-				if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
-					return fmt.Errorf("billing: read entitlements: %w", err)
+				mu.Lock()
+				if fnErr == nil {
+					fnErr = fn(node, keys)
 				}
-				for _, c := range cmds {
-					b, err := c.Bytes()
-					if err != nil {
-						continue // expired or deleted since SCAN, or not ours
-					}
-					e, err := decodeEntitlement(b)
-					if err != nil {
-						return err
-					}
-					mu.Lock()
-					if fnErr == nil {
-						fnErr = fn(e)
-					}
-					stop := fnErr != nil
-					mu.Unlock()
-					if stop {
-						cancel()
-						return nil
-					}
+				stop := fnErr != nil
+				mu.Unlock()
+				if stop {
+					cancel()
+					return nil
 				}
 			}
 			cursor = next
@@ -280,4 +306,83 @@ func (s *RedisStore) ForEach(ctx context.Context, fn func(Entitlement) error) er
 
 func isWrongType(err error) bool {
 	return err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE")
+}
+
+// parkKey returns the key of the events parked for customerID.
+func (s *RedisStore) parkKey(customerID string) string {
+	return s.cfg.Prefix + ":park:{" + customerID + "}"
+}
+
+// parkScript stores ARGV[2] in field ARGV[1] of the park hash unless the
+// hash already holds ARGV[4] other events, and makes the hash live at least
+// ARGV[3] milliseconds. It returns 0 when the hash is full.
+var parkScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+`)
+
+// Park implements [ParkingStore.Park]: the events of a customer are one
+// hash, at most MaxParked of them, whose expiry each Park extends to at
+// least ttl.
+func (s *RedisStore) Park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("%w: park ttl must be positive", ErrInvalidConfig)
+	}
+	ok, err := parkScript.Run(ctx, s.rdb, []string{s.parkKey(customerID)}, eventID, data,
+		ttl.Milliseconds(), s.cfg.MaxParked).Int()
+	if err != nil {
+		return fmt.Errorf("billing: park event: %w", err)
+	}
+	if ok == 0 {
+		return fmt.Errorf("%w: %d events of one customer", ErrParkFull, s.cfg.MaxParked)
+	}
+	return nil
+}
+
+// Parked implements [ParkingStore.Parked].
+func (s *RedisStore) Parked(ctx context.Context, customerID string) (map[string][]byte, error) {
+	m, err := s.rdb.HGetAll(ctx, s.parkKey(customerID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("billing: read parked events: %w", err)
+	}
+	out := make(map[string][]byte, len(m))
+	for id, v := range m {
+		out[id] = []byte(v)
+	}
+	return out, nil
+}
+
+// Unpark implements [ParkingStore.Unpark].
+func (s *RedisStore) Unpark(ctx context.Context, customerID string, eventIDs ...string) error {
+	if len(eventIDs) == 0 {
+		return nil
+	}
+	if err := s.rdb.HDel(ctx, s.parkKey(customerID), eventIDs...).Err(); err != nil {
+		return fmt.Errorf("billing: remove parked events: %w", err)
+	}
+	return nil
+}
+
+// ForEachParked implements [ParkingStore.ForEachParked]: it SCANs every
+// master for park keys, as ForEach does for entitlements.
+func (s *RedisStore) ForEachParked(ctx context.Context, fn func(customerID string) error) error {
+	prefix := s.cfg.Prefix + ":park:{"
+	return s.scanKeys(ctx, prefix+"*}", func(_ redis.UniversalClient, keys []string) error {
+		for _, k := range keys {
+			if !strings.HasPrefix(k, prefix) || !strings.HasSuffix(k, "}") {
+				continue
+			}
+			if err := fn(k[len(prefix) : len(k)-1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
