@@ -57,7 +57,7 @@ func ExampleReporter() {
 	r, err := billing.NewReporter(billing.ReporterConfig{
 		Entitlements: ents,
 		Counters:     counters,
-		Sink:         sink,
+		MeterEvents:  sink,
 		Watermarks:   billing.NewMemoryWatermarkStore(nil),
 		Leases:       billing.NewMemoryLeaseStore(nil),
 		Plans:        plans,

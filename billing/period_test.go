@@ -128,11 +128,11 @@ func lateRenewal(t *testing.T, mode UsageMode, reportBeforeRenewal bool) {
 		counted += n
 		return p
 	}
-	r, err := NewReporter(ReporterConfig{
-		Entitlements: ents, Counters: counters, Sink: newSink(t, mode, fake.URL),
+	r, err := NewReporter(withSink(ReporterConfig{
+		Entitlements: ents, Counters: counters,
 		Watermarks: NewMemoryWatermarkStore(clock.Now), Leases: NewMemoryLeaseStore(clock.Now),
 		Meter: testMeterFunc, Logger: quietLogger(), Now: clock.Now, Rate: 1e6, Burst: 100,
-	})
+	}, newSink(t, mode, fake.URL)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,9 +29,11 @@ type MeterFunc func(e Entitlement) (UsageMeter, bool)
 
 // PlanMeters returns the [MeterFunc] of a plan catalog: an entitlement's
 // tier reports quota meter (quota.DefaultMeter when empty) when its plan
-// has a MeteredPriceID or a MeterEventName, under that event name, with
-// Included set to the plan's Included when the plan bills overage only
-// ([BillOverage]). It is the default of ReporterConfig.Meter.
+// has a MeterEventName (reported as meter events under that name) or a
+// MeteredPriceID (reported as usage records to the subscription item of
+// that price); when a plan has both, meter events win. Included is set to
+// the plan's Included when the plan bills overage only ([BillOverage]). It
+// is the default of ReporterConfig.Meter.
 func PlanMeters(plans *Plans, meter string) MeterFunc {
 	if meter == "" {
 		meter = quota.DefaultMeter
@@ -44,6 +47,9 @@ func PlanMeters(plans *Plans, meter string) MeterFunc {
 			return UsageMeter{}, false
 		}
 		um := UsageMeter{Name: meter, EventName: p.MeterEventName}
+		if um.EventName == "" {
+			um.PriceID = p.MeteredPriceID
+		}
 		if p.Bill == BillOverage {
 			um.Included = p.Included
 		}
@@ -60,9 +66,19 @@ type ReporterConfig struct {
 	Entitlements EntitlementStore
 	// Counters holds the usage counters to report. Required.
 	Counters quota.Store
-	// Sink delivers reports to Stripe: a [UsageRecordSink] (legacy
-	// metered prices) or a [MeterEventSink] (Billing Meters). Required.
-	Sink UsageSink
+	// MeterEvents delivers the usage of plans billed through Billing
+	// Meters (Plan.MeterEventName): a [MeterEventSink], or any sink whose
+	// Mode is ReportDeltas. It is the default for new integrations.
+	MeterEvents UsageSink
+	// UsageRecords delivers the usage of plans billed through legacy
+	// metered prices (Plan.MeteredPriceID, accounts pinned before API
+	// version 2025-03-31.basil): a [UsageRecordSink], or any sink whose
+	// Mode is ReportTotals.
+	//
+	// One of MeterEvents and UsageRecords is required, and with Plans,
+	// each that a plan bills through. The reporter routes each subject by
+	// its plan, so one catalog may mix both.
+	UsageRecords UsageSink
 	// Watermarks records what Stripe acknowledged. Required; use a
 	// [RedisWatermarkStore] in production (on a Redis with persistence).
 	Watermarks WatermarkStore
@@ -81,8 +97,15 @@ type ReporterConfig struct {
 	Interval time.Duration
 	// Rate is the number of Stripe requests per second the reporter makes
 	// at most, across its workers. The default value is 20 (Stripe's
-	// test-mode limit is 25 requests per second, live mode 100).
+	// test-mode limit is 25 requests per second, live mode 100). When
+	// Stripe answers 429 (rate limited), the reporter halves its rate,
+	// pauses every call for RateLimitPause (doubling while 429s go on),
+	// retries the call up to three times, and regains the rate by a tenth
+	// with each success.
 	Rate float64
+	// RateLimitPause is how long all calls pause after Stripe answers 429.
+	// The default value is one second.
+	RateLimitPause time.Duration
 	// Burst is the number of requests that may go out at once after an
 	// idle time. The default value is 1.
 	Burst int
@@ -138,8 +161,12 @@ func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
 		return c, fmt.Errorf("%w: reporter needs an entitlement store", ErrInvalidConfig)
 	case c.Counters == nil:
 		return c, fmt.Errorf("%w: reporter needs a counter store", ErrInvalidConfig)
-	case c.Sink == nil:
-		return c, fmt.Errorf("%w: reporter needs a usage sink", ErrInvalidConfig)
+	case c.MeterEvents == nil && c.UsageRecords == nil:
+		return c, fmt.Errorf("%w: reporter needs a usage sink (MeterEvents or UsageRecords)", ErrInvalidConfig)
+	case c.MeterEvents != nil && c.MeterEvents.Mode() != ReportDeltas:
+		return c, fmt.Errorf("%w: MeterEvents sink has mode %v, want deltas", ErrInvalidConfig, c.MeterEvents.Mode())
+	case c.UsageRecords != nil && c.UsageRecords.Mode() != ReportTotals:
+		return c, fmt.Errorf("%w: UsageRecords sink has mode %v, want totals", ErrInvalidConfig, c.UsageRecords.Mode())
 	case c.Watermarks == nil:
 		return c, fmt.Errorf("%w: reporter needs a watermark store", ErrInvalidConfig)
 	case c.Leases == nil:
@@ -150,8 +177,13 @@ func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
 	if c.Meter == nil {
 		c.Meter = PlanMeters(c.Plans, "")
 	}
-	if m := c.Sink.Mode(); m != ReportTotals && m != ReportDeltas {
-		return c, fmt.Errorf("%w: usage sink has unknown mode %v", ErrInvalidConfig, m)
+	for _, p := range c.Plans.All() {
+		switch {
+		case p.MeterEventName != "" && c.MeterEvents == nil:
+			return c, fmt.Errorf("%w: plan %q bills meter events but the reporter has no MeterEvents sink", ErrInvalidConfig, p.Tier)
+		case p.MeterEventName == "" && p.MeteredPriceID != "" && c.UsageRecords == nil:
+			return c, fmt.Errorf("%w: plan %q bills usage records but the reporter has no UsageRecords sink", ErrInvalidConfig, p.Tier)
+		}
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -167,6 +199,7 @@ func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
 	def(&c.Retention, 45*24*time.Hour)
 	def(&c.BackoffMin, time.Minute)
 	def(&c.BackoffMax, time.Hour)
+	def(&c.RateLimitPause, time.Second)
 	if c.Rate == 0 {
 		c.Rate = 20
 	}
@@ -187,7 +220,7 @@ func (c ReporterConfig) withDefaults() (ReporterConfig, error) {
 	}
 	switch {
 	case c.Interval < 0, c.CallTimeout < 0, c.LeaseTTL < 0, c.FlushWait < 0, c.MaxLateness < 0,
-		c.Settle < 0, c.Retention < 0, c.BackoffMin < 0, c.BackoffMax < 0:
+		c.Settle < 0, c.Retention < 0, c.BackoffMin < 0, c.BackoffMax < 0, c.RateLimitPause < 0:
 		return c, fmt.Errorf("%w: reporter durations must not be negative", ErrInvalidConfig)
 	case c.Rate < 0 || c.Burst < 0 || c.Concurrency < 0:
 		return c, fmt.Errorf("%w: reporter rate, burst and concurrency must not be negative", ErrInvalidConfig)
@@ -221,11 +254,22 @@ type ReporterStats struct {
 	// Pending is the number of subjects the last pass left with usage not
 	// yet reported: failed, backing off, or leased by another reporter.
 	Pending int
+	// Unbillable is the number of subjects of the last pass that have
+	// counted usage the reporter cannot bill: an active, trialing or
+	// past_due entitlement without a billing period, of a tier missing
+	// from the catalog, without the Stripe customer or metered
+	// subscription item its billing needs, or billed through a sink the
+	// reporter lacks. Each is logged at ERROR every pass; none is skipped
+	// in silence.
+	Unbillable int
 	// Passes is the number of passes completed.
 	Passes uint64
 	// Reports and Failures count the Stripe calls acknowledged and failed
 	// since the reporter was created.
 	Reports, Failures uint64
+	// RateLimited counts Stripe's 429 answers since the reporter was
+	// created.
+	RateLimited uint64
 }
 
 // Reporter reports counted usage to Stripe, once and only once: see the
@@ -236,11 +280,10 @@ type ReporterStats struct {
 // create one with [NewReporter].
 type Reporter struct {
 	cfg    ReporterConfig
-	mode   UsageMode
 	bucket *tokenBucket
 	log    *slog.Logger
 
-	reports, failures atomic.Uint64
+	reports, failures, limited atomic.Uint64
 
 	mu      sync.Mutex
 	stats   ReporterStats
@@ -272,7 +315,6 @@ func NewReporter(cfg ReporterConfig) (*Reporter, error) {
 	}
 	return &Reporter{
 		cfg:     c,
-		mode:    c.Sink.Mode(),
 		bucket:  newTokenBucket(c.Rate, c.Burst, time.Now),
 		log:     c.Logger,
 		backoff: make(map[string]backoffState),
@@ -284,7 +326,7 @@ func (r *Reporter) Stats() ReporterStats {
 	r.mu.Lock()
 	s := r.stats
 	r.mu.Unlock()
-	s.Reports, s.Failures = r.reports.Load(), r.failures.Load()
+	s.Reports, s.Failures, s.RateLimited = r.reports.Load(), r.failures.Load(), r.limited.Load()
 	return s
 }
 
@@ -315,6 +357,7 @@ const (
 	outFailed
 	outBusy
 	outBackoff
+	outUnbillable
 	nOutcomes
 )
 
@@ -358,6 +401,7 @@ func (r *Reporter) ReportAll(ctx context.Context) error {
 		Reported:     int(counts[outReported].Load()),
 		Failed:       int(counts[outFailed].Load()),
 		Pending:      int(counts[outFailed].Load() + counts[outBusy].Load() + counts[outBackoff].Load()),
+		Unbillable:   int(counts[outUnbillable].Load()),
 	}
 	r.mu.Lock()
 	s.Passes = r.stats.Passes + 1
@@ -365,6 +409,7 @@ func (r *Reporter) ReportAll(ctx context.Context) error {
 	r.mu.Unlock()
 	r.log.InfoContext(ctx, "billing: usage report pass",
 		"subjects", s.Subjects, "reported", s.Reported, "failed", s.Failed, "pending", s.Pending,
+		"unbillable", s.Unbillable,
 		"duration", s.LastDuration)
 	if err != nil {
 		return fmt.Errorf("billing: list entitlements: %w", err)
@@ -582,14 +627,25 @@ func (r *Reporter) expireAt(p quota.Period) time.Time { return p.End.Add(r.cfg.R
 // the lease first and takes the lease only when there is something to
 // send, so idle subjects cost reads only.
 func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool) (outcome, error) {
+	now := r.cfg.Now()
 	m, ok := r.cfg.Meter(e)
 	if !ok || m.Name == "" {
+		if _, known := r.cfg.Plans.ByTier(e.Tier); r.cfg.Plans != nil && !known {
+			return r.unbillable(ctx, e, quota.DefaultMeter, now, fmt.Sprintf("tier %q is not in the plan catalog", e.Tier))
+		}
 		return outIdle, nil
 	}
-	if (r.mode == ReportTotals && e.MeteredItemID == "") || (r.mode == ReportDeltas && e.CustomerID == "") {
-		return outIdle, nil
+	mode := m.mode()
+	switch {
+	case r.sink(mode) == nil:
+		return r.unbillable(ctx, e, m.Name, now, fmt.Sprintf("its plan bills %s, and the reporter has no sink for them", mode.billing()))
+	case mode == ReportTotals && e.MeteredItemID == "":
+		return r.unbillable(ctx, e, m.Name, now, "its subscription has no item of the plan's metered price")
+	case mode == ReportDeltas && e.CustomerID == "":
+		return r.unbillable(ctx, e, m.Name, now, "it has no Stripe customer")
+	case e.Period.IsZero():
+		return r.unbillable(ctx, e, m.Name, now, "it has no billing period")
 	}
-	now := r.cfg.Now()
 	periods := slices.DeleteFunc(r.periods(e, now), func(p quota.Period) bool {
 		// A previous period whose tier billed no usage is not billed
 		// under the current tier's meter.
@@ -646,7 +702,7 @@ func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool)
 	lctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	if r.mode == ReportTotals {
+	if mode == ReportTotals {
 		// A total must not be older than one a previous holder sent: read
 		// the counters again now that the lease is ours. Deltas need no
 		// second read: Begin and Commit compare-and-set the watermark, and
@@ -692,6 +748,46 @@ func (r *Reporter) reportSubject(ctx context.Context, e Entitlement, flush bool)
 	return outReported, nil
 }
 
+// unbillable reports e as unbillable for reason when it is active, trialing
+// or past_due and has counted units of meter in the periods quota counts it
+// in (its calendar period when it has no billing period): it logs them at
+// ERROR and returns outUnbillable. Otherwise e has nothing to bill.
+func (r *Reporter) unbillable(ctx context.Context, e Entitlement, meter string, now time.Time, reason string) (outcome, error) {
+	if !e.Status.live() {
+		return outIdle, nil
+	}
+	periods := r.periods(e, now)
+	if e.Period.IsZero() {
+		iv := quota.Month
+		if p, ok := r.cfg.Plans.ByTier(e.Tier); ok {
+			iv = p.Interval
+		}
+		periods = append(periods, quota.CalendarPeriod(iv, now))
+	}
+	var used int64
+	for _, p := range periods {
+		u, err := r.cfg.Counters.Usage(ctx, e.Subject, meter, p)
+		if err != nil {
+			return outFailed, fmt.Errorf("billing: read usage: %w", err)
+		}
+		used += u.Used
+	}
+	if used == 0 {
+		return outIdle, nil
+	}
+	r.log.ErrorContext(ctx, "billing: counted usage cannot be billed", "subject", e.Subject, "tier", e.Tier,
+		"status", string(e.Status), "meter", meter, "units", used, "reason", reason)
+	return outUnbillable, nil
+}
+
+// sink returns the sink of mode, nil when the reporter has none.
+func (r *Reporter) sink(mode UsageMode) UsageSink {
+	if mode == ReportTotals {
+		return r.cfg.UsageRecords
+	}
+	return r.cfg.MeterEvents
+}
+
 // acquire takes subject's lease, waiting up to FlushWait when flush is
 // set. The returned deadline is when the holder must stop: four fifths of
 // the TTL after the attempt started, so it ends before the lease does.
@@ -722,21 +818,53 @@ func (r *Reporter) hit(point string) error {
 	return r.fault(point)
 }
 
-// send delivers one report within the rate limit and CallTimeout.
+// maxRateLimited is how many times one report is sent again after Stripe
+// answered 429 before the report fails.
+const maxRateLimited = 3
+
+// send delivers one report within the rate limit and CallTimeout, through
+// the sink of the report's meter. When Stripe answers 429 it slows the
+// reporter down (see ReporterConfig.Rate) and sends the same report again,
+// up to maxRateLimited times.
 func (r *Reporter) send(ctx context.Context, rep UsageReport) error {
-	if err := r.bucket.wait(ctx); err != nil {
-		return err
+	mode := rep.Meter.mode()
+	sink := r.sink(mode)
+	if sink == nil {
+		return fmt.Errorf("%w: no sink for %s", ErrReportInvalid, mode.billing())
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
-	defer cancel()
-	if err := r.cfg.Sink.Report(cctx, rep); err != nil {
+	for attempt := 0; ; attempt++ {
+		if err := r.bucket.wait(ctx); err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+		err := sink.Report(cctx, rep)
+		cancel()
+		if err == nil {
+			r.bucket.recover()
+			break
+		}
 		r.failures.Add(1)
-		return err
+		if !isRateLimited(err) {
+			return err
+		}
+		r.limited.Add(1)
+		pause := r.bucket.throttleFor(r.cfg.RateLimitPause)
+		r.log.WarnContext(ctx, "billing: Stripe rate limit reached; slowing down", "pause", pause,
+			"rate", r.bucket.currentRate(), "attempt", attempt+1)
+		if attempt+1 >= maxRateLimited {
+			return err
+		}
 	}
 	r.reports.Add(1)
 	r.log.DebugContext(ctx, "billing: usage reported", "subject", rep.Subject, "meter", rep.Meter.Name,
-		"period", rep.Period.ID(), "from", rep.From, "to", rep.To, "mode", r.mode.String())
+		"period", rep.Period.ID(), "from", rep.From, "to", rep.To, "mode", mode.String())
 	return nil
+}
+
+// isRateLimited reports whether err is Stripe's 429 answer.
+func isRateLimited(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) && se.HTTPStatusCode == http.StatusTooManyRequests
 }
 
 // eventTime is the timestamp of a delta reported at now: now, kept within
@@ -777,7 +905,7 @@ func (r *Reporter) reportPeriod(ctx context.Context, e Entitlement, m UsageMeter
 		return r.hit(faultCommitted)
 	}
 	sent := 0
-	switch r.mode {
+	switch m.mode() {
 	case ReportDeltas:
 		if f := ps.wm.InFlight; f != nil {
 			// Resend exactly what may already have reached Stripe.

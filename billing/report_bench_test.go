@@ -43,11 +43,11 @@ func BenchmarkReport(b *testing.B) {
 				CustomerID: "cus_" + s, MeteredItemID: "si_" + s, Period: p}
 		}
 		ents := newReportEnts(es...)
-		r, err := NewReporter(ReporterConfig{
-			Entitlements: ents, Counters: counters, Sink: newSink(b, mode, fake.URL),
+		r, err := NewReporter(withSink(ReporterConfig{
+			Entitlements: ents, Counters: counters,
 			Watermarks: wms, Leases: leases, Meter: testMeterFunc,
 			Rate: 1e6, Burst: 1000, Concurrency: 8, Logger: quietLogger(),
-		})
+		}, newSink(b, mode, fake.URL)))
 		if err != nil {
 			b.Fatal(err)
 		}

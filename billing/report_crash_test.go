@@ -124,12 +124,12 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included in
 
 	sink := newSink(t, mode, fake.URL)
 	newReporter := func(faulty bool) *Reporter {
-		r, err := NewReporter(ReporterConfig{
-			Entitlements: ents, Counters: counters, Sink: sink, Watermarks: wms, Leases: leases,
+		r, err := NewReporter(withSink(ReporterConfig{
+			Entitlements: ents, Counters: counters, Watermarks: wms, Leases: leases,
 			Meter: includedMeterFunc(included), Concurrency: 2, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
 			BackoffMin: time.Second, BackoffMax: 10 * time.Second,
 			Logger: quietLogger(), Now: clock.Now,
-		})
+		}, sink))
 		if err != nil {
 			t.Fatal(err)
 		}

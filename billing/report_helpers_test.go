@@ -139,6 +139,25 @@ func newSink(t testing.TB, mode UsageMode, url string) UsageSink {
 	return s
 }
 
+// withSink returns cfg reporting through s: s becomes the sink of its mode,
+// and cfg.Meter's meters are reported in that mode (usage records carry no
+// event name).
+func withSink(cfg ReporterConfig, s UsageSink) ReporterConfig {
+	if s.Mode() == ReportTotals {
+		cfg.UsageRecords = s
+	} else {
+		cfg.MeterEvents = s
+	}
+	if inner := cfg.Meter; inner != nil && s.Mode() == ReportTotals {
+		cfg.Meter = func(e Entitlement) (UsageMeter, bool) {
+			m, ok := inner(e)
+			m.EventName, m.PriceID = "", "price_metered"
+			return m, ok
+		}
+	}
+	return cfg
+}
+
 const testMeter = "requests"
 
 func testMeterFunc(e Entitlement) (UsageMeter, bool) {
@@ -192,3 +211,12 @@ func (c crashLeases) Release(ctx context.Context, subject, token string) error {
 }
 
 var modes = []UsageMode{ReportTotals, ReportDeltas}
+
+func mustPlans(t testing.TB, plans ...Plan) *Plans {
+	t.Helper()
+	p, err := NewPlans(plans...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

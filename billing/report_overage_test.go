@@ -22,7 +22,7 @@ func TestReportOverageOnly(t *testing.T) {
 			env := newReportEnv(t, "alice")
 			included := map[string]int64{"basic": 10, "pro": 20, "mini": 5, "big": 1000}
 			meter := func(e Entitlement) (UsageMeter, bool) {
-				return UsageMeter{Name: testMeter, EventName: "api_requests", Included: included[e.Tier]}, true
+				return UsageMeter{Name: testMeter, EventName: map[UsageMode]string{ReportDeltas: "api_requests"}[mode], Included: included[e.Tier]}, true
 			}
 			r := env.reporter(t, mode, func(c *ReporterConfig) { c.Meter = meter })
 			setTier := func(tier string) {

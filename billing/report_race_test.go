@@ -58,11 +58,11 @@ func racing(t *testing.T, mode UsageMode, counters quota.Store, wms WatermarkSto
 	sink := newSink(t, mode, fake.URL)
 	reporters := make([]*Reporter, 2)
 	for i := range reporters {
-		r, err := NewReporter(ReporterConfig{
-			Entitlements: ents, Counters: counters, Sink: sink, Watermarks: wms, Leases: leases,
+		r, err := NewReporter(withSink(ReporterConfig{
+			Entitlements: ents, Counters: counters, Watermarks: wms, Leases: leases,
 			Meter: testMeterFunc, Concurrency: 3, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
 			Logger: quietLogger(), Now: clock.Now,
-		})
+		}, sink))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -35,12 +35,11 @@ func TestReporterAgainstStripeMock(t *testing.T) {
 			e := Entitlement{Subject: "alice", Tier: "pro", Status: StatusActive,
 				CustomerID: "cus_123", MeteredItemID: "si_123", Period: p}
 			take(t, counters, "alice", p, 42)
-			r, err := NewReporter(ReporterConfig{
+			r, err := NewReporter(withSink(ReporterConfig{
 				Entitlements: newReportEnts(e), Counters: counters,
-				Sink:       newSink(t, c.mode, mock.URL),
 				Watermarks: NewMemoryWatermarkStore(clock.Now), Leases: NewMemoryLeaseStore(clock.Now),
 				Meter: testMeterFunc, Logger: quietLogger(), Now: clock.Now,
-			})
+			}, newSink(t, c.mode, mock.URL)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -68,11 +68,11 @@ func newReportEnv(t *testing.T, subjects ...string) *reportEnv {
 
 func (env *reportEnv) reporter(t *testing.T, mode UsageMode, mod func(*ReporterConfig)) *Reporter {
 	t.Helper()
-	cfg := ReporterConfig{
-		Entitlements: env.ents, Counters: env.counters, Sink: newSink(t, mode, env.fake.URL),
+	cfg := withSink(ReporterConfig{
+		Entitlements: env.ents, Counters: env.counters,
 		Watermarks: env.wms, Leases: NewMemoryLeaseStore(env.clock.Now),
 		Meter: testMeterFunc, Logger: quietLogger(), Now: env.clock.Now, Rate: 1e6, Burst: 100,
-	}
+	}, newSink(t, mode, env.fake.URL))
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -87,13 +87,20 @@ func TestNewReporterValidates(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t)
 	valid := func() ReporterConfig {
-		return ReporterConfig{Entitlements: env.ents, Counters: env.counters, Sink: newSink(t, ReportDeltas, env.fake.URL),
+		return ReporterConfig{Entitlements: env.ents, Counters: env.counters, MeterEvents: newSink(t, ReportDeltas, env.fake.URL),
 			Watermarks: env.wms, Leases: NewMemoryLeaseStore(nil), Meter: testMeterFunc}
 	}
 	cases := map[string]func(*ReporterConfig){
-		"no entitlements":   func(c *ReporterConfig) { c.Entitlements = nil },
-		"no counters":       func(c *ReporterConfig) { c.Counters = nil },
-		"no sink":           func(c *ReporterConfig) { c.Sink = nil },
+		"no entitlements": func(c *ReporterConfig) { c.Entitlements = nil },
+		"no counters":     func(c *ReporterConfig) { c.Counters = nil },
+		"no sink":         func(c *ReporterConfig) { c.MeterEvents = nil },
+		"sink of another mode": func(c *ReporterConfig) {
+			c.MeterEvents, c.UsageRecords = nil, c.MeterEvents
+		},
+		"plan without its sink": func(c *ReporterConfig) {
+			c.Meter = nil
+			c.Plans = mustPlans(t, Plan{Tier: "legacy", PriceID: "price_l", Included: 1, MeteredPriceID: "price_lm"})
+		},
 		"no watermarks":     func(c *ReporterConfig) { c.Watermarks = nil },
 		"no leases":         func(c *ReporterConfig) { c.Leases = nil },
 		"no meter or plans": func(c *ReporterConfig) { c.Meter = nil },
@@ -385,7 +392,7 @@ func TestFailingSubjectDoesNotStallOthers(t *testing.T) {
 	env := newReportEnv(t, "a", "bad", "c")
 	sink := &failingSink{UsageSink: newSink(t, ReportDeltas, env.fake.URL), subject: "bad"}
 	r := env.reporter(t, ReportDeltas, func(c *ReporterConfig) {
-		c.Sink = sink
+		c.MeterEvents = sink
 		c.BackoffMin, c.BackoffMax = time.Minute, 4*time.Minute
 	})
 	ctx := context.Background()

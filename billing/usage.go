@@ -32,6 +32,23 @@ const (
 	ReportDeltas
 )
 
+// mode returns how the meter is reported: deltas (meter events) when it
+// names a Billing Meter event, totals (usage records) otherwise.
+func (m UsageMeter) mode() UsageMode {
+	if m.EventName != "" {
+		return ReportDeltas
+	}
+	return ReportTotals
+}
+
+// billing names what a mode reports, for messages.
+func (m UsageMode) billing() string {
+	if m == ReportTotals {
+		return "usage records"
+	}
+	return "meter events"
+}
+
 // String returns "totals" or "deltas".
 func (m UsageMode) String() string {
 	switch m {
@@ -51,9 +68,15 @@ type UsageMeter struct {
 	// part of billkit:{subject}:usage:{meter}:{period}). Required.
 	Name string
 	// EventName is the event_name of the Stripe Billing Meter that bills
-	// this quantity. Required by [MeterEventSink], unused by
-	// [UsageRecordSink].
+	// this quantity. When it is set, the meter is reported as meter events
+	// (ReporterConfig.MeterEvents); when it is empty, as usage records to
+	// the entitlement's metered subscription item
+	// (ReporterConfig.UsageRecords).
 	EventName string
+	// PriceID is the legacy metered price that bills this quantity when
+	// EventName is empty, for logs; the subscription item reported to is
+	// Entitlement.MeteredItemID.
+	PriceID string
 	// Included is the number of units of each period that are not
 	// reported: the period's reported quantity is max(0, counted −
 	// Included). The zero value reports every counted unit. [PlanMeters]

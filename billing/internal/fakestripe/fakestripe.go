@@ -40,6 +40,9 @@ const (
 	FailAfter
 	// Hang answers nothing until the client gives up.
 	Hang
+	// RateLimited answers 429 (Stripe's rate_limit error) without
+	// applying the request.
+	RateLimited
 )
 
 // Request describes a request, for a fault function.
@@ -208,6 +211,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if fault == Hang {
 		s.mu.Unlock()
 		<-r.Context().Done()
+		return
+	}
+	if fault == RateLimited {
+		s.mu.Unlock()
+		writeJSON(w, 429, errorBody("invalid_request_error", "rate_limit", "Too many requests hit the API too quickly."))
 		return
 	}
 	if fault == FailBefore {
