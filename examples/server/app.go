@@ -266,7 +266,14 @@ func (a *App) buildStripe() error {
 		return err
 	}
 
-	sink, err := billing.NewUsageRecordSink(a.stripe)
+	// Meter events for plans billed through Billing Meters, usage records
+	// for plans with a legacy metered price (accounts pinned before
+	// 2025-03-31.basil); the reporter routes each subject by its plan.
+	meterEvents, err := billing.NewMeterEventSink(a.stripe, billing.MeterEventSinkConfig{})
+	if err != nil {
+		return err
+	}
+	usageRecords, err := billing.NewUsageRecordSink(a.stripe)
 	if err != nil {
 		return err
 	}
@@ -281,7 +288,8 @@ func (a *App) buildStripe() error {
 	if a.reporter, err = billing.NewReporter(billing.ReporterConfig{
 		Entitlements: a.entitlements,
 		Counters:     a.counters,
-		Sink:         sink,
+		MeterEvents:  meterEvents,
+		UsageRecords: usageRecords,
 		Watermarks:   watermarks,
 		Leases:       leases,
 		Plans:        a.plans, // reports the request counter of plans with a metered price
