@@ -30,6 +30,8 @@
 //	                          after the last write once canceled or
 //	                          incomplete_expired
 //	billkit:cust:{<cus_id>}   string: the subject; same expiry as above
+//	billkit:park:{<cus_id>}   hash: event ID → parked facts (at most 100);
+//	                          expires ParkFor + 7 days after the last park
 //
 // # Lifecycle
 //
@@ -55,8 +57,41 @@
 //
 // A subject is found from the object's metadata billkit_subject (set by
 // the checkout package, [MetadataSubject]), else from the customer index.
-// Events that map to no known subject, and malformed objects, are
-// acknowledged and logged, never failed: Stripe would retry them for days.
+//
+// # Stripe API versions
+//
+// Stripe renders an event's object in the webhook endpoint's API version,
+// which for an account opened today is newer than stripe-go v76's
+// 2023-10-16: from 2025-03-31.basil a subscription's period is on its items
+// (items.data[].current_period_start/end), an invoice names its
+// subscription under parent.subscription_details, and an invoice line its
+// price under pricing.price_details. The lifecycle reads every field it
+// uses from the object's raw JSON, in one place, in every version from
+// 2023-10-16 to the newest; customers and subscriptions may be IDs or
+// expanded objects. When a subscription's items carry different periods,
+// the item of the plan's licensed price decides. [Lifecycle.Reconcile] and
+// Config.Refetch read the JSON Stripe answered too.
+//
+// What the handlers do with an event:
+//
+//   - An object of another type than the event's, a checkout in payment
+//     mode, a subscription or invoice of no configured plan (another
+//     product on the account) is acknowledged and logged.
+//   - An event about one of billkit's subscriptions (a configured price,
+//     billkit's metadata, or the subscription an entitlement follows)
+//     without a period, a configured plan's price, a status or a
+//     subscription in any known place is refused: the handler returns an
+//     [*EventError] wrapping [ErrUnreadable] (the webhook answers 500 and
+//     Stripe delivers it again), logs it at ERROR with the event's id,
+//     type and api_version, and calls Config.OnEventError.
+//   - An event whose customer is linked to no subject yet is parked in the
+//     [ParkingStore] (by default the entitlement store) and applied as soon
+//     as the link appears: a checkout.session.completed, any later event
+//     naming the subject, [Lifecycle.Link], or the sweep of [Lifecycle.Run]
+//     and Reconcile. Facts merge in any order (see below), so the result
+//     equals in-order delivery. An event still unlinked after
+//     Config.ParkFor (7 days) is dropped, logged at ERROR and reported as
+//     [ErrUnmapped].
 //
 // The grace policy ([GracePolicy]) decides what a past_due subject keeps:
 // [KeepAccess] (the default, for [DefaultGracePeriod], 7 days, counted from
@@ -123,14 +158,19 @@
 // [Lifecycle.Reconcile] lists every subscription from Stripe (status "all",
 // auto-paginated), applies each as a snapshot exactly as an event would, and
 // returns a [Report] of what it repaired, the subscriptions it could not
-// map, and the live entitlements whose subscription Stripe did not list.
-// Run it periodically and after a webhook outage.
+// map or read, the live entitlements whose subscription Stripe did not
+// list, and the parked events it applied or dropped. [Lifecycle.Run] runs
+// it at once and every Config.ReconcileEvery (default hourly); run it too
+// after a webhook outage.
 //
 // # Usage reporting
 //
 // A [Reporter] sends each subject's counted units (quota's Usage.Used;
 // denied units are never billed) to Stripe, once and only once, through a
-// [UsageSink]. A plan with Bill [BillOverage] reports only the units above
+// [UsageSink]: ReporterConfig.MeterEvents for plans with a MeterEventName
+// (the default for new integrations), ReporterConfig.UsageRecords for
+// plans with a legacy MeteredPriceID. One reporter routes each subject by
+// its plan, so a catalog may mix both. A plan with Bill [BillOverage] reports only the units above
 // its Included, max(0, used − Included), so that a flat price can carry
 // the included units and a metered price the overage; the default,
 // [BillAll], reports every unit (bill the included ones at zero with
@@ -192,8 +232,13 @@
 // Failures: a subject whose report fails is logged and backed off
 // (BackoffMin doubling to BackoffMax) without holding up the others; Stripe
 // calls are paced (Rate), each has a deadline (CallTimeout) and stripe-go's
-// own network retries. [Reporter.Stats] reports the last pass's reported,
-// failed and pending subjects. The watermarks need a Redis with
+// own network retries. When Stripe answers 429, every call pauses
+// (RateLimitPause, doubling while 429s go on), the rate halves and regains
+// a tenth per success, and the call is retried up to three times.
+// [Reporter.Stats] reports the last pass's reported, failed, pending and
+// unbillable subjects; an unbillable one (live, with counted units but no
+// billing period, an unknown tier, no customer or metered item, or no sink
+// for its plan) is also logged at ERROR every pass. The watermarks need a Redis with
 // persistence: a lost meter-event watermark makes the next report resend
 // the period's units under new identifiers.
 package billing
