@@ -137,6 +137,12 @@ func (l *Lifecycle) Link(ctx context.Context, subject, customerID string) error 
 	if subject == "" || customerID == "" {
 		return fmt.Errorf("%w: Link needs a subject and a customer", ErrInvalidConfig)
 	}
+	switch owner, err := l.cfg.Store.SubjectByCustomer(ctx, customerID); {
+	case err == nil && owner != subject:
+		return fmt.Errorf("billing: link customer: %w: the customer is linked to another subject", ErrConflict)
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return fmt.Errorf("billing: link customer: %w", err)
+	}
 	_, err := l.cfg.Store.Update(ctx, subject, func(e *Entitlement) error {
 		if e.CustomerID != "" && e.CustomerID != customerID {
 			return fmt.Errorf("%w: subject is linked to another customer", ErrConflict)

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -133,6 +134,9 @@ type parkedEntry struct {
 func (s *MemoryStore) Park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("%w: park ttl must be positive", ErrInvalidConfig)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

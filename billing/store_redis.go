@@ -335,8 +335,9 @@ func (s *RedisStore) Park(ctx context.Context, customerID, eventID string, data 
 	if ttl <= 0 {
 		return fmt.Errorf("%w: park ttl must be positive", ErrInvalidConfig)
 	}
+	ms := (ttl + time.Millisecond - 1).Milliseconds() // never 0, which would delete the hash
 	ok, err := parkScript.Run(ctx, s.rdb, []string{s.parkKey(customerID)}, eventID, data,
-		ttl.Milliseconds(), s.cfg.MaxParked).Int()
+		ms, s.cfg.MaxParked).Int()
 	if err != nil {
 		return fmt.Errorf("billing: park event: %w", err)
 	}
