@@ -132,7 +132,8 @@ func (l *Lifecycle) unpark(ctx context.Context, log *slog.Logger, subject, custo
 // Payment Link or an older integration, without billkit's metadata): the
 // customer's events are then applied to subject, those parked before the
 // link included. It returns an error wrapping [ErrConflict] when subject's
-// entitlement already belongs to another customer.
+// entitlement already belongs to another customer, or the customer to
+// another subject.
 func (l *Lifecycle) Link(ctx context.Context, subject, customerID string) error {
 	if subject == "" || customerID == "" {
 		return fmt.Errorf("%w: Link needs a subject and a customer", ErrInvalidConfig)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/billkit/billkit/billing"
@@ -100,6 +101,8 @@ type App struct {
 
 	plans        *billing.Plans
 	entitlements billing.EntitlementStore
+	lifecycle    *billing.Lifecycle
+	eventErrors  atomic.Int64 // events the lifecycle refused or dropped
 	counters     quota.Store
 	limits       *billing.Limits
 	meter        *quota.Middleware
@@ -147,7 +150,8 @@ func newApp(ctx context.Context, cfg Config, log *slog.Logger, now func() time.T
 		log.Warn("STRIPE_SECRET_KEY is set without PRICE_STARTER and PRICE_PRO: the demo price IDs exist in no Stripe account, so Stripe will refuse checkout; set your prices")
 	}
 	if cfg.DemoPrices {
-		log.Info("no PRICE_* variable is set: using the demo plans, walk the lifecycle with send-event", "starter", demoPriceStarter, "pro", demoPricePro)
+		log.Info("no PRICE_* variable is set: using the demo plans, walk the lifecycle with send-event", "starter", demoPriceStarter, "pro", demoPricePro,
+			"pro_meter_event", cfg.Plans[1].MeterEventName)
 	}
 	return a, nil
 }
@@ -169,11 +173,16 @@ func (a *App) build() error {
 		return err
 	}
 	a.limits = limits
+	// Run (started by App.Run) reconciles the entitlements with Stripe's
+	// subscriptions at start and every ReconcileEvery, repairing what
+	// missed webhook events left behind; without Stripe it only sweeps
+	// the events parked for customers not linked to a subject yet.
 	lifecycle, err := billing.NewLifecycle(billing.Config{
-		Store:  a.entitlements,
-		Plans:  a.plans,
-		Grace:  gracePolicy(),
-		Stripe: a.stripe,
+		Store:          a.entitlements,
+		Plans:          a.plans,
+		Grace:          gracePolicy(),
+		Stripe:         a.stripe,
+		ReconcileEvery: a.cfg.ReconcileInterval,
 		// Enforce a change in this process at once (other processes
 		// would within the limits' one-second cache).
 		OnChange: func(ctx context.Context, before, after billing.Entitlement) {
@@ -181,12 +190,17 @@ func (a *App) build() error {
 			a.log.InfoContext(ctx, "entitlement changed", "subject", after.Subject,
 				"status", string(after.Status), "tier", after.Tier, "previous_status", string(before.Status))
 		},
-		Logger: a.log.With("component", "billing"),
-		Now:    a.now,
+		// An event the lifecycle refused (Stripe retries it) or dropped
+		// is already logged at ERROR; count it, and alert here in a
+		// real service.
+		OnEventError: func(context.Context, *billing.EventError) { a.eventErrors.Add(1) },
+		Logger:       a.log.With("component", "billing"),
+		Now:          a.now,
 	})
 	if err != nil {
 		return err
 	}
+	a.lifecycle = lifecycle
 
 	// Quota: every /v1/ request is counted against the caller's plan.
 	if a.counters, err = quota.NewRedisStore(a.rdb, quota.RedisOptions{}); err != nil {
@@ -266,9 +280,10 @@ func (a *App) buildStripe() error {
 		return err
 	}
 
-	// Meter events for plans billed through Billing Meters, usage records
-	// for plans with a legacy metered price (accounts pinned before
-	// 2025-03-31.basil); the reporter routes each subject by its plan.
+	// Meter events for plans billed through Billing Meters (a meter event
+	// name, the default), usage records for plans with only a legacy
+	// metered price (accounts pinned before 2025-03-31.basil); the
+	// reporter routes each subject by its plan.
 	meterEvents, err := billing.NewMeterEventSink(a.stripe, billing.MeterEventSinkConfig{})
 	if err != nil {
 		return err
@@ -292,7 +307,7 @@ func (a *App) buildStripe() error {
 		UsageRecords: usageRecords,
 		Watermarks:   watermarks,
 		Leases:       leases,
-		Plans:        a.plans, // reports the request counter of plans with a metered price
+		Plans:        a.plans, // reports the request counter of plans with a meter event name or a metered price
 		Interval:     a.cfg.ReportInterval,
 		Logger:       a.log.With("component", "usage-reporter"),
 		Now:          a.now,
@@ -343,10 +358,10 @@ func (a *App) printGenerated(w io.Writer) {
 }
 
 // Run listens on the configured address, prints "listening on ADDR" on
-// stdout, runs the usage reporter in the background and serves until ctx is
-// done. It then stops accepting connections, waits for in-flight requests
-// (up to a deadline, after which it closes their connections and returns
-// an error) and stops the reporter.
+// stdout, runs the reconciliation and the usage reporter in the background
+// and serves until ctx is done. It then stops accepting connections, waits
+// for in-flight requests (up to a deadline, after which it closes their
+// connections and returns an error) and stops the background work.
 func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", a.cfg.Addr)
 	if err != nil {
@@ -367,11 +382,7 @@ func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBG()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		a.runBackground(bg)
-	}()
+	a.startBackground(bg, &wg)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -403,14 +414,31 @@ func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 	return nil
 }
 
-// runBackground runs the usage reporter until ctx is done.
-func (a *App) runBackground(ctx context.Context) {
+// startBackground starts, each in a goroutine counted by wg, the
+// lifecycle's reconciliation (at once, then every ReconcileInterval) and,
+// with Stripe, the usage reporter. Both run until ctx is done.
+func (a *App) startBackground(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		what := "reconciliation"
+		if a.stripe == nil {
+			what = "sweep of parked events" // nothing to reconcile with
+		}
+		a.log.Info(what+" started", "interval", a.cfg.ReconcileInterval.String())
+		a.lifecycle.Run(ctx)
+		a.log.Info(what + " stopped")
+	}()
 	if a.reporter == nil {
 		return
 	}
-	a.log.Info("usage reporter started", "interval", a.cfg.ReportInterval.String())
-	a.reporter.Run(ctx)
-	a.log.Info("usage reporter stopped")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.log.Info("usage reporter started", "interval", a.cfg.ReportInterval.String())
+		a.reporter.Run(ctx)
+		a.log.Info("usage reporter stopped")
+	}()
 }
 
 // Close releases Redis (and stops the embedded one). It is idempotent.

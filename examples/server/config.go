@@ -26,6 +26,10 @@ const (
 	demoPriceProMetered = demo.PriceProMetered // price_1DemoProMetered000000
 )
 
+// demoMeterEvent is the event name of the billing meter that the demo pro
+// plan bills its usage under, as meter events.
+const demoMeterEvent = "api_requests"
+
 // Limits of the example's plans, per billing period.
 const (
 	starterIncluded = 1_000
@@ -37,9 +41,10 @@ const (
 
 // Defaults of the configuration.
 const (
-	defaultAddr           = ":8080"
-	defaultReportInterval = time.Minute
-	demoSubject           = "demo"
+	defaultAddr              = ":8080"
+	defaultReportInterval    = time.Minute
+	defaultReconcileInterval = time.Hour
+	demoSubject              = "demo"
 )
 
 // envVar documents one environment variable the server reads.
@@ -57,11 +62,14 @@ func envVars() []envVar {
 		{"STRIPE_WEBHOOK_SECRET", "generated and printed", "webhook signing secret(s), whsec_..., comma-separated during rotation"},
 		{"PRICE_STARTER", demoPriceStarter, "Stripe price ID of the starter tier"},
 		{"PRICE_PRO", demoPricePro, "Stripe price ID of the pro tier"},
-		{"PRICE_STARTER_METERED", "none", "optional metered price of the starter tier, to which usage is reported"},
-		{"PRICE_PRO_METERED", demoPriceProMetered + " with the demo plans", "optional metered price of the pro tier: usage is reported to it and pro may exceed its included units"},
+		{"PLAN_STARTER_METER_EVENT", "none", "event name of the billing meter the starter tier's usage is reported to, as meter events"},
+		{"PLAN_PRO_METER_EVENT", demoMeterEvent + " with the demo plans", "event name of the billing meter the pro tier's usage is reported to, as meter events (the default model); pro may then exceed its included units"},
+		{"PRICE_STARTER_METERED", "none", "optional metered price of the starter tier, added to its checkout: the meter's price with PLAN_STARTER_METER_EVENT, else a legacy metered price that usage records are reported to"},
+		{"PRICE_PRO_METERED", demoPriceProMetered + " with the demo plans", "optional metered price of the pro tier, added to its checkout: the meter's price with PLAN_PRO_METER_EVENT, else a legacy metered price that usage records are reported to (accounts pinned before 2025-03-31.basil)"},
 		{"PUBLIC_URL", "http://localhost:PORT", "the server's public base URL, for Checkout's success and cancel pages"},
 		{"API_KEYS", "one random key for subject \"demo\", printed", "key:subject pairs, comma-separated"},
 		{"USAGE_REPORT_INTERVAL", defaultReportInterval.String(), "how often usage is reported to Stripe (Go duration)"},
+		{"RECONCILE_INTERVAL", "1h", "how often entitlements are reconciled with Stripe's subscriptions, the first time at start (Go duration); without STRIPE_SECRET_KEY, how often events parked for unlinked customers are swept"},
 	}
 }
 
@@ -100,38 +108,52 @@ type Config struct {
 
 	// ReportInterval is the usage reporter's interval.
 	ReportInterval time.Duration
+	// ReconcileInterval is the time between two reconciliations of the
+	// entitlements with Stripe (billing.Config.ReconcileEvery).
+	ReconcileInterval time.Duration
 }
 
-// tierPrice names a tier, the variable that holds its price and its demo
-// price.
-type tierPrice struct{ Tier, Env, Demo, DemoMetered string }
+// tierPrice names a tier, the variables that hold its price and its meter
+// event name, and its demo price, metered price and meter event name.
+type tierPrice struct {
+	Tier, Env, MeterEnv                   string
+	Demo, DemoMetered, DemoMeterEventName string
+}
 
-// tiers lists the tiers of the example, in order.
+// tiers lists the tiers of the example, in order. The variables follow
+// billing.PlansFromEnv's names (PRICE_<TIER>, PRICE_<TIER>_METERED,
+// PLAN_<TIER>_METER_EVENT).
 func tiers() []tierPrice {
 	return []tierPrice{
-		{"starter", "PRICE_STARTER", demoPriceStarter, ""},
-		{"pro", "PRICE_PRO", demoPricePro, demoPriceProMetered},
+		{"starter", "PRICE_STARTER", "PLAN_STARTER_METER_EVENT", demoPriceStarter, "", ""},
+		{"pro", "PRICE_PRO", "PLAN_PRO_METER_EVENT", demoPricePro, demoPriceProMetered, demoMeterEvent},
 	}
 }
 
-// plans returns the example's plans for the given prices and metered
-// prices (by tier). A tier with a metered price reports its usage to it;
-// pro with a metered price also allows overage up to its hard limit.
-func plans(prices, metered map[string]string) []billing.Plan {
+// plans returns the example's plans for the given prices, metered prices
+// and meter event names (by tier). A tier with a meter event name reports
+// its usage as meter events under it (Billing Meters, the default); one
+// with only a metered price reports usage records to that price's
+// subscription item (legacy metered prices, for accounts pinned before
+// 2025-03-31.basil). Pro with either also allows overage up to its hard
+// limit.
+func plans(prices, metered, meterEvents map[string]string) []billing.Plan {
 	return []billing.Plan{{
 		Tier:           "starter",
 		PriceID:        prices["starter"],
 		MeteredPriceID: metered["starter"],
+		MeterEventName: meterEvents["starter"],
 		Included:       starterIncluded,
 		Soft:           starterSoft,
 	}, {
 		Tier:           "pro",
 		PriceID:        prices["pro"],
 		MeteredPriceID: metered["pro"],
+		MeterEventName: meterEvents["pro"],
 		Included:       proIncluded,
 		Soft:           proSoft,
 		Hard:           proHard,
-		Overage:        metered["pro"] != "",
+		Overage:        metered["pro"] != "" || meterEvents["pro"] != "",
 	}}
 }
 
@@ -150,6 +172,7 @@ func badVar(name, format string, args ...any) error {
 
 var (
 	priceRE   = regexp.MustCompile(`^price_[A-Za-z0-9_]{1,249}$`)
+	meterRE   = regexp.MustCompile(`^[\x21-\x7e]{1,100}$`) // Stripe: at most 100 characters
 	subjectRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,128}$`)
 	apiKeyRE  = regexp.MustCompile(`^[\x21-\x7e]{16,256}$`)
 )
@@ -161,9 +184,10 @@ var (
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
 	c := Config{
-		Addr:           defaultAddr,
-		RedisURL:       get("REDIS_URL"),
-		ReportInterval: defaultReportInterval,
+		Addr:              defaultAddr,
+		RedisURL:          get("REDIS_URL"),
+		ReportInterval:    defaultReportInterval,
+		ReconcileInterval: defaultReconcileInterval,
 	}
 	var errs []error
 
@@ -207,9 +231,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		c.WebhookSecretGenerated = true
 	}
 
-	prices, metered := map[string]string{}, map[string]string{}
+	prices, metered, meterEvents := map[string]string{}, map[string]string{}, map[string]string{}
 	var set, unset []string
 	for _, t := range tiers() {
+		// A meter event name is no price: it may be set with the demo
+		// plans too, replacing theirs.
+		if v := get(t.MeterEnv); v != "" {
+			if !meterRE.MatchString(v) || looksSecret(v) {
+				errs = append(errs, badVar(t.MeterEnv, "want the event name of a Stripe billing meter such as %s (at most 100 characters, no spaces), got %s", demoMeterEvent, shown(v)))
+			}
+			meterEvents[t.Tier] = v
+		}
 		if v := get(t.Env); v != "" {
 			set = append(set, t.Env)
 			if !priceRE.MatchString(v) {
@@ -239,6 +271,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			if t.DemoMetered != "" {
 				metered[t.Tier] = t.DemoMetered
 			}
+			if t.DemoMeterEventName != "" && meterEvents[t.Tier] == "" {
+				meterEvents[t.Tier] = t.DemoMeterEventName
+			}
 		}
 		c.DemoPrices = true
 	case len(unset) > 0:
@@ -246,7 +281,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, badVar(name, "required when %s is set (set every PRICE_* variable, or none for the demo plans)", strings.Join(set, ", ")))
 		}
 	}
-	c.Plans = plans(prices, metered)
+	c.Plans = plans(prices, metered, meterEvents)
 
 	c.PublicURL = strings.TrimSuffix(get("PUBLIC_URL"), "/")
 	if c.PublicURL == "" {
@@ -276,6 +311,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, badVar("USAGE_REPORT_INTERVAL", "want a positive Go duration such as 30s or 5m, got %q", v))
 		}
 		c.ReportInterval = d
+	}
+	if v := get("RECONCILE_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, badVar("RECONCILE_INTERVAL", "want a positive Go duration such as 15m or 1h, got %q", v))
+		}
+		c.ReconcileInterval = d
 	}
 
 	if err := errors.Join(errs...); err != nil {
@@ -310,7 +352,7 @@ func parseAPIKeys(v string) (map[string]string, error) {
 // secret put in the wrong variable (a Stripe key, a webhook secret, a URL
 // with a password), which is never echoed.
 func shown(v string) string {
-	for _, p := range []string{"sk_", "rk_", "whsec_"} {
+	for _, p := range secretPrefixes {
 		if strings.HasPrefix(v, p) {
 			return "a " + p + "... secret (not shown)"
 		}
@@ -323,6 +365,14 @@ func shown(v string) string {
 	}
 	return strconv.Quote(v)
 }
+
+// secretPrefixes start the secrets the server knows: Stripe secret and
+// restricted keys, webhook signing secrets.
+var secretPrefixes = []string{"sk_", "rk_", "whsec_"}
+
+// looksSecret reports whether v looks like a secret (see [shown]), so that
+// a value sent to Stripe as a name is never one put in the wrong variable.
+func looksSecret(v string) bool { return shown(v) != strconv.Quote(v) }
 
 // randomHex returns n random bytes, hex-encoded.
 func randomHex(n int) string {

@@ -2,8 +2,15 @@
 // subscription. It composes the four billkit packages the way a service
 // would: API-key authentication and the quota middleware in front of a demo
 // API under /v1/, the Stripe webhook endpoint driving entitlements, Checkout
-// and billing-portal endpoints, a usage endpoint, and the usage reporter in
-// the background.
+// and billing-portal endpoints, a usage endpoint and, in the background,
+// the reconciliation of entitlements with Stripe (at start and every
+// RECONCILE_INTERVAL, hourly by default) and the usage reporter.
+//
+// Usage is billed through Billing Meters by default: a plan with a meter
+// event name (PLAN_<TIER>_METER_EVENT; the demo pro plan's is
+// "api_requests") reports meter events. A plan with only a legacy metered
+// price (PRICE_<TIER>_METERED), for accounts pinned to an API version
+// before 2025-03-31.basil, reports usage records instead.
 //
 // It runs with no configuration at all (an embedded Redis, demo plans, a
 // generated webhook secret and API key, printed on stdout); see README.md

@@ -78,7 +78,10 @@ func idPart(s string) string {
 	}, s)
 }
 
-func (s Subscription) withDefaults(now time.Time) Subscription {
+// WithDefaults returns s with the defaults [Event] applies filled in: the
+// customer and subscription IDs, the status and the billing period of an
+// event at now.
+func (s Subscription) WithDefaults(now time.Time) Subscription {
 	if s.Customer == "" {
 		s.Customer = "cus_demo_" + idPart(s.Subject)
 	}
@@ -108,7 +111,7 @@ func Event(kind string, s Subscription, now time.Time) (stripe.EventType, map[st
 	if s.Subject == "" {
 		return "", nil, fmt.Errorf("demo: no subject")
 	}
-	s = s.withDefaults(now)
+	s = s.WithDefaults(now)
 	switch kind {
 	case CheckoutCompleted:
 		return stripe.EventTypeCheckoutSessionCompleted, s.checkoutSession(now), nil
