@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,11 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 		c.Plans[1].Tier != "pro" || c.Plans[1].PriceID != demoPricePro || c.Plans[1].MeteredPriceID != demoPriceProMetered || !c.Plans[1].Overage {
 		t.Errorf("demo plans not used: %v %+v", c.DemoPrices, c.Plans)
 	}
+	// The demo pro plan bills through a billing meter; starter bills
+	// nothing.
+	if c.Plans[1].MeterEventName != demoMeterEvent || c.Plans[0].MeterEventName != "" {
+		t.Errorf("demo plans' meter event names %q and %q, want none and %q", c.Plans[0].MeterEventName, c.Plans[1].MeterEventName, demoMeterEvent)
+	}
 	if _, err := billing.NewPlans(c.Plans...); err != nil {
 		t.Errorf("demo plans are invalid: %v", err)
 	}
@@ -49,6 +55,9 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 	}
 	if c.ReportInterval != time.Minute {
 		t.Errorf("ReportInterval = %v", c.ReportInterval)
+	}
+	if c.ReconcileInterval != time.Hour {
+		t.Errorf("ReconcileInterval = %v, want 1h", c.ReconcileInterval)
 	}
 	// Generated values differ between runs.
 	c2, _ := ConfigFromEnv(env(nil))
@@ -71,6 +80,8 @@ func TestConfigFromEnvSet(t *testing.T) {
 		"PUBLIC_URL":            "https://api.example.com/",
 		"API_KEYS":              "key-aaaaaaaaaaaaaaaa:alice, key-bbbbbbbbbbbbbbbb:bob@example.com",
 		"USAGE_REPORT_INTERVAL": "10s",
+		"RECONCILE_INTERVAL":    "15m",
+		"PLAN_PRO_METER_EVENT":  "pro_requests",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +93,8 @@ func TestConfigFromEnvSet(t *testing.T) {
 		t.Errorf("WebhookSecrets = %q (generated %v)", got, c.WebhookSecretGenerated)
 	}
 	if c.DemoPrices || c.Plans[0].PriceID != "price_A" || c.Plans[1].PriceID != "price_B" ||
-		c.Plans[0].MeteredPriceID != "" || c.Plans[1].MeteredPriceID != "price_BM" || !c.Plans[1].Overage {
+		c.Plans[0].MeteredPriceID != "" || c.Plans[1].MeteredPriceID != "price_BM" || !c.Plans[1].Overage ||
+		c.Plans[0].MeterEventName != "" || c.Plans[1].MeterEventName != "pro_requests" {
 		t.Errorf("Plans = %+v (demo %v)", c.Plans, c.DemoPrices)
 	}
 	if c.PublicURL != "https://api.example.com" {
@@ -93,6 +105,73 @@ func TestConfigFromEnvSet(t *testing.T) {
 	}
 	if c.ReportInterval != 10*time.Second {
 		t.Errorf("ReportInterval = %v", c.ReportInterval)
+	}
+	if c.ReconcileInterval != 15*time.Minute {
+		t.Errorf("ReconcileInterval = %v", c.ReconcileInterval)
+	}
+}
+
+// TestConfigBillingModel checks which billing model each tier's
+// variables choose: meter events with a meter event name (the default of
+// the demo plans), usage records with only a metered price, nothing with
+// neither.
+func TestConfigBillingModel(t *testing.T) {
+	t.Parallel()
+	own := func(kv ...string) map[string]string {
+		m := map[string]string{"PRICE_STARTER": "price_S", "PRICE_PRO": "price_P"}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name                      string
+		env                       map[string]string
+		proMeterEvent, proMetered string
+		proOverage                bool
+		starterMeterEvent         string
+		billing, starterBilling   string
+	}{
+		{"demo plans", nil, demoMeterEvent, demoPriceProMetered, true, "", "meter events", "none"},
+		{"demo plans, own meter", map[string]string{"PLAN_PRO_METER_EVENT": "calls", "PLAN_STARTER_METER_EVENT": "starter_calls"},
+			"calls", demoPriceProMetered, true, "starter_calls", "meter events", "meter events"},
+		{"own prices, meter and its price", own("PRICE_PRO_METERED", "price_PM", "PLAN_PRO_METER_EVENT", "api_requests"),
+			"api_requests", "price_PM", true, "", "meter events", "none"},
+		{"own prices, meter only", own("PLAN_PRO_METER_EVENT", "api_requests"), "api_requests", "", true, "", "meter events", "none"},
+		{"own prices, pinned account", own("PRICE_PRO_METERED", "price_PM"), "", "price_PM", true, "", "usage records", "none"},
+		{"own prices, nothing metered", own(), "", "", false, "", "none", "none"},
+	}
+	model := func(p billing.Plan) string {
+		switch {
+		case p.MeterEventName != "":
+			return "meter events" // wins when both are set
+		case p.MeteredPriceID != "":
+			return "usage records"
+		}
+		return "none"
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := ConfigFromEnv(env(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			starter, pro := c.Plans[0], c.Plans[1]
+			if pro.MeterEventName != tt.proMeterEvent || pro.MeteredPriceID != tt.proMetered || pro.Overage != tt.proOverage ||
+				starter.MeterEventName != tt.starterMeterEvent {
+				t.Errorf("plans %+v", c.Plans)
+			}
+			if got := model(pro); got != tt.billing {
+				t.Errorf("pro bills %s, want %s", got, tt.billing)
+			}
+			if got := model(starter); got != tt.starterBilling {
+				t.Errorf("starter bills %s, want %s", got, tt.starterBilling)
+			}
+			if _, err := billing.NewPlans(c.Plans...); err != nil {
+				t.Errorf("plans are invalid: %v", err)
+			}
+		})
 	}
 }
 
@@ -137,6 +216,14 @@ func TestConfigFromEnvInvalid(t *testing.T) {
 		{"api keys duplicate", "API_KEYS", map[string]string{"API_KEYS": secret + secret + ":a," + secret + secret + ":b"}},
 		{"report interval", "USAGE_REPORT_INTERVAL", map[string]string{"USAGE_REPORT_INTERVAL": "soon"}},
 		{"report interval negative", "USAGE_REPORT_INTERVAL", map[string]string{"USAGE_REPORT_INTERVAL": "-1s"}},
+		{"reconcile interval", "RECONCILE_INTERVAL", map[string]string{"RECONCILE_INTERVAL": "hourly"}},
+		{"reconcile interval zero", "RECONCILE_INTERVAL", map[string]string{"RECONCILE_INTERVAL": "0s"}},
+		{"reconcile interval negative", "RECONCILE_INTERVAL", map[string]string{"RECONCILE_INTERVAL": "-1h"}},
+		{"meter event with a space", "PLAN_PRO_METER_EVENT", map[string]string{"PLAN_PRO_METER_EVENT": "api requests"}},
+		{"meter event too long", "PLAN_PRO_METER_EVENT", map[string]string{"PLAN_PRO_METER_EVENT": strings.Repeat("m", 101)}},
+		{"meter event is a secret", "PLAN_PRO_METER_EVENT", map[string]string{"PLAN_PRO_METER_EVENT": "sk_live_" + secret}},
+		{"meter event is a webhook secret", "PLAN_STARTER_METER_EVENT", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "price_2", "PLAN_STARTER_METER_EVENT": "whsec_" + secret}},
+		{"meter event with credentials", "PLAN_PRO_METER_EVENT", map[string]string{"PLAN_PRO_METER_EVENT": "admin:" + secret + "@meter"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,5 +292,20 @@ func TestRedisOptions(t *testing.T) {
 				t.Errorf("got %s %v, want %s %v", kind, addr, tt.kind, tt.addr)
 			}
 		})
+	}
+}
+
+// TestREADMEDocumentsEveryVariable checks that the README's configuration
+// table names every variable the server reads.
+func TestREADMEDocumentsEveryVariable(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range envVars() {
+		if !strings.Contains(string(readme), "| `"+v.Name+"`") && !strings.Contains(string(readme), ", `"+v.Name+"` |") {
+			t.Errorf("README.md's configuration table does not document %s", v.Name)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/examples/server/internal/demo"
+	"github.com/billkit/billkit/internal/fakeclock"
 	"github.com/billkit/billkit/internal/testserver"
 	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook/webhooktest"
@@ -29,13 +30,15 @@ type clock = fakeclock.Clock
 // stripeCall is one request that reached stripe-mock.
 type stripeCall struct {
 	Method, Path string
-	Form         url.Values
+	Header       http.Header
+	Query, Form  url.Values
 }
 
 // recordingProxy forwards to stripe-mock and records every request.
 type recordingProxy struct {
-	mu    sync.Mutex
-	calls []stripeCall
+	mu      sync.Mutex
+	calls   []stripeCall
+	changed chan struct{} // closed and replaced by every call
 }
 
 func (p *recordingProxy) record(r *http.Request) {
@@ -43,8 +46,12 @@ func (p *recordingProxy) record(r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	form, _ := url.ParseQuery(string(body))
 	p.mu.Lock()
-	p.calls = append(p.calls, stripeCall{Method: r.Method, Path: r.URL.Path, Form: form})
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, stripeCall{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Query: r.URL.Query(), Form: form})
+	if p.changed != nil {
+		close(p.changed)
+	}
+	p.changed = make(chan struct{})
 }
 
 // find returns the recorded calls to method and a path with prefix and
@@ -52,6 +59,10 @@ func (p *recordingProxy) record(r *http.Request) {
 func (p *recordingProxy) find(method, prefix, suffix string) []stripeCall {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.findLocked(method, prefix, suffix)
+}
+
+func (p *recordingProxy) findLocked(method, prefix, suffix string) []stripeCall {
 	var out []stripeCall
 	for _, c := range p.calls {
 		if c.Method == method && strings.HasPrefix(c.Path, prefix) && strings.HasSuffix(c.Path, suffix) {
@@ -61,9 +72,36 @@ func (p *recordingProxy) find(method, prefix, suffix string) []stripeCall {
 	return out
 }
 
-func startStripe(t *testing.T) (*recordingProxy, string) {
+// waitFor waits until n calls to method and path have been recorded, and
+// returns them. It fails t after a minute.
+func (p *recordingProxy) waitFor(t *testing.T, n int, method, path string) []stripeCall {
 	t.Helper()
-	mock := testserver.StartStripeMock(t, testserver.StripeMockUsageRecords)
+	timeout := time.After(time.Minute)
+	for {
+		p.mu.Lock()
+		got := p.findLocked(method, path, "")
+		if p.changed == nil {
+			p.changed = make(chan struct{})
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("%d calls to %s %s within a minute, want %d", len(got), method, path, n)
+		}
+	}
+}
+
+// startStripe starts stripe-mock of version behind a recording proxy. It
+// returns the proxy, its URL (the server's STRIPE_API_BASE) and
+// stripe-mock's own URL (for fixtures, not recorded).
+func startStripe(t *testing.T, version string) (calls *recordingProxy, proxyURL, mockURL string) {
+	t.Helper()
+	mock := testserver.StartStripeMock(t, version)
 	target, err := url.Parse(mock.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +113,7 @@ func startStripe(t *testing.T) (*recordingProxy, string) {
 		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	return rp, srv.URL
+	return rp, srv.URL, mock.URL
 }
 
 // testClient calls the server under test.
@@ -86,6 +124,9 @@ type testClient struct {
 	secret string
 	clock  *clock
 	sub    demo.Subscription
+	// shape renders the events; nil means demo.Event's objects, in
+	// stripe-go's API version.
+	shape *shape
 }
 
 type response struct {
@@ -136,11 +177,16 @@ func (c *testClient) send(kind string) {
 	c.t.Helper()
 	c.clock.Add(time.Minute)
 	now := c.clock.Now()
-	typ, obj, err := demo.Event(kind, c.sub, now)
+	build, opts := demo.Event, []webhooktest.EventOption{webhooktest.WithCreated(now)}
+	if c.shape != nil {
+		build = c.shape.event
+		opts = append(opts, webhooktest.WithAPIVersion(c.shape.APIVersion))
+	}
+	typ, obj, err := build(kind, c.sub, now)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	payload := webhooktest.NewEvent(typ, obj, webhooktest.WithCreated(now))
+	payload := webhooktest.NewEvent(typ, obj, opts...)
 	r := c.do("POST", "/billing/webhook", payload, map[string]string{
 		"Content-Type":              "application/json",
 		webhooktest.SignatureHeader: webhooktest.Sign(c.secret, payload, now),
@@ -204,34 +250,98 @@ func (c *testClient) allowed(policy string, limit, remaining int) {
 }
 
 // TestEndToEnd walks a subscription's whole lifecycle through the composed
-// server: real handlers, Redis (the embedded miniredis), signed webhook
-// events, and stripe-mock behind a recording proxy.
+// server in its default configuration (the demo plans, whose pro tier
+// bills through a billing meter): real handlers, Redis (the embedded
+// miniredis), signed webhook events in the newest shape (stripe-mock
+// v0.203.0's own fixtures, API version 2026-08-26.dahlia), a fake clock,
+// and stripe-mock v0.203.0 behind a recording proxy, which receives the
+// Checkout and portal sessions and the usage as meter events.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	calls, stripeURL := startStripe(t)
+	walkLifecycle(t, lifecycleRun{
+		stripeMock: testserver.StripeMockMeterEvents,
+		apiVersion: apiDahlia,
+		checkPlan: func(t *testing.T, pro billing.Plan) {
+			if !pro.Overage || pro.MeterEventName != demoMeterEvent || pro.MeteredPriceID != demo.PriceProMetered {
+				t.Fatalf("demo pro plan %+v, want overage billed under meter event %s", pro, demoMeterEvent)
+			}
+		},
+		reports: wantMeterEvents,
+	})
+}
+
+// TestEndToEndUsageRecords walks the same lifecycle for an account pinned
+// to an API version before 2025-03-31.basil: its own prices with a legacy
+// metered price (PRICE_PRO_METERED and no meter event name), events in the
+// 2023-10-16 shape (stripe-mock v0.162.0's own fixtures), and the usage
+// reported as usage records to stripe-mock v0.162.0, the last version that
+// has them.
+func TestEndToEndUsageRecords(t *testing.T) {
+	t.Parallel()
+	const metered = "price_1PinnedProMetered"
+	walkLifecycle(t, lifecycleRun{
+		stripeMock: testserver.StripeMockUsageRecords,
+		apiVersion: apiV76,
+		env:        map[string]string{"PRICE_STARTER": "price_1PinnedStarter", "PRICE_PRO": "price_1PinnedPro", "PRICE_PRO_METERED": metered},
+		checkPlan: func(t *testing.T, pro billing.Plan) {
+			if !pro.Overage || pro.MeterEventName != "" || pro.MeteredPriceID != metered {
+				t.Fatalf("pro plan %+v, want overage billed under the metered price %s", pro, metered)
+			}
+		},
+		reports: wantUsageRecords,
+	})
+}
+
+// lifecycleRun is one way of walking the lifecycle: an account's API
+// version and billing model.
+type lifecycleRun struct {
+	// stripeMock is the stripe-mock version the server calls; its fixtures
+	// render the events, in apiVersion.
+	stripeMock, apiVersion string
+	// env is added to the server's environment.
+	env map[string]string
+	// checkPlan checks the configured pro plan.
+	checkPlan func(t *testing.T, pro billing.Plan)
+	// reports checks that what reached Stripe bills used units of sub's
+	// current period, and returns the number of Stripe calls that
+	// carried them.
+	reports func(t *testing.T, calls *recordingProxy, sub demo.Subscription, used int) int
+}
+
+// walkLifecycle walks a pro subscription from checkout to cancellation:
+// no plan, checkout, payment, metered requests, a failed payment and its
+// grace period, a paid invoice, the hard limit, usage reported on
+// invoice.created, and the deletion.
+func walkLifecycle(t *testing.T, run lifecycleRun) {
+	t.Helper()
+	calls, stripeURL, mockURL := startStripe(t, run.stripeMock)
+	sh := loadShape(t, mockURL, run.apiVersion)
 
 	const (
 		key     = "test-key-0123456789abcdef"
 		subject = "alice"
 		secret  = "whsec_e2e_test_secret"
 	)
-	cfg, err := ConfigFromEnv(env(map[string]string{
+	environ := map[string]string{
 		"STRIPE_SECRET_KEY":     "sk_test_123",
 		"STRIPE_API_BASE":       stripeURL,
 		"STRIPE_WEBHOOK_SECRET": secret,
 		"API_KEYS":              key + ":" + subject,
-	}))
+	}
+	for k, v := range run.env {
+		environ[k] = v
+	}
+	cfg, err := ConfigFromEnv(env(environ))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Tiny limits: starter allows 3 requests, pro includes 4 and allows 6
-	// (2 units of overage, billed on its metered price).
+	// (2 units of overage, billed through the plan's meter or metered
+	// price).
 	starter, pro := &cfg.Plans[0], &cfg.Plans[1]
 	starter.Included, starter.Soft = 3, 2
 	pro.Included, pro.Soft, pro.Hard = 4, 3, 6
-	if !pro.Overage || pro.MeteredPriceID != demo.PriceProMetered {
-		t.Fatalf("demo pro plan: %+v", pro)
-	}
+	run.checkPlan(t, *pro)
 
 	clk := fakeclock.New(time.Date(2026, 11, 3, 9, 0, 0, 0, time.UTC))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -246,9 +356,9 @@ func TestEndToEnd(t *testing.T) {
 	srv := httptest.NewServer(app.Handler())
 	t.Cleanup(srv.Close)
 
-	c := &testClient{t: t, base: srv.URL, key: key, secret: secret, clock: clk, sub: demo.Subscription{
-		Subject: subject, Tier: "pro", PriceID: pro.PriceID, MeteredPriceID: pro.MeteredPriceID,
-	}}
+	sub := demo.Subscription{Subject: subject, Tier: "pro", PriceID: pro.PriceID, MeteredPriceID: pro.MeteredPriceID}.WithDefaults(clk.Now())
+	wantShape(t, sh, sub, clk.Now())
+	c := &testClient{t: t, base: srv.URL, key: key, secret: secret, clock: clk, sub: sub, shape: &sh}
 	periodEnd := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 
 	// No plan: denied, nothing counted.
@@ -258,7 +368,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("portal without a customer = %d %s, want 409", r.Code, r.Body)
 	}
 
-	// Subscribe: a Checkout session for the caller, made in Stripe.
+	// Subscribe: a Checkout session for the caller, made in Stripe, with
+	// the tier's price and its metered price.
 	r := c.authed("POST", "/billing/checkout", []byte(`{"tier":"pro"}`))
 	if r.Code != http.StatusOK {
 		t.Fatalf("checkout = %d %s", r.Code, r.Body)
@@ -271,7 +382,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("%d checkout sessions created, want 1", len(sessions))
 	}
 	if f := sessions[0].Form; f.Get("client_reference_id") != subject || f.Get("mode") != "subscription" ||
-		f.Get("line_items[0][price]") != pro.PriceID || f.Get("subscription_data[metadata][billkit_subject]") != subject {
+		f.Get("line_items[0][price]") != pro.PriceID || f.Get("line_items[1][price]") != pro.MeteredPriceID ||
+		f.Get("subscription_data[metadata][billkit_subject]") != subject {
 		t.Errorf("checkout session params: %v", f)
 	}
 	if r := c.authed("POST", "/billing/checkout", []byte(`{"tier":"enterprise"}`)); r.Code != http.StatusBadRequest {
@@ -289,7 +401,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if r := c.authed("POST", "/billing/portal", []byte(`{}`)); r.Code != http.StatusOK {
 		t.Errorf("portal of a customer = %d %s, want 200", r.Code, r.Body)
-	} else if f := calls.find("POST", "/v1/billing_portal/sessions", ""); len(f) != 1 || f[0].Form.Get("customer") != "cus_demo_alice" {
+	} else if f := calls.find("POST", "/v1/billing_portal/sessions", ""); len(f) != 1 || f[0].Form.Get("customer") != sub.Customer {
 		t.Errorf("portal sessions: %v", f)
 	}
 
@@ -341,27 +453,153 @@ func TestEndToEnd(t *testing.T) {
 	// Usage reaches Stripe: invoice.created flushes the subject's usage,
 	// the 6 allowed requests (the denied ones are not billable).
 	c.send(demo.InvoiceCreated)
-	records := calls.find("POST", "/v1/subscription_items/"+c.sub.ItemID("metered")+"/", "/usage_records")
-	if len(records) == 0 {
-		t.Fatalf("no usage record reached Stripe; calls: %v", calls.calls)
-	}
-	last := records[len(records)-1].Form
-	if last.Get("quantity") != "6" || last.Get("action") != "set" {
-		t.Errorf("usage record %v, want quantity 6 with action set", last)
-	}
-	// A second pass has nothing new to report.
-	n := len(calls.find("POST", "/v1/subscription_items/", "/usage_records"))
+	n := run.reports(t, calls, sub, 6)
+	// A pass has nothing new to report.
 	if err := app.reporter.ReportAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(calls.find("POST", "/v1/subscription_items/", "/usage_records")); got != n {
-		t.Errorf("a pass with nothing new sent %d usage records", got-n)
+	if got := run.reports(t, calls, sub, 6); got != n {
+		t.Errorf("a pass with nothing new made %d more reports", got-n)
+	}
+	if st := app.reporter.Stats(); st.Reports != uint64(n) || st.Failures != 0 || st.RateLimited != 0 ||
+		st.Passes != 1 || st.Subjects != 1 || st.Failed != 0 || st.Pending != 0 || st.Unbillable != 0 {
+		t.Errorf("reporter stats %+v, want %d reports, then a pass over 1 subject without failures", st, n)
 	}
 
 	// Subscription deleted: denied.
 	c.send(demo.SubscriptionDeleted)
 	c.hello(http.StatusPaymentRequired, quota.ProblemNoPlan)
 	c.wantUsage("canceled", "", 6)
+	if n := app.eventErrors.Load(); n != 0 {
+		t.Errorf("the lifecycle refused or dropped %d events", n)
+	}
+}
+
+// wantShape checks that sh renders the subscription's period, the
+// invoice's subscription and the lines' prices where its API version has
+// them, so that a walk in the newest shape cannot pass in an older one.
+func wantShape(t *testing.T, sh shape, s demo.Subscription, now time.Time) {
+	t.Helper()
+	_, subObj, err := sh.event(demo.SubscriptionCreated, s, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, invObj, err := sh.event(demo.InvoicePaid, s, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := firstOf(subObj, "items")
+	line := firstOf(invObj, "lines")
+	old := sh.APIVersion == apiV76
+	for _, c := range []struct {
+		field     string
+		got, want bool
+	}{
+		{"subscription.current_period_start", has(subObj, "current_period_start"), old},
+		{"subscription.items.data[].current_period_start", has(item, "current_period_start"), !old},
+		{"invoice.subscription", has(invObj, "subscription"), old},
+		{"invoice.parent", has(invObj, "parent"), !old},
+		{"invoice.lines.data[].price", has(line, "price"), old},
+		{"invoice.lines.data[].pricing", has(line, "pricing"), !old},
+	} {
+		if c.got != c.want {
+			t.Errorf("API version %s: %s present %v, want %v", sh.APIVersion, c.field, c.got, c.want)
+		}
+	}
+}
+
+// wantMeterEvents checks that the used units reached Stripe as meter
+// events of the demo meter and sub's customer, each under its own
+// identifier, also its Idempotency-Key, timestamped within the period; and
+// that no usage record was sent.
+func wantMeterEvents(t *testing.T, calls *recordingProxy, sub demo.Subscription, used int) int {
+	t.Helper()
+	if r := calls.find("POST", "/v1/subscription_items/", "/usage_records"); len(r) > 0 {
+		t.Errorf("%d usage records sent for a plan billed through a meter", len(r))
+	}
+	events := calls.find("POST", "/v1/billing/meter_events", "")
+	if len(events) == 0 {
+		t.Fatal("no meter event reached Stripe")
+	}
+	seen := map[string]bool{}
+	sum := 0
+	for _, e := range events {
+		f := e.Form
+		id := f.Get("identifier")
+		if f.Get("event_name") != demoMeterEvent || f.Get("payload[stripe_customer_id]") != sub.Customer ||
+			id == "" || seen[id] || e.Header.Get("Idempotency-Key") != id {
+			t.Errorf("meter event %v with Idempotency-Key %q, want event %s of customer %s under a new identifier that is also the Idempotency-Key",
+				f, e.Header.Get("Idempotency-Key"), demoMeterEvent, sub.Customer)
+		}
+		seen[id] = true
+		v, err := strconv.Atoi(f.Get("payload[value]"))
+		if err != nil || v <= 0 {
+			t.Errorf("meter event value %q, want a positive integer", f.Get("payload[value]"))
+		}
+		sum += v
+		if ts, _ := strconv.ParseInt(f.Get("timestamp"), 10, 64); ts < sub.PeriodStart.Unix() || ts >= sub.PeriodEnd.Unix() {
+			t.Errorf("meter event timestamp %d outside the period [%d, %d)", ts, sub.PeriodStart.Unix(), sub.PeriodEnd.Unix())
+		}
+	}
+	if sum != used {
+		t.Errorf("meter events carry %d units, want %d", sum, used)
+	}
+	return len(events)
+}
+
+// wantUsageRecords checks that the used units reached Stripe as a usage
+// record setting the period's total on the subscription item of the
+// metered price; and that no meter event was sent.
+func wantUsageRecords(t *testing.T, calls *recordingProxy, sub demo.Subscription, used int) int {
+	t.Helper()
+	if ev := calls.find("POST", "/v1/billing/meter_events", ""); len(ev) > 0 {
+		t.Errorf("%d meter events sent for a plan billed through usage records", len(ev))
+	}
+	records := calls.find("POST", "/v1/subscription_items/", "/usage_records")
+	if len(records) == 0 {
+		t.Fatal("no usage record reached Stripe")
+	}
+	for _, r := range records {
+		if want := "/v1/subscription_items/" + sub.ItemID("metered") + "/usage_records"; r.Path != want {
+			t.Errorf("usage record to %s, want %s", r.Path, want)
+		}
+	}
+	if last := records[len(records)-1].Form; last.Get("quantity") != strconv.Itoa(used) || last.Get("action") != "set" {
+		t.Errorf("usage record %v, want quantity %d with action set", last, used)
+	}
+	return len(records)
+}
+
+// TestRunReconciles checks that the server reconciles its entitlements
+// with Stripe at start and then every RECONCILE_INTERVAL (each pass lists
+// the subscriptions of stripe-mock v0.203.0), and that it stops doing so
+// when it shuts down.
+func TestRunReconciles(t *testing.T) {
+	t.Parallel()
+	calls, stripeURL, _ := startStripe(t, testserver.StripeMockMeterEvents)
+	var logs syncBuffer
+	_, _, stop := startRunOutput(t, map[string]string{
+		"STRIPE_SECRET_KEY":  "sk_test_123",
+		"STRIPE_API_BASE":    stripeURL,
+		"RECONCILE_INTERVAL": "50ms",
+	}, &logs, io.Discard)
+	for _, c := range calls.waitFor(t, 2, "GET", "/v1/subscriptions") {
+		if c.Path != "/v1/subscriptions" || c.Query.Get("status") != "all" {
+			t.Errorf("reconciliation called GET %s?%s, want a listing of every subscription", c.Path, c.Query.Encode())
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	for _, want := range []string{`"msg":"reconciliation started","interval":"50ms"`, `"msg":"billing: reconciled"`, `"msg":"reconciliation stopped"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("logs lack %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "reconcile failed") {
+		t.Errorf("a reconciliation failed:\n%s", out)
+	}
 }
 
 // testWriter writes to the test's log.
