@@ -2,7 +2,6 @@ package billing
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -490,19 +489,14 @@ func (r *Reporter) HandleInvoiceCreated(ctx context.Context, ev *stripe.Event) e
 	if ev == nil || ev.Data == nil || len(ev.Data.Raw) == 0 {
 		return nil
 	}
-	var inv struct {
-		ID       string          `json:"id"`
-		Customer json.RawMessage `json:"customer"`
-	}
-	_ = json.Unmarshal(ev.Data.Raw, &inv)
-	customer := rawCustomerID(inv.Customer)
+	customer := readCustomerID(ev.Data.Raw)
 	if customer == "" {
 		r.log.WarnContext(ctx, "billing: invoice.created without a readable customer ignored", "event_id", ev.ID)
 		return nil
 	}
 	subject, err := r.cfg.Entitlements.SubjectByCustomer(ctx, customer)
 	if errors.Is(err, ErrNotFound) {
-		r.log.DebugContext(ctx, "billing: invoice of unknown customer", "invoice", inv.ID)
+		r.log.DebugContext(ctx, "billing: invoice of unknown customer", "event_id", ev.ID)
 		return nil
 	}
 	if err != nil {
@@ -513,22 +507,6 @@ func (r *Reporter) HandleInvoiceCreated(ctx context.Context, ev *stripe.Event) e
 		return nil
 	}
 	return err
-}
-
-// rawCustomerID returns the ID of a customer field, which Stripe sends as
-// the ID or, expanded, as an object with an "id"; "" for anything else.
-func rawCustomerID(raw json.RawMessage) string {
-	var id string
-	if json.Unmarshal(raw, &id) == nil {
-		return id
-	}
-	var obj struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(raw, &obj) == nil {
-		return obj.ID
-	}
-	return ""
 }
 
 // periodState is one period of a subject, as read from the stores.
