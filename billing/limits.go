@@ -157,7 +157,7 @@ func (l *Limits) For(e Entitlement, now time.Time) (quota.Limits, error) {
 	switch e.Status {
 	case StatusActive, StatusTrialing:
 		if p, ok := l.cfg.Plans.ByTier(e.Tier); ok {
-			period, _ := countingPeriod(e, now)
+			period, _ := e.CountingPeriod(now)
 			return p.Limits(period), nil
 		}
 	case StatusPending:
@@ -165,7 +165,7 @@ func (l *Limits) For(e Entitlement, now time.Time) (quota.Limits, error) {
 	case StatusPastDue:
 		if now.Before(e.GraceUntil) {
 			if p, ok := l.cfg.Plans.ByTier(firstNonEmpty(e.GraceTier, e.Tier)); ok {
-				period, _ := countingPeriod(e, now)
+				period, _ := e.CountingPeriod(now)
 				return p.Limits(period), nil
 			}
 		}

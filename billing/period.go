@@ -10,14 +10,15 @@ import (
 // renewal missing for more than this many periods is not projected).
 const maxProjectedSteps = 1200
 
-// live reports whether s is a status under which Stripe renews the
+// Live reports whether s is a status under which Stripe renews the
 // subscription at the end of its period.
-func (s Status) live() bool {
+func (s Status) Live() bool {
 	return s == StatusActive || s == StatusTrialing || s == StatusPastDue
 }
 
-// countingPeriod returns the billing period that counts e's usage at now,
-// and whether it is a projection.
+// CountingPeriod returns the billing period that counts e's usage at now,
+// and whether it is a projection of the next period (a renewal not yet
+// applied).
 //
 // It is e.Period while now falls before its end. When now is at or past
 // e.Period.End and e's subscription is live (active, trialing or
@@ -28,9 +29,9 @@ func (s Status) live() bool {
 // counter's key holds its period's start only, see [quota.Period.ID]), so
 // they are reported once the renewal is applied. See [projectPeriod] for
 // its end.
-func countingPeriod(e Entitlement, now time.Time) (quota.Period, bool) {
+func (e Entitlement) CountingPeriod(now time.Time) (quota.Period, bool) {
 	p := e.Period
-	if p.IsZero() || !p.End.After(p.Start) || now.Before(p.End) || !e.Status.live() {
+	if p.IsZero() || !p.End.After(p.Start) || now.Before(p.End) || !e.Status.Live() {
 		return p, false
 	}
 	return projectPeriod(p, now), true

@@ -112,9 +112,8 @@ func TestPlansFromFile(t *testing.T) {
 	if p.Bill != billing.BillOverage {
 		t.Fatalf("bill = %q, want overage", p.Bill)
 	}
-	m, ok := billing.PlanMeters(plans, "")(billing.Entitlement{Tier: "pro"})
-	if !ok || m.Included != 10000 || m.EventName != "api_requests" {
-		t.Fatalf("PlanMeters = %+v, %v; want api_requests with 10000 included", m, ok)
+	if p.MeterEventName != "api_requests" || p.Included != 10000 {
+		t.Fatalf("plan = %+v; want api_requests with 10000 included", p)
 	}
 	if _, err := billing.PlansFromFile(filepath.Join(t.TempDir(), "missing.json")); err == nil {
 		t.Fatal("a missing file loaded")

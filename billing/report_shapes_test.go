@@ -11,6 +11,7 @@ import (
 
 	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/billing/internal/fakestripe"
+	"github.com/billkit/billkit/billing/usage"
 	"github.com/billkit/billkit/quota"
 )
 
@@ -49,25 +50,20 @@ func TestReportInEveryShape(t *testing.T) {
 		t.Cleanup(fake.Close)
 		api := client.New("sk_test_billkit", &stripe.Backends{API: stripe.GetBackendWithConfig(stripe.APIBackend,
 			&stripe.BackendConfig{URL: stripe.String(fake.URL), LeveledLogger: &stripe.LeveledLogger{Level: stripe.LevelNull}})})
-		sink, err := billing.NewMeterEventSink(api, billing.MeterEventSinkConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := billing.NewReporter(billing.ReporterConfig{
-			Entitlements: h.store, Counters: counters, MeterEvents: sink,
-			Watermarks: billing.NewMemoryWatermarkStore(h.clock.Now), Leases: billing.NewMemoryLeaseStore(h.clock.Now),
-			Plans: h.plans, Now: h.clock.Now, Logger: quiet(),
+		r, err := usage.NewReporter(usage.Config{
+			Entitlements: h.store, Counters: counters, Plans: h.plans, Stripe: api,
+			Now: h.clock.Now, Logger: quiet(),
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {
-			if err := r.ReportAll(ctx); err != nil {
+			if err := r.Flush(ctx, "alice"); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if st := r.Stats(); st.Unbillable != 0 || st.Failed != 0 || st.Reports != 1 {
-			t.Fatalf("stats = %+v, want one report, nothing unbillable", st)
+		if st := r.Stats(); st.Failures != 0 || st.Reports != 1 {
+			t.Fatalf("stats = %+v, want one report, no failure", st)
 		}
 		if got := fake.MeterTotal("cus_1", "api_requests"); got != n {
 			t.Fatalf("Stripe holds %d, want %d", got, n)

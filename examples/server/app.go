@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/billing/usage"
 	"github.com/billkit/billkit/checkout"
 	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
@@ -40,7 +41,7 @@ const (
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { usage(stderr) }
+	fs.Usage = func() { printHelp(stderr) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -48,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if fs.NArg() > 0 {
-		usage(stderr)
+		printHelp(stderr)
 		return fmt.Errorf("unexpected argument %q: the server is configured by environment variables", fs.Arg(0))
 	}
 	log := newLogger(stderr)
@@ -65,8 +66,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return app.Run(ctx, stdout)
 }
 
-// usage prints the command's help: its environment variables.
-func usage(w io.Writer) {
+// printHelp prints the command's help: its environment variables.
+func printHelp(w io.Writer) {
 	fmt.Fprintf(w, "Usage: server\n\nThe billkit sample server. It is configured by environment variables:\n\n")
 	for _, v := range envVars() {
 		fmt.Fprintf(w, "  %s\n    \t%s (default: %s)\n", v.Name, v.Help, v.Default)
@@ -108,7 +109,7 @@ type App struct {
 	meter        *quota.Middleware
 	webhooks     *webhook.Handler
 	checkout     *checkout.Handler
-	reporter     *billing.Reporter // nil without STRIPE_SECRET_KEY
+	reporter     *usage.Reporter // nil without STRIPE_SECRET_KEY
 
 	handler http.Handler
 
@@ -280,34 +281,17 @@ func (a *App) buildStripe() error {
 		return err
 	}
 
-	// Meter events for plans billed through Billing Meters (a meter event
-	// name, the default), usage records for plans with only a legacy
-	// metered price (accounts pinned before 2025-03-31.basil); the
-	// reporter routes each subject by its plan.
-	meterEvents, err := billing.NewMeterEventSink(a.stripe, billing.MeterEventSinkConfig{})
-	if err != nil {
-		return err
-	}
-	usageRecords, err := billing.NewUsageRecordSink(a.stripe)
-	if err != nil {
-		return err
-	}
-	watermarks, err := billing.NewRedisWatermarkStore(a.rdb, billing.UsageRedisOptions{})
-	if err != nil {
-		return err
-	}
-	leases, err := billing.NewRedisLeaseStore(a.rdb, billing.UsageRedisOptions{})
-	if err != nil {
-		return err
-	}
-	if a.reporter, err = billing.NewReporter(billing.ReporterConfig{
+	// The reporter routes each subject by its plan: meter events for plans
+	// billed through Billing Meters (a meter event name, the default),
+	// usage records for plans with only a legacy metered price (accounts
+	// pinned before 2025-03-31.basil). Its watermarks and leases live in
+	// Redis.
+	if a.reporter, err = usage.NewReporter(usage.Config{
 		Entitlements: a.entitlements,
 		Counters:     a.counters,
-		MeterEvents:  meterEvents,
-		UsageRecords: usageRecords,
-		Watermarks:   watermarks,
-		Leases:       leases,
-		Plans:        a.plans, // reports the request counter of plans with a meter event name or a metered price
+		Plans:        a.plans,
+		Stripe:       a.stripe,
+		Redis:        a.rdb,
 		Interval:     a.cfg.ReportInterval,
 		Logger:       a.log.With("component", "usage-reporter"),
 		Now:          a.now,

@@ -1,7 +1,9 @@
-package billing
+package usage
 
 import (
 	"context"
+	"fmt"
+	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
@@ -23,39 +25,39 @@ type testClock = fakeclock.Clock
 
 func newTestClock(t time.Time) *testClock { return fakeclock.New(t) }
 
-// reportEnts is an in-memory EntitlementStore for the reporter's tests.
+// reportEnts is an in-memory billing.EntitlementStore for the reporter's tests.
 type reportEnts struct {
 	mu sync.Mutex
-	m  map[string]Entitlement
+	m  map[string]billing.Entitlement
 }
 
-var _ EntitlementStore = (*reportEnts)(nil)
+var _ billing.EntitlementStore = (*reportEnts)(nil)
 
-func newReportEnts(es ...Entitlement) *reportEnts {
-	s := &reportEnts{m: make(map[string]Entitlement)}
+func newReportEnts(es ...billing.Entitlement) *reportEnts {
+	s := &reportEnts{m: make(map[string]billing.Entitlement)}
 	for _, e := range es {
 		s.m[e.Subject] = e
 	}
 	return s
 }
 
-func (s *reportEnts) Get(_ context.Context, subject string) (Entitlement, error) {
+func (s *reportEnts) Get(_ context.Context, subject string) (billing.Entitlement, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.m[subject]
 	if !ok {
-		return Entitlement{}, ErrNotFound
+		return billing.Entitlement{}, billing.ErrNotFound
 	}
 	return e, nil
 }
 
-func (s *reportEnts) Update(_ context.Context, subject string, fn func(*Entitlement) error) (Entitlement, error) {
+func (s *reportEnts) Update(_ context.Context, subject string, fn func(*billing.Entitlement) error) (billing.Entitlement, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.m[subject]
 	e.Subject = subject
 	if err := fn(&e); err != nil {
-		return Entitlement{}, err
+		return billing.Entitlement{}, err
 	}
 	s.m[subject] = e
 	return e, nil
@@ -69,12 +71,12 @@ func (s *reportEnts) SubjectByCustomer(_ context.Context, customerID string) (st
 			return e.Subject, nil
 		}
 	}
-	return "", ErrNotFound
+	return "", billing.ErrNotFound
 }
 
-func (s *reportEnts) ForEach(ctx context.Context, fn func(Entitlement) error) error {
+func (s *reportEnts) ForEach(ctx context.Context, fn func(billing.Entitlement) error) error {
 	s.mu.Lock()
-	es := make([]Entitlement, 0, len(s.m))
+	es := make([]billing.Entitlement, 0, len(s.m))
 	for _, e := range s.m {
 		es = append(es, e)
 	}
@@ -122,34 +124,25 @@ func stripeAPI(url string, retries int64) *client.API {
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // newSink returns the sink of mode on fake.
-func newSink(t testing.TB, mode UsageMode, url string) UsageSink {
+func newSink(t testing.TB, mode reportMode, url string) sink {
 	t.Helper()
 	api := stripeAPI(url, 0)
-	if mode == ReportTotals {
-		s, err := NewUsageRecordSink(api)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
+	if mode == reportTotals {
+		return newUsageRecordSink(api)
 	}
-	s, err := NewMeterEventSink(api, MeterEventSinkConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return newMeterEventSink(api, meterEventConfig{})
 }
 
-// withSink returns cfg reporting through s: s becomes the sink of its mode,
-// and cfg.Meter's meters are reported in that mode (usage records carry no
-// event name).
-func withSink(cfg ReporterConfig, s UsageSink) ReporterConfig {
-	if s.Mode() == ReportTotals {
-		cfg.UsageRecords = s
-	} else {
-		cfg.MeterEvents = s
+// withSink returns cfg reporting through s: s becomes the sink of its
+// mode, a sink that refuses everything the other, and cfg's meters are
+// reported in s's mode (usage records carry no event name).
+func withSink(cfg Config, s sink) Config {
+	cfg.sinks[s.Mode()-1] = s
+	if cfg.sinks[2-s.Mode()] == nil {
+		cfg.sinks[2-s.Mode()] = noSink{}
 	}
-	if inner := cfg.Meter; inner != nil && s.Mode() == ReportTotals {
-		cfg.Meter = func(e Entitlement) (UsageMeter, bool) {
+	if inner := cfg.meter; inner != nil && s.Mode() == reportTotals {
+		cfg.meter = func(e billing.Entitlement) (meterSpec, bool) {
 			m, ok := inner(e)
 			m.EventName, m.PriceID = "", "price_metered"
 			return m, ok
@@ -158,16 +151,24 @@ func withSink(cfg ReporterConfig, s UsageSink) ReporterConfig {
 	return cfg
 }
 
+// noSink refuses every report.
+type noSink struct{}
+
+func (noSink) Mode() reportMode { return 0 }
+func (noSink) Report(context.Context, usageReport) error {
+	return fmt.Errorf("%w: no sink of this mode in the test", errReportInvalid)
+}
+
 const testMeter = "requests"
 
-func testMeterFunc(e Entitlement) (UsageMeter, bool) {
-	return UsageMeter{Name: testMeter, EventName: "api_requests"}, true
+func testMeterFunc(e billing.Entitlement) (meterSpec, bool) {
+	return meterSpec{Name: testMeter, EventName: "api_requests"}, true
 }
 
 // includedMeterFunc is testMeterFunc with included units per period not
 // reported (a plan that bills overage only).
-func includedMeterFunc(included int64) MeterFunc {
-	return func(e Entitlement) (UsageMeter, bool) {
+func includedMeterFunc(included int64) meterFunc {
+	return func(e billing.Entitlement) (meterSpec, bool) {
 		m, ok := testMeterFunc(e)
 		m.Included = included
 		return m, ok
@@ -175,8 +176,8 @@ func includedMeterFunc(included int64) MeterFunc {
 }
 
 // held returns what fake holds for e, in mode.
-func held(fake *fakestripe.Server, mode UsageMode, e Entitlement) int64 {
-	if mode == ReportTotals {
+func held(fake *fakestripe.Server, mode reportMode, e billing.Entitlement) int64 {
+	if mode == reportTotals {
 		return fake.UsageTotal(e.MeteredItemID)
 	}
 	return fake.MeterTotal(e.CustomerID, "api_requests")
@@ -199,7 +200,7 @@ func take(t testing.TB, st quota.Store, subject string, p quota.Period, n int64)
 // crashLeases skips Release while crashed is set: a crashed process
 // releases nothing, its lease expires.
 type crashLeases struct {
-	LeaseStore
+	leaseStore
 	crashed *atomic.Bool
 }
 
@@ -207,14 +208,14 @@ func (c crashLeases) Release(ctx context.Context, subject, token string) error {
 	if c.crashed.Load() {
 		return nil
 	}
-	return c.LeaseStore.Release(ctx, subject, token)
+	return c.leaseStore.Release(ctx, subject, token)
 }
 
-var modes = []UsageMode{ReportTotals, ReportDeltas}
+var modes = []reportMode{reportTotals, reportDeltas}
 
-func mustPlans(t testing.TB, plans ...Plan) *Plans {
+func mustPlans(t testing.TB, plans ...billing.Plan) *billing.Plans {
 	t.Helper()
-	p, err := NewPlans(plans...)
+	p, err := billing.NewPlans(plans...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,9 @@
-package billing
+package usage
 
 import (
 	"context"
 	"fmt"
+	"github.com/billkit/billkit/billing"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestRacingReporters(t *testing.T) {
 			t.Parallel()
 			clock := newTestClock(time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC))
 			racing(t, mode, quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now}),
-				NewMemoryWatermarkStore(clock.Now), NewMemoryLeaseStore(clock.Now), clock)
+				newMemoryWatermarks(clock.Now), newMemoryLeases(clock.Now), clock)
 		})
 	}
 }
@@ -36,31 +37,31 @@ func testRacingRedis(t *testing.T, rdb redis.UniversalClient) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wms, _ := NewRedisWatermarkStore(rdb, UsageRedisOptions{Prefix: prefix})
-			leases, _ := NewRedisLeaseStore(rdb, UsageRedisOptions{Prefix: prefix})
+			wms := newRedisWatermarks(rdb, redisOptions{Prefix: prefix})
+			leases := newRedisLeases(rdb, redisOptions{Prefix: prefix})
 			racing(t, mode, counters, wms, leases, newTestClock(time.Now()))
 		})
 	}
 }
 
-func racing(t *testing.T, mode UsageMode, counters quota.Store, wms WatermarkStore, leases LeaseStore, clock *testClock) {
+func racing(t *testing.T, mode reportMode, counters quota.Store, wms watermarkStore, leases leaseStore, clock *testClock) {
 	ctx := context.Background()
 	fake := fakestripe.NewServer()
 	defer fake.Close()
 	p := quota.CalendarPeriod(quota.Month, clock.Now())
-	var es []Entitlement
+	var es []billing.Entitlement
 	for i := 0; i < 12; i++ {
 		s := fmt.Sprintf("race-%s-%d", mode, i)
-		es = append(es, Entitlement{Subject: s, Tier: "pro", Status: StatusActive,
+		es = append(es, billing.Entitlement{Subject: s, Tier: "pro", Status: billing.StatusActive,
 			CustomerID: "cus_" + s, MeteredItemID: "si_" + s, Period: p})
 	}
 	ents := newReportEnts(es...)
 	sink := newSink(t, mode, fake.URL)
 	reporters := make([]*Reporter, 2)
 	for i := range reporters {
-		r, err := NewReporter(withSink(ReporterConfig{
-			Entitlements: ents, Counters: counters, Watermarks: wms, Leases: leases,
-			Meter: testMeterFunc, Concurrency: 3, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
+		r, err := NewReporter(withSink(Config{
+			Entitlements: ents, Counters: counters, watermarks: wms, leases: leases,
+			meter: testMeterFunc, Concurrency: 3, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
 			Logger: quietLogger(), Now: clock.Now,
 		}, sink))
 		if err != nil {

@@ -1,7 +1,8 @@
-package billing
+package usage
 
 import (
 	"context"
+	"github.com/billkit/billkit/billing"
 	"testing"
 	"time"
 
@@ -21,12 +22,12 @@ func TestReportOverageOnly(t *testing.T) {
 			ctx := context.Background()
 			env := newReportEnv(t, "alice")
 			included := map[string]int64{"basic": 10, "pro": 20, "mini": 5, "big": 1000}
-			meter := func(e Entitlement) (UsageMeter, bool) {
-				return UsageMeter{Name: testMeter, EventName: map[UsageMode]string{ReportDeltas: "api_requests"}[mode], Included: included[e.Tier]}, true
+			meter := func(e billing.Entitlement) (meterSpec, bool) {
+				return meterSpec{Name: testMeter, EventName: map[reportMode]string{reportDeltas: "api_requests"}[mode], Included: included[e.Tier]}, true
 			}
-			r := env.reporter(t, mode, func(c *ReporterConfig) { c.Meter = meter })
+			r := env.reporter(t, mode, func(c *Config) { c.meter = meter })
 			setTier := func(tier string) {
-				if _, err := env.ents.Update(ctx, "alice", func(e *Entitlement) error { e.Tier = tier; return nil }); err != nil {
+				if _, err := env.ents.Update(ctx, "alice", func(e *billing.Entitlement) error { e.Tier = tier; return nil }); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -63,7 +64,7 @@ func TestReportOverageOnly(t *testing.T) {
 			// The closed period's late units are billed with mini's 5.
 			next := quota.Period{Start: env.period.End, End: env.period.End.AddDate(0, 1, 0)}
 			env.clock.Set(env.period.End.Add(time.Second))
-			if _, err := env.ents.Update(ctx, "alice", func(e *Entitlement) error {
+			if _, err := env.ents.Update(ctx, "alice", func(e *billing.Entitlement) error {
 				e.PreviousPeriod, e.PreviousTier, e.Period, e.Tier = e.Period, e.Tier, next, "big"
 				return nil
 			}); err != nil {

@@ -1,9 +1,12 @@
-package billing
+package usage
 
 import (
 	"bytes"
 	"context"
+	"github.com/billkit/billkit/billing"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -12,14 +15,16 @@ import (
 	"github.com/billkit/billkit/billing/internal/fakestripe"
 	"github.com/billkit/billkit/internal/testserver"
 	"github.com/billkit/billkit/quota"
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
 )
 
 // mixedPlans is a catalog of one plan billed through a Billing Meter and
 // one billed through a legacy metered price.
-func mixedPlans(t testing.TB) *Plans {
+func mixedPlans(t testing.TB) *billing.Plans {
 	return mustPlans(t,
-		Plan{Tier: "pro", PriceID: "price_pro", Included: 100, Overage: true, MeterEventName: "api_requests"},
-		Plan{Tier: "legacy", PriceID: "price_legacy", Included: 100, Overage: true, MeteredPriceID: "price_legacy_metered"},
+		billing.Plan{Tier: "pro", PriceID: "price_pro", Included: 100, Overage: true, MeterEventName: "api_requests"},
+		billing.Plan{Tier: "legacy", PriceID: "price_legacy", Included: 100, Overage: true, MeteredPriceID: "price_legacy_metered"},
 	)
 }
 
@@ -34,8 +39,8 @@ func TestMixedCatalogRoutesEachPlan(t *testing.T) {
 	p := quota.Period{Start: time.Date(2026, 11, 3, 7, 0, 0, 0, time.UTC), End: time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)}
 	newEnts := func() *reportEnts {
 		return newReportEnts(
-			Entitlement{Subject: "alice", Tier: "pro", Status: StatusActive, CustomerID: "cus_alice", Period: p},
-			Entitlement{Subject: "bob", Tier: "legacy", Status: StatusActive, CustomerID: "cus_bob", MeteredItemID: "si_bob", Period: p},
+			billing.Entitlement{Subject: "alice", Tier: "pro", Status: billing.StatusActive, CustomerID: "cus_alice", Period: p},
+			billing.Entitlement{Subject: "bob", Tier: "legacy", Status: billing.StatusActive, CustomerID: "cus_bob", MeteredItemID: "si_bob", Period: p},
 		)
 	}
 
@@ -46,10 +51,8 @@ func TestMixedCatalogRoutesEachPlan(t *testing.T) {
 		counters := quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now})
 		take(t, counters, "alice", p, 42)
 		take(t, counters, "bob", p, 17)
-		r, err := NewReporter(ReporterConfig{
-			Entitlements: newEnts(), Counters: counters,
-			MeterEvents: newSink(t, ReportDeltas, fake.URL), UsageRecords: newSink(t, ReportTotals, fake.URL),
-			Watermarks: NewMemoryWatermarkStore(clock.Now), Leases: NewMemoryLeaseStore(clock.Now),
+		r, err := NewReporter(Config{
+			Entitlements: newEnts(), Counters: counters, Stripe: stripeAPI(fake.URL, 0),
 			Plans: mixedPlans(t), Logger: quietLogger(), Now: clock.Now, Rate: 1e6, Burst: 100,
 		})
 		if err != nil {
@@ -82,10 +85,17 @@ func TestMixedCatalogRoutesEachPlan(t *testing.T) {
 		counters := quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now})
 		take(t, counters, "alice", p, 42)
 		take(t, counters, "bob", p, 17)
-		r, err := NewReporter(ReporterConfig{
-			Entitlements: newEnts(), Counters: counters,
-			MeterEvents: newSink(t, ReportDeltas, meters.URL), UsageRecords: newSink(t, ReportTotals, records.URL),
-			Watermarks: NewMemoryWatermarkStore(clock.Now), Leases: NewMemoryLeaseStore(clock.Now),
+		// One Stripe client, as in production; its transport sends meter
+		// events to v0.203.0 and usage records to v0.162.0.
+		api := client.New("sk_test_billkit", &stripe.Backends{API: stripe.GetBackendWithConfig(stripe.APIBackend,
+			&stripe.BackendConfig{
+				URL:               stripe.String(meters.URL),
+				HTTPClient:        &http.Client{Transport: byPath{meters: meters.URL, records: records.URL}},
+				MaxNetworkRetries: stripe.Int64(0),
+				LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
+			})})
+		r, err := NewReporter(Config{
+			Entitlements: newEnts(), Counters: counters, Stripe: api,
 			Plans: mixedPlans(t), Logger: quietLogger(), Now: clock.Now,
 		})
 		if err != nil {
@@ -98,6 +108,24 @@ func TestMixedCatalogRoutesEachPlan(t *testing.T) {
 			t.Fatalf("stats = %+v, want both subjects reported, one call each", st)
 		}
 	})
+}
+
+// byPath sends the Billing API's requests to meters and all others to
+// records.
+type byPath struct{ meters, records string }
+
+func (b byPath) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := b.records
+	if strings.HasPrefix(r.URL.Path, "/v1/billing/") {
+		base = b.meters
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, err
+	}
+	r = r.Clone(r.Context())
+	r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, u.Host
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // TestRateLimitSlowsDown (B5): when Stripe answers 429 the reporter pauses
@@ -122,7 +150,7 @@ func TestRateLimitSlowsDown(t *testing.T) {
 				return fakestripe.None
 			})
 			const pause = 40 * time.Millisecond
-			r := env.reporter(t, mode, func(c *ReporterConfig) { c.RateLimitPause = pause })
+			r := env.reporter(t, mode, func(c *Config) { c.RateLimitPause = pause })
 			take(t, env.counters, "alice", env.period, 5)
 			if err := r.ReportAll(context.Background()); err != nil {
 				t.Fatal(err)
@@ -158,7 +186,7 @@ func TestRateLimitSlowsDown(t *testing.T) {
 		t.Parallel()
 		env := newReportEnv(t, "alice")
 		env.fake.SetFault(func(fakestripe.Request) fakestripe.Fault { return fakestripe.RateLimited })
-		r := env.reporter(t, ReportDeltas, func(c *ReporterConfig) { c.RateLimitPause = time.Millisecond })
+		r := env.reporter(t, reportDeltas, func(c *Config) { c.RateLimitPause = time.Millisecond })
 		take(t, env.counters, "alice", env.period, 5)
 		if err := r.ReportAll(context.Background()); err != nil {
 			t.Fatal(err)
@@ -180,16 +208,14 @@ func TestUnbillableCountedAndLogged(t *testing.T) {
 	calendar := quota.CalendarPeriod(quota.Month, clock.Now())
 	cases := []struct {
 		name   string
-		e      Entitlement
+		e      billing.Entitlement
 		period quota.Period // where its units are counted
 		reason string
-		sinks  string // "both" or "meters"
 	}{
-		{"no period", Entitlement{Tier: "pro", Status: StatusActive, CustomerID: "cus_x"}, calendar, "no billing period", "both"},
-		{"unknown tier", Entitlement{Tier: "gold", Status: StatusActive, CustomerID: "cus_x", Period: p}, p, "not in the plan catalog", "both"},
-		{"no metered item", Entitlement{Tier: "legacy", Status: StatusActive, CustomerID: "cus_x", Period: p}, p, "no item of the plan's metered price", "both"},
-		{"no customer", Entitlement{Tier: "pro", Status: StatusTrialing, Period: p}, p, "no Stripe customer", "both"},
-		{"no sink", Entitlement{Tier: "legacy", Status: StatusPastDue, CustomerID: "cus_x", MeteredItemID: "si_x", Period: p}, p, "no sink", "meters"},
+		{"no period", billing.Entitlement{Tier: "pro", Status: billing.StatusActive, CustomerID: "cus_x"}, calendar, "no billing period"},
+		{"unknown tier", billing.Entitlement{Tier: "gold", Status: billing.StatusActive, CustomerID: "cus_x", Period: p}, p, "not in the plan catalog"},
+		{"no metered item", billing.Entitlement{Tier: "legacy", Status: billing.StatusActive, CustomerID: "cus_x", Period: p}, p, "no item of the plan's metered price"},
+		{"no customer", billing.Entitlement{Tier: "pro", Status: billing.StatusTrialing, Period: p}, p, "no Stripe customer"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -198,22 +224,15 @@ func TestUnbillableCountedAndLogged(t *testing.T) {
 			t.Cleanup(fake.Close)
 			counters := quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now})
 			tc.e.Subject = "x"
-			idle := Entitlement{Subject: "y", Tier: tc.e.Tier, Status: tc.e.Status, CustomerID: tc.e.CustomerID,
+			idle := billing.Entitlement{Subject: "y", Tier: tc.e.Tier, Status: tc.e.Status, CustomerID: tc.e.CustomerID,
 				MeteredItemID: tc.e.MeteredItemID, Period: tc.e.Period} // the same, without usage
 			take(t, counters, "x", tc.period, 3)
 			var logs bytes.Buffer
 			var mu sync.Mutex
-			cfg := ReporterConfig{
+			cfg := Config{
 				Entitlements: newReportEnts(tc.e, idle), Counters: counters,
-				MeterEvents: newSink(t, ReportDeltas, fake.URL),
-				Watermarks:  NewMemoryWatermarkStore(clock.Now), Leases: NewMemoryLeaseStore(clock.Now),
-				Meter: PlanMeters(mixedPlans(t), ""), Plans: mixedPlans(t), Now: clock.Now, Rate: 1e6, Burst: 100,
+				Stripe: stripeAPI(fake.URL, 0), Plans: mixedPlans(t), Now: clock.Now, Rate: 1e6, Burst: 100,
 				Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelError})),
-			}
-			if tc.sinks == "both" {
-				cfg.UsageRecords = newSink(t, ReportTotals, fake.URL)
-			} else {
-				cfg.Plans = nil // the catalog check would refuse the config
 			}
 			r, err := NewReporter(cfg)
 			if err != nil {

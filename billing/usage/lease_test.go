@@ -1,4 +1,4 @@
-package billing
+package usage
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func testLeaseContract(t *testing.T, mk func(t *testing.T) (LeaseStore, func(subject string) time.Duration)) {
+func testLeaseContract(t *testing.T, mk func(t *testing.T) (leaseStore, func(subject string) time.Duration)) {
 	ctx := context.Background()
 
 	t.Run("exclusive until released by its token", func(t *testing.T) {
@@ -79,7 +79,7 @@ func testLeaseContract(t *testing.T, mk func(t *testing.T) (LeaseStore, func(sub
 func TestMemoryLeaseExpires(t *testing.T) {
 	t.Parallel()
 	clock := newTestClock(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
-	s := NewMemoryLeaseStore(clock.Now)
+	s := newMemoryLeases(clock.Now)
 	ctx := context.Background()
 	if _, ok, _ := s.Acquire(ctx, "a", time.Minute); !ok {
 		t.Fatal("Acquire failed")
@@ -98,11 +98,8 @@ func TestMemoryLeaseExpires(t *testing.T) {
 // rejected rather than rounded to no expiry.
 func TestRedisLeaseKey(t *testing.T) {
 	t.Parallel()
-	if _, err := NewRedisLeaseStore(nil, UsageRedisOptions{}); err == nil {
-		t.Fatal("NewRedisLeaseStore(nil) succeeded")
-	}
-	s := &RedisLeaseStore{prefix: "billkit"}
-	if got, want := s.Key("alice"), "billkit:{alice}:lease:report"; got != want {
+	s := &redisLeases{prefix: "billkit"}
+	if got, want := s.key("alice"), "billkit:{alice}:lease:report"; got != want {
 		t.Fatalf("Key = %q; want %q", got, want)
 	}
 	if _, _, err := s.Acquire(context.Background(), "a", time.Microsecond); err == nil {

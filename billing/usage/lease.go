@@ -1,4 +1,4 @@
-package billing
+package usage
 
 import (
 	"context"
@@ -11,11 +11,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// LeaseStore grants one holder at a time the right to report a subject's
+// leaseStore grants one holder at a time the right to report a subject's
 // usage. A lease expires after its TTL, so a holder that dies blocks the
 // subject for at most that long. Implementations must be safe for
 // concurrent use; errors mean the store could not answer.
-type LeaseStore interface {
+type leaseStore interface {
 	// Acquire takes subject's lease for ttl and returns its token, or
 	// ok=false when another holder has it.
 	Acquire(ctx context.Context, subject string, ttl time.Duration) (token string, ok bool, err error)
@@ -26,14 +26,14 @@ type LeaseStore interface {
 
 // Compile-time interface checks.
 var (
-	_ LeaseStore = (*MemoryLeaseStore)(nil)
-	_ LeaseStore = (*RedisLeaseStore)(nil)
+	_ leaseStore = (*memoryLeases)(nil)
+	_ leaseStore = (*redisLeases)(nil)
 )
 
-// MemoryLeaseStore is a [LeaseStore] in process memory: it coordinates the
+// memoryLeases is a [leaseStore] in process memory: it coordinates the
 // reporters of one process only. It is safe for concurrent use. Its zero
 // value is ready to use with the system clock.
-type MemoryLeaseStore struct {
+type memoryLeases struct {
 	// Now is the clock that expires leases. Nil means time.Now.
 	Now func() time.Time
 
@@ -46,21 +46,21 @@ type memLease struct {
 	expireAt time.Time
 }
 
-// NewMemoryLeaseStore returns an empty store that reads time from now (nil
+// newMemoryLeases returns an empty store that reads time from now (nil
 // means time.Now).
-func NewMemoryLeaseStore(now func() time.Time) *MemoryLeaseStore {
-	return &MemoryLeaseStore{Now: now}
+func newMemoryLeases(now func() time.Time) *memoryLeases {
+	return &memoryLeases{Now: now}
 }
 
-func (s *MemoryLeaseStore) now() time.Time {
+func (s *memoryLeases) now() time.Time {
 	if s.Now != nil {
 		return s.Now()
 	}
 	return time.Now()
 }
 
-// Acquire implements [LeaseStore].
-func (s *MemoryLeaseStore) Acquire(ctx context.Context, subject string, ttl time.Duration) (string, bool, error) {
+// Acquire implements [leaseStore].
+func (s *memoryLeases) Acquire(ctx context.Context, subject string, ttl time.Duration) (string, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return "", false, err
 	}
@@ -78,8 +78,8 @@ func (s *MemoryLeaseStore) Acquire(ctx context.Context, subject string, ttl time
 	return tok, true, nil
 }
 
-// Release implements [LeaseStore].
-func (s *MemoryLeaseStore) Release(_ context.Context, subject, token string) error {
+// Release implements [leaseStore].
+func (s *memoryLeases) Release(_ context.Context, subject, token string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l, ok := s.m[subject]; ok && l.token == token {
@@ -88,39 +88,36 @@ func (s *MemoryLeaseStore) Release(_ context.Context, subject, token string) err
 	return nil
 }
 
-// RedisLeaseStore is a [LeaseStore] in Redis: the lease is the string key
+// redisLeases is a [leaseStore] in Redis: the lease is the string key
 // prefix:{subject}:lease:report holding the holder's random token, set
 // with SET NX PX (so it always expires) and released by a script that
 // deletes it only if it still holds the token.
 //
-// A RedisLeaseStore is safe for concurrent use. Its zero value is not
-// usable; create one with [NewRedisLeaseStore].
-type RedisLeaseStore struct {
+// A redisLeases is safe for concurrent use. Its zero value is not
+// usable; create one with [newRedisLeases].
+type redisLeases struct {
 	rdb    redis.UniversalClient
 	prefix string
 }
 
-// NewRedisLeaseStore returns a store on rdb (standalone, Sentinel or
+// newRedisLeases returns a store on rdb (standalone, Sentinel or
 // Cluster).
-func NewRedisLeaseStore(rdb redis.UniversalClient, opts UsageRedisOptions) (*RedisLeaseStore, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: redis lease store needs a client", ErrInvalidConfig)
-	}
-	return &RedisLeaseStore{rdb: rdb, prefix: opts.prefix()}, nil
+func newRedisLeases(rdb redis.UniversalClient, opts redisOptions) *redisLeases {
+	return &redisLeases{rdb: rdb, prefix: opts.prefix()}
 }
 
-// Key returns the Redis key of subject's lease.
-func (s *RedisLeaseStore) Key(subject string) string {
+// key returns the Redis key of subject's lease.
+func (s *redisLeases) key(subject string) string {
 	return s.prefix + ":{" + subject + "}:lease:report"
 }
 
-// Acquire implements [LeaseStore].
-func (s *RedisLeaseStore) Acquire(ctx context.Context, subject string, ttl time.Duration) (string, bool, error) {
+// Acquire implements [leaseStore].
+func (s *redisLeases) Acquire(ctx context.Context, subject string, ttl time.Duration) (string, bool, error) {
 	if ttl < time.Millisecond {
 		return "", false, errors.New("billing: lease ttl under 1ms")
 	}
 	tok := rand.Text()
-	err := s.rdb.SetArgs(ctx, s.Key(subject), tok, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
+	err := s.rdb.SetArgs(ctx, s.key(subject), tok, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return "", false, nil
@@ -135,9 +132,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `)
 
-// Release implements [LeaseStore].
-func (s *RedisLeaseStore) Release(ctx context.Context, subject, token string) error {
-	if err := releaseScript.Run(ctx, s.rdb, []string{s.Key(subject)}, token).Err(); err != nil && !errors.Is(err, redis.Nil) {
+// Release implements [leaseStore].
+func (s *redisLeases) Release(ctx context.Context, subject, token string) error {
+	if err := releaseScript.Run(ctx, s.rdb, []string{s.key(subject)}, token).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("billing: release lease: %w", err)
 	}
 	return nil

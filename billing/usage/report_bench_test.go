@@ -1,8 +1,9 @@
-package billing
+package usage
 
 import (
 	"context"
 	"fmt"
+	"github.com/billkit/billkit/billing"
 	"testing"
 	"time"
 
@@ -32,20 +33,20 @@ func BenchmarkReport(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		wms, _ := NewRedisWatermarkStore(rdb, UsageRedisOptions{Prefix: prefix})
-		leases, _ := NewRedisLeaseStore(rdb, UsageRedisOptions{Prefix: prefix})
+		wms := newRedisWatermarks(rdb, redisOptions{Prefix: prefix})
+		leases := newRedisLeases(rdb, redisOptions{Prefix: prefix})
 		fake := fakestripe.NewServer()
 		p := quota.CalendarPeriod(quota.Month, time.Now())
-		es := make([]Entitlement, subjects)
+		es := make([]billing.Entitlement, subjects)
 		for i := range es {
 			s := fmt.Sprintf("%s-%05d", mode, i)
-			es[i] = Entitlement{Subject: s, Tier: "pro", Status: StatusActive,
+			es[i] = billing.Entitlement{Subject: s, Tier: "pro", Status: billing.StatusActive,
 				CustomerID: "cus_" + s, MeteredItemID: "si_" + s, Period: p}
 		}
 		ents := newReportEnts(es...)
-		r, err := NewReporter(withSink(ReporterConfig{
+		r, err := NewReporter(withSink(Config{
 			Entitlements: ents, Counters: counters,
-			Watermarks: wms, Leases: leases, Meter: testMeterFunc,
+			watermarks: wms, leases: leases, meter: testMeterFunc,
 			Rate: 1e6, Burst: 1000, Concurrency: 8, Logger: quietLogger(),
 		}, newSink(b, mode, fake.URL)))
 		if err != nil {

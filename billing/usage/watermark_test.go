@@ -1,4 +1,4 @@
-package billing
+package usage
 
 import (
 	"context"
@@ -22,45 +22,39 @@ func redisBackends(t *testing.T) map[string]redis.UniversalClient {
 	}
 }
 
-// TestUsageStores runs the WatermarkStore and LeaseStore contracts on the
+// TestUsageStores runs the watermarkStore and leaseStore contracts on the
 // memory stores, a real redis-server and a real three-master Cluster, and
 // races two reporters over the Redis ones.
 func TestUsageStores(t *testing.T) {
 	t.Parallel()
 	type backend struct {
-		wm     func(t *testing.T) (WatermarkStore, func(WatermarkKey) time.Duration)
-		lease  func(t *testing.T) (LeaseStore, func(subject string) time.Duration)
+		wm     func(t *testing.T) (watermarkStore, func(wmKey) time.Duration)
+		lease  func(t *testing.T) (leaseStore, func(subject string) time.Duration)
 		client redis.UniversalClient
 	}
 	backends := map[string]backend{
 		"memory": {
-			wm: func(t *testing.T) (WatermarkStore, func(WatermarkKey) time.Duration) {
-				return NewMemoryWatermarkStore(nil), nil
+			wm: func(t *testing.T) (watermarkStore, func(wmKey) time.Duration) {
+				return newMemoryWatermarks(nil), nil
 			},
-			lease: func(t *testing.T) (LeaseStore, func(string) time.Duration) {
-				return NewMemoryLeaseStore(nil), nil
+			lease: func(t *testing.T) (leaseStore, func(string) time.Duration) {
+				return newMemoryLeases(nil), nil
 			},
 		},
 	}
 	for name, rdb := range redisBackends(t) {
 		backends[name] = backend{
 			client: rdb,
-			wm: func(t *testing.T) (WatermarkStore, func(WatermarkKey) time.Duration) {
-				s, err := NewRedisWatermarkStore(rdb, UsageRedisOptions{Prefix: "wm" + t.Name()})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return s, func(k WatermarkKey) time.Duration {
-					return rdb.PTTL(context.Background(), s.Key(k)).Val()
+			wm: func(t *testing.T) (watermarkStore, func(wmKey) time.Duration) {
+				s := newRedisWatermarks(rdb, redisOptions{Prefix: "wm" + t.Name()})
+				return s, func(k wmKey) time.Duration {
+					return rdb.PTTL(context.Background(), s.key(k)).Val()
 				}
 			},
-			lease: func(t *testing.T) (LeaseStore, func(string) time.Duration) {
-				s, err := NewRedisLeaseStore(rdb, UsageRedisOptions{Prefix: "ls" + t.Name()})
-				if err != nil {
-					t.Fatal(err)
-				}
+			lease: func(t *testing.T) (leaseStore, func(string) time.Duration) {
+				s := newRedisLeases(rdb, redisOptions{Prefix: "ls" + t.Name()})
 				return s, func(subject string) time.Duration {
-					return rdb.PTTL(context.Background(), s.Key(subject)).Val()
+					return rdb.PTTL(context.Background(), s.key(subject)).Val()
 				}
 			},
 		}
@@ -77,7 +71,7 @@ func TestUsageStores(t *testing.T) {
 	}
 }
 
-func testWatermarkContract(t *testing.T, mk func(t *testing.T) (WatermarkStore, func(WatermarkKey) time.Duration)) {
+func testWatermarkContract(t *testing.T, mk func(t *testing.T) (watermarkStore, func(wmKey) time.Duration)) {
 	ctx := context.Background()
 	start := time.Now().UTC().Truncate(time.Second)
 	p1 := quota.Period{Start: start.Add(-time.Hour), End: start.Add(time.Hour)}
@@ -86,13 +80,13 @@ func testWatermarkContract(t *testing.T, mk func(t *testing.T) (WatermarkStore, 
 
 	t.Run("begin and commit", func(t *testing.T) {
 		s, ttl := mk(t)
-		k := WatermarkKey{Subject: "alice", Meter: "requests", Period: p1}
+		k := wmKey{Subject: "alice", Meter: "requests", Period: p1}
 		got, err := s.Load(ctx, "alice", "requests", []quota.Period{p1, p2})
-		if err != nil || len(got) != 2 || got[0] != (Watermark{}) || got[1] != (Watermark{}) {
+		if err != nil || len(got) != 2 || got[0] != (watermark{}) || got[1] != (watermark{}) {
 			t.Fatalf("Load of nothing = %+v, %v; want two zero watermarks", got, err)
 		}
-		f := InFlight{From: 0, To: 7, Identifier: "id-1", Timestamp: start}
-		if ok, err := s.Begin(ctx, k, InFlight{From: 3, To: 7, Identifier: "x"}, exp); ok || err != nil {
+		f := inFlight{From: 0, To: 7, Identifier: "id-1", Timestamp: start}
+		if ok, err := s.Begin(ctx, k, inFlight{From: 3, To: 7, Identifier: "x"}, exp); ok || err != nil {
 			t.Fatalf("Begin from 3 on an empty watermark = %v, %v; want false", ok, err)
 		}
 		if ok, err := s.Begin(ctx, k, f, exp); !ok || err != nil {
@@ -103,40 +97,40 @@ func testWatermarkContract(t *testing.T, mk func(t *testing.T) (WatermarkStore, 
 				t.Fatalf("watermark TTL after Begin = %v; want about 24h", d)
 			}
 		}
-		if ok, _ := s.Begin(ctx, k, InFlight{From: 0, To: 9, Identifier: "id-2", Timestamp: start}, exp); ok {
+		if ok, _ := s.Begin(ctx, k, inFlight{From: 0, To: 9, Identifier: "id-2", Timestamp: start}, exp); ok {
 			t.Fatal("second Begin while one is in flight succeeded")
 		}
 		got, _ = s.Load(ctx, "alice", "requests", []quota.Period{p1})
-		if got[0].InFlight == nil || *got[0].InFlight != f || got[0].Reported != 0 {
+		if got[0].inFlight == nil || *got[0].inFlight != f || got[0].Reported != 0 {
 			t.Fatalf("Load after Begin = %+v; want in-flight %+v", got[0], f)
 		}
-		for _, c := range []WatermarkCommit{{Identifier: "other", To: 7}, {To: 7}} {
+		for _, c := range []wmCommit{{Identifier: "other", To: 7}, {To: 7}} {
 			if ok, _ := s.Commit(ctx, k, c, exp); ok {
 				t.Fatalf("Commit %+v applied over in-flight %q", c, f.Identifier)
 			}
 		}
-		if ok, err := s.Commit(ctx, k, WatermarkCommit{Identifier: "id-1", To: 7}, exp); !ok || err != nil {
+		if ok, err := s.Commit(ctx, k, wmCommit{Identifier: "id-1", To: 7}, exp); !ok || err != nil {
 			t.Fatalf("Commit = %v, %v; want true", ok, err)
 		}
-		if ok, _ := s.Commit(ctx, k, WatermarkCommit{Identifier: "id-1", To: 7}, exp); ok {
+		if ok, _ := s.Commit(ctx, k, wmCommit{Identifier: "id-1", To: 7}, exp); ok {
 			t.Fatal("Commit of an already committed report applied twice")
 		}
 		got, _ = s.Load(ctx, "alice", "requests", []quota.Period{p1, p2})
-		if got[0] != (Watermark{Reported: 7}) || got[1] != (Watermark{}) {
+		if got[0] != (watermark{Reported: 7}) || got[1] != (watermark{}) {
 			t.Fatalf("Load after Commit = %+v; want Reported 7 in p1 only", got)
 		}
 	})
 
 	t.Run("totals never go down", func(t *testing.T) {
 		s, ttl := mk(t)
-		k := WatermarkKey{Subject: "bob", Meter: "requests", Period: p1}
-		for _, c := range []WatermarkCommit{{To: 5}, {To: 3}, {To: 9, Final: true}, {To: 4}} {
+		k := wmKey{Subject: "bob", Meter: "requests", Period: p1}
+		for _, c := range []wmCommit{{To: 5}, {To: 3}, {To: 9, Final: true}, {To: 4}} {
 			if ok, err := s.Commit(ctx, k, c, exp); !ok || err != nil {
 				t.Fatalf("Commit %+v = %v, %v", c, ok, err)
 			}
 		}
 		got, _ := s.Load(ctx, "bob", "requests", []quota.Period{p1})
-		if got[0] != (Watermark{Reported: 9, Final: true}) {
+		if got[0] != (watermark{Reported: 9, Final: true}) {
 			t.Fatalf("watermark = %+v; want Reported 9, Final", got[0])
 		}
 		if ttl != nil {
@@ -148,8 +142,8 @@ func testWatermarkContract(t *testing.T, mk func(t *testing.T) (WatermarkStore, 
 
 	t.Run("zero final commit creates an expiring key", func(t *testing.T) {
 		s, ttl := mk(t)
-		k := WatermarkKey{Subject: "carol", Meter: "requests", Period: p1}
-		if ok, err := s.Commit(ctx, k, WatermarkCommit{To: 0, Final: true}, exp); !ok || err != nil {
+		k := wmKey{Subject: "carol", Meter: "requests", Period: p1}
+		if ok, err := s.Commit(ctx, k, wmCommit{To: 0, Final: true}, exp); !ok || err != nil {
 			t.Fatalf("Commit = %v, %v", ok, err)
 		}
 		got, _ := s.Load(ctx, "carol", "requests", []quota.Period{p1})
@@ -163,14 +157,14 @@ func testWatermarkContract(t *testing.T, mk func(t *testing.T) (WatermarkStore, 
 
 	t.Run("concurrent begins: one wins", func(t *testing.T) {
 		s, _ := mk(t)
-		k := WatermarkKey{Subject: "dave", Meter: "requests", Period: p1}
+		k := wmKey{Subject: "dave", Meter: "requests", Period: p1}
 		var wins atomic.Int32
 		var wg sync.WaitGroup
 		for i := 0; i < 16; i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ok, err := s.Begin(ctx, k, InFlight{From: 0, To: int64(i + 1), Identifier: "id", Timestamp: start}, exp)
+				ok, err := s.Begin(ctx, k, inFlight{From: 0, To: int64(i + 1), Identifier: "id", Timestamp: start}, exp)
 				if err != nil {
 					t.Error(err)
 				}
@@ -191,10 +185,10 @@ func testWatermarkContract(t *testing.T, mk func(t *testing.T) (WatermarkStore, 
 func TestMemoryWatermarkExpiry(t *testing.T) {
 	t.Parallel()
 	clock := newTestClock(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
-	s := NewMemoryWatermarkStore(clock.Now)
+	s := newMemoryWatermarks(clock.Now)
 	p := quota.CalendarPeriod(quota.Month, clock.Now())
-	k := WatermarkKey{Subject: "a", Meter: "m", Period: p}
-	if ok, _ := s.Commit(context.Background(), k, WatermarkCommit{To: 4}, clock.Now().Add(time.Hour)); !ok {
+	k := wmKey{Subject: "a", Meter: "m", Period: p}
+	if ok, _ := s.Commit(context.Background(), k, wmCommit{To: 4}, clock.Now().Add(time.Hour)); !ok {
 		t.Fatal("commit failed")
 	}
 	clock.Add(time.Hour - time.Second)
@@ -203,7 +197,7 @@ func TestMemoryWatermarkExpiry(t *testing.T) {
 	}
 	clock.Add(time.Second)
 	got, _ := s.Load(context.Background(), "a", "m", []quota.Period{p})
-	if got[0] != (Watermark{}) || s.Len() != 0 {
+	if got[0] != (watermark{}) || s.Len() != 0 {
 		t.Fatalf("watermark after expiry = %+v (len %d); want none", got[0], s.Len())
 	}
 }
@@ -211,15 +205,9 @@ func TestMemoryWatermarkExpiry(t *testing.T) {
 // TestRedisWatermarkKey checks the key layout: the subject in a hash tag.
 func TestRedisWatermarkKey(t *testing.T) {
 	t.Parallel()
-	s, err := NewRedisWatermarkStore(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), UsageRedisOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newRedisWatermarks(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisOptions{})
 	p := quota.CalendarPeriod(quota.Month, time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))
-	if got, want := s.Key(WatermarkKey{Subject: "alice", Meter: "requests", Period: p}), "billkit:{alice}:wm:requests:20261101"; got != want {
+	if got, want := s.key(wmKey{Subject: "alice", Meter: "requests", Period: p}), "billkit:{alice}:wm:requests:20261101"; got != want {
 		t.Fatalf("Key = %q; want %q", got, want)
-	}
-	if _, err := NewRedisWatermarkStore(nil, UsageRedisOptions{}); err == nil {
-		t.Fatal("NewRedisWatermarkStore(nil) succeeded")
 	}
 }

@@ -1,9 +1,10 @@
-package billing
+package usage
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/billkit/billkit/billing"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -47,19 +48,19 @@ func TestReporterCrashes(t *testing.T) {
 	t.Parallel()
 	variants := []struct {
 		name    string
-		mode    UsageMode
+		mode    reportMode
 		idemKey bool // fake Stripe honours Idempotency-Key replay
 		runs    int
 	}{
-		{"usage-records", ReportTotals, true, 200},
-		{"meter-events", ReportDeltas, true, 200},
+		{"usage-records", reportTotals, true, 200},
+		{"meter-events", reportDeltas, true, 200},
 		// Without key replay (keys expire after 24 hours), a resend meets
 		// Stripe's duplicate-identifier refusal instead.
-		{"meter-events-duplicate-answer", ReportDeltas, false, 60},
-		// Plans that bill overage only (BillOverage): 8 units of each
+		{"meter-events-duplicate-answer", reportDeltas, false, 60},
+		// billing.Plans that bill overage only (billing.BillOverage): 8 units of each
 		// period are not reported.
-		{"usage-records-overage", ReportTotals, true, 60},
-		{"meter-events-overage", ReportDeltas, true, 60},
+		{"usage-records-overage", reportTotals, true, 60},
+		{"meter-events-overage", reportDeltas, true, 60},
 	}
 	for _, v := range variants {
 		runs := v.runs
@@ -90,7 +91,7 @@ func TestReporterCrashes(t *testing.T) {
 	}
 }
 
-func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included int64, seed uint64, crashes, faults *atomic.Int64) {
+func crashRun(t *testing.T, fake *fakestripe.Server, mode reportMode, included int64, seed uint64, crashes, faults *atomic.Int64) {
 	ctx := context.Background()
 	rng := &lockedRand{r: rand.New(rand.NewPCG(seed, 0x5eed))}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
@@ -99,15 +100,15 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included in
 	clock := newTestClock(t0.Add(24 * time.Hour))
 
 	counters := quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now})
-	wms := NewMemoryWatermarkStore(clock.Now)
+	wms := newMemoryWatermarks(clock.Now)
 	var crashed atomic.Bool
-	leases := crashLeases{NewMemoryLeaseStore(clock.Now), &crashed}
+	leases := crashLeases{newMemoryLeases(clock.Now), &crashed}
 	var subjects []string
-	var es []Entitlement
+	var es []billing.Entitlement
 	for i := 0; i < 3; i++ {
 		s := fmt.Sprintf("%s-i%d-r%d-s%d", mode, included, seed, i)
 		subjects = append(subjects, s)
-		es = append(es, Entitlement{Subject: s, Tier: "pro", Status: StatusActive,
+		es = append(es, billing.Entitlement{Subject: s, Tier: "pro", Status: billing.StatusActive,
 			CustomerID: "cus_" + s, MeteredItemID: "si_" + s, Period: p1})
 	}
 	ents := newReportEnts(es...)
@@ -122,26 +123,35 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included in
 	})
 	defer fake.SetFault(nil)
 
-	sink := newSink(t, mode, fake.URL)
+	snk := newSink(t, mode, fake.URL)
+	// A crash is the process dying right after a step of a report: after
+	// reading the counters, writing the in-flight record, Stripe's answer,
+	// or writing the watermark. Each step's store is wrapped so that it
+	// completes and then, by chance, the process dies.
+	crash := func() error {
+		if rng.chance(faultRate / 2) {
+			crashes.Add(1)
+			crashed.Store(true)
+			return errCrash
+		}
+		return nil
+	}
 	newReporter := func(faulty bool) *Reporter {
-		r, err := NewReporter(withSink(ReporterConfig{
-			Entitlements: ents, Counters: counters, Watermarks: wms, Leases: leases,
-			Meter: includedMeterFunc(included), Concurrency: 2, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
+		cfg := Config{
+			Entitlements: ents, Counters: counters, watermarks: wms, leases: leases,
+			meter: includedMeterFunc(included), Concurrency: 2, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
 			BackoffMin: time.Second, BackoffMax: 10 * time.Second,
 			Logger: quietLogger(), Now: clock.Now,
-		}, sink))
+		}
+		s := snk
+		if faulty {
+			cfg.Counters = crashCounters{counters, crash}
+			cfg.watermarks = crashWatermarks{wms, crash}
+			s = crashSink{snk, crash}
+		}
+		r, err := NewReporter(withSink(cfg, s))
 		if err != nil {
 			t.Fatal(err)
-		}
-		if faulty {
-			r.fault = func(string) error {
-				if rng.chance(faultRate / 2) {
-					crashes.Add(1)
-					crashed.Store(true)
-					return errCrash
-				}
-				return nil
-			}
 		}
 		return r
 	}
@@ -162,7 +172,7 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included in
 	round := func(p quota.Period) {
 		// Quota counts a request into the period it started in: a closed
 		// period's last units land within moments of its end, well before
-		// it settles (ReporterConfig.Settle, 5 minutes).
+		// it settles (Config.Settle, 5 minutes).
 		if clock.Now().Before(p.End.Add(4 * time.Minute)) {
 			for _, s := range subjects {
 				take(t, counters, s, p, int64(rng.intN(6)))
@@ -214,7 +224,7 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included in
 			t.Errorf("seed %d subject %s: Stripe holds %d units, counted %d", seed, e.Subject, got, want)
 		}
 	}
-	if mode == ReportTotals {
+	if mode == reportTotals {
 		// One record per period, at the period's start.
 		for _, e := range es {
 			for _, ts := range fake.UsageTimestamps(e.MeteredItemID) {
@@ -224,4 +234,55 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode UsageMode, included in
 			}
 		}
 	}
+}
+
+// crashCounters dies (by chance) right after reading a counter.
+type crashCounters struct {
+	Counters
+	crash func() error
+}
+
+func (c crashCounters) Usage(ctx context.Context, subject, meter string, p quota.Period) (quota.Usage, error) {
+	u, err := c.Counters.Usage(ctx, subject, meter, p)
+	if err == nil {
+		err = c.crash()
+	}
+	return u, err
+}
+
+// crashWatermarks dies (by chance) right after writing an in-flight
+// record or a watermark.
+type crashWatermarks struct {
+	watermarkStore
+	crash func() error
+}
+
+func (c crashWatermarks) Begin(ctx context.Context, k wmKey, f inFlight, expireAt time.Time) (bool, error) {
+	ok, err := c.watermarkStore.Begin(ctx, k, f, expireAt)
+	if err == nil && ok {
+		err = c.crash()
+	}
+	return ok, err
+}
+
+func (c crashWatermarks) Commit(ctx context.Context, k wmKey, cm wmCommit, expireAt time.Time) (bool, error) {
+	ok, err := c.watermarkStore.Commit(ctx, k, cm, expireAt)
+	if err == nil && ok {
+		err = c.crash()
+	}
+	return ok, err
+}
+
+// crashSink dies (by chance) right after Stripe acknowledged a report.
+type crashSink struct {
+	sink
+	crash func() error
+}
+
+func (c crashSink) Report(ctx context.Context, r usageReport) error {
+	err := c.sink.Report(ctx, r)
+	if err == nil {
+		err = c.crash()
+	}
+	return err
 }

@@ -1,8 +1,9 @@
-package billing
+package usage
 
 import (
 	"context"
 	"errors"
+	"github.com/billkit/billkit/billing"
 	"testing"
 	"time"
 
@@ -18,11 +19,11 @@ import (
 func TestReporterAgainstStripeMock(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		mode    UsageMode
+		mode    reportMode
 		version string
 	}{
-		{ReportTotals, testserver.StripeMockUsageRecords},
-		{ReportDeltas, testserver.StripeMockMeterEvents},
+		{reportTotals, testserver.StripeMockUsageRecords},
+		{reportDeltas, testserver.StripeMockMeterEvents},
 	}
 	for _, c := range cases {
 		t.Run(c.mode.String(), func(t *testing.T) {
@@ -32,13 +33,13 @@ func TestReporterAgainstStripeMock(t *testing.T) {
 			clock := newTestClock(time.Now().UTC())
 			p := quota.CalendarPeriod(quota.Month, clock.Now())
 			counters := quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now})
-			e := Entitlement{Subject: "alice", Tier: "pro", Status: StatusActive,
+			e := billing.Entitlement{Subject: "alice", Tier: "pro", Status: billing.StatusActive,
 				CustomerID: "cus_123", MeteredItemID: "si_123", Period: p}
 			take(t, counters, "alice", p, 42)
-			r, err := NewReporter(withSink(ReporterConfig{
+			r, err := NewReporter(withSink(Config{
 				Entitlements: newReportEnts(e), Counters: counters,
-				Watermarks: NewMemoryWatermarkStore(clock.Now), Leases: NewMemoryLeaseStore(clock.Now),
-				Meter: testMeterFunc, Logger: quietLogger(), Now: clock.Now,
+				watermarks: newMemoryWatermarks(clock.Now), leases: newMemoryLeases(clock.Now),
+				meter: testMeterFunc, Logger: quietLogger(), Now: clock.Now,
 			}, newSink(t, c.mode, mock.URL)))
 			if err != nil {
 				t.Fatal(err)
@@ -65,15 +66,15 @@ func TestSinksRejectedByStripeMock(t *testing.T) {
 	ctx := context.Background()
 	p := quota.CalendarPeriod(quota.Month, time.Now())
 	// v0.203.0 has no usage records endpoint: the answer is a 404.
-	err := newSink(t, ReportTotals, mock.URL).Report(ctx, UsageReport{
+	err := newSink(t, reportTotals, mock.URL).Report(ctx, usageReport{
 		SubscriptionItemID: "si_123", Period: p, To: 3, Identifier: "k1", Timestamp: p.Start})
-	if err == nil || IsDuplicateMeterEvent(err) {
+	if err == nil || isDuplicateMeterEvent(err) {
 		t.Fatalf("usage record on a server without the endpoint = %v; want an error", err)
 	}
 	// Missing fields never reach Stripe.
-	err = newSink(t, ReportDeltas, mock.URL).Report(ctx, UsageReport{
+	err = newSink(t, reportDeltas, mock.URL).Report(ctx, usageReport{
 		CustomerID: "cus_1", Period: p, From: 0, To: 3, Identifier: "k2", Timestamp: p.Start})
-	if !errors.Is(err, ErrReportInvalid) {
-		t.Fatalf("meter event without event name = %v; want ErrReportInvalid", err)
+	if !errors.Is(err, errReportInvalid) {
+		t.Fatalf("meter event without event name = %v; want errReportInvalid", err)
 	}
 }

@@ -1,9 +1,11 @@
-package billing
+package usage
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/billkit/billkit/billing"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,7 +26,7 @@ type reportEnv struct {
 	clock    *testClock
 	counters *countingUsage
 	ents     *reportEnts
-	wms      *MemoryWatermarkStore
+	wms      *memoryWatermarks
 	period   quota.Period
 }
 
@@ -54,24 +56,24 @@ func newReportEnv(t *testing.T, subjects ...string) *reportEnv {
 	t.Cleanup(fake.Close)
 	clock := newTestClock(time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC))
 	p := quota.CalendarPeriod(quota.Month, clock.Now())
-	var es []Entitlement
+	var es []billing.Entitlement
 	for _, s := range subjects {
-		es = append(es, Entitlement{Subject: s, Tier: "pro", Status: StatusActive,
+		es = append(es, billing.Entitlement{Subject: s, Tier: "pro", Status: billing.StatusActive,
 			CustomerID: "cus_" + s, MeteredItemID: "si_" + s, Period: p})
 	}
 	return &reportEnv{
 		fake: fake, clock: clock, period: p, ents: newReportEnts(es...),
 		counters: &countingUsage{Store: quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now}), reads: map[string]int{}},
-		wms:      NewMemoryWatermarkStore(clock.Now),
+		wms:      newMemoryWatermarks(clock.Now),
 	}
 }
 
-func (env *reportEnv) reporter(t *testing.T, mode UsageMode, mod func(*ReporterConfig)) *Reporter {
+func (env *reportEnv) reporter(t *testing.T, mode reportMode, mod func(*Config)) *Reporter {
 	t.Helper()
-	cfg := withSink(ReporterConfig{
+	cfg := withSink(Config{
 		Entitlements: env.ents, Counters: env.counters,
-		Watermarks: env.wms, Leases: NewMemoryLeaseStore(env.clock.Now),
-		Meter: testMeterFunc, Logger: quietLogger(), Now: env.clock.Now, Rate: 1e6, Burst: 100,
+		watermarks: env.wms, leases: newMemoryLeases(env.clock.Now),
+		meter: testMeterFunc, Logger: quietLogger(), Now: env.clock.Now, Rate: 1e6, Burst: 100,
 	}, newSink(t, mode, env.fake.URL))
 	if mod != nil {
 		mod(&cfg)
@@ -86,37 +88,34 @@ func (env *reportEnv) reporter(t *testing.T, mode UsageMode, mod func(*ReporterC
 func TestNewReporterValidates(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t)
-	valid := func() ReporterConfig {
-		return ReporterConfig{Entitlements: env.ents, Counters: env.counters, MeterEvents: newSink(t, ReportDeltas, env.fake.URL),
-			Watermarks: env.wms, Leases: NewMemoryLeaseStore(nil), Meter: testMeterFunc}
+	valid := func() Config {
+		return Config{Entitlements: env.ents, Counters: env.counters, Stripe: stripeAPI(env.fake.URL, 0),
+			Plans: mustPlans(t, billing.Plan{Tier: "pro", PriceID: "price_pro", Included: 1, Overage: true, MeterEventName: "api_requests"})}
 	}
-	cases := map[string]func(*ReporterConfig){
-		"no entitlements": func(c *ReporterConfig) { c.Entitlements = nil },
-		"no counters":     func(c *ReporterConfig) { c.Counters = nil },
-		"no sink":         func(c *ReporterConfig) { c.MeterEvents = nil },
-		"sink of another mode": func(c *ReporterConfig) {
-			c.MeterEvents, c.UsageRecords = nil, c.MeterEvents
+	cases := map[string]func(*Config){
+		"no entitlements": func(c *Config) { c.Entitlements = nil },
+		"no counters":     func(c *Config) { c.Counters = nil },
+		"no stripe":       func(c *Config) { c.Stripe = nil },
+		"no plans":        func(c *Config) { c.Plans = nil },
+		// Q2: a report after the quota store dropped the counter would
+		// read zero and lose the period's late usage.
+		"lateness beyond counter retention": func(c *Config) { c.MaxLateness, c.Retention = 40*24*time.Hour, 50*24*time.Hour },
+		"lateness plus settle reach it": func(c *Config) {
+			c.CounterRetention, c.MaxLateness, c.Settle = 10*24*time.Hour, 10*24*time.Hour-time.Minute, time.Minute
 		},
-		"plan without its sink": func(c *ReporterConfig) {
-			c.Meter = nil
-			c.Plans = mustPlans(t, Plan{Tier: "legacy", PriceID: "price_l", Included: 1, MeteredPriceID: "price_lm"})
-		},
-		"no watermarks":     func(c *ReporterConfig) { c.Watermarks = nil },
-		"no leases":         func(c *ReporterConfig) { c.Leases = nil },
-		"no meter or plans": func(c *ReporterConfig) { c.Meter = nil },
-		"call timeout":      func(c *ReporterConfig) { c.CallTimeout = 2 * time.Minute },
-		"retention":         func(c *ReporterConfig) { c.Retention = 30 * 24 * time.Hour },
-		"negative interval": func(c *ReporterConfig) { c.Interval = -time.Second },
-		"negative rate":     func(c *ReporterConfig) { c.Rate = -1 },
-		"backoff order":     func(c *ReporterConfig) { c.BackoffMin, c.BackoffMax = time.Hour, time.Minute },
-		"long prefix":       func(c *ReporterConfig) { c.IdentifierPrefix = strings.Repeat("x", 51) },
+		"call timeout":      func(c *Config) { c.CallTimeout = 2 * time.Minute },
+		"retention":         func(c *Config) { c.Retention = 30 * 24 * time.Hour },
+		"negative interval": func(c *Config) { c.Interval = -time.Second },
+		"negative rate":     func(c *Config) { c.Rate = -1 },
+		"backoff order":     func(c *Config) { c.BackoffMin, c.BackoffMax = time.Hour, time.Minute },
+		"long prefix":       func(c *Config) { c.IdentifierPrefix = strings.Repeat("x", 51) },
 	}
 	for name, mod := range cases {
 		t.Run(name, func(t *testing.T) {
 			c := valid()
 			mod(&c)
-			if _, err := NewReporter(c); !errors.Is(err, ErrInvalidConfig) {
-				t.Fatalf("NewReporter = %v; want ErrInvalidConfig", err)
+			if _, err := NewReporter(c); !errors.Is(err, billing.ErrInvalidConfig) {
+				t.Fatalf("NewReporter = %v; want billing.ErrInvalidConfig", err)
 			}
 		})
 	}
@@ -124,7 +123,8 @@ func TestNewReporterValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.cfg.Interval != time.Hour || r.cfg.Rate != 20 || r.cfg.LeaseTTL != 2*time.Minute || r.cfg.Retention != 45*24*time.Hour {
+	if r.cfg.Interval != time.Hour || r.cfg.Rate != 20 || r.cfg.LeaseTTL != 2*time.Minute || r.cfg.Retention != 45*24*time.Hour ||
+		r.cfg.MaxLateness != quota.DefaultRetention-24*time.Hour || r.cfg.Logger != slog.Default() {
 		t.Fatalf("defaults not applied: %+v", r.cfg)
 	}
 	// Q2: with both packages' defaults, a period's counter outlives the
@@ -152,8 +152,8 @@ func TestIsDuplicateMeterEvent(t *testing.T) {
 		{"nil", nil, false},
 	}
 	for _, c := range cases {
-		if got := IsDuplicateMeterEvent(c.err); got != c.want {
-			t.Errorf("%s: IsDuplicateMeterEvent = %v; want %v", c.name, got, c.want)
+		if got := isDuplicateMeterEvent(c.err); got != c.want {
+			t.Errorf("%s: isDuplicateMeterEvent = %v; want %v", c.name, got, c.want)
 		}
 	}
 }
@@ -161,8 +161,8 @@ func TestIsDuplicateMeterEvent(t *testing.T) {
 func TestReportIdentifier(t *testing.T) {
 	t.Parallel()
 	p := quota.CalendarPeriod(quota.Month, time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))
-	a := reportIdentifier("billkit", ReportDeltas, "alice", "requests", p, "", 0, 10)
-	if a != reportIdentifier("billkit", ReportDeltas, "alice", "requests", p, "", 0, 10) {
+	a := reportIdentifier("billkit", reportDeltas, "alice", "requests", p, "", 0, 10)
+	if a != reportIdentifier("billkit", reportDeltas, "alice", "requests", p, "", 0, 10) {
 		t.Fatal("identifier is not deterministic")
 	}
 	if len(a) > 100 || !strings.HasPrefix(a, "billkit_") {
@@ -170,13 +170,13 @@ func TestReportIdentifier(t *testing.T) {
 	}
 	seen := map[string]bool{a: true}
 	for _, other := range []string{
-		reportIdentifier("billkit", ReportDeltas, "alice", "requests", p, "", 0, 11),
-		reportIdentifier("billkit", ReportDeltas, "alice", "requests", p, "", 10, 20),
-		reportIdentifier("billkit", ReportDeltas, "alicf", "requests", p, "", 0, 10),
-		reportIdentifier("billkit", ReportDeltas, "alice", "tokens", p, "", 0, 10),
-		reportIdentifier("billkit", ReportDeltas, "alice", "requests", quota.Period{Start: p.End, End: p.End.AddDate(0, 1, 0)}, "", 0, 10),
-		reportIdentifier("other", ReportDeltas, "alice", "requests", p, "", 0, 10),
-		reportIdentifier("billkit", ReportTotals, "alice", "requests", p, "", 0, 10),
+		reportIdentifier("billkit", reportDeltas, "alice", "requests", p, "", 0, 11),
+		reportIdentifier("billkit", reportDeltas, "alice", "requests", p, "", 10, 20),
+		reportIdentifier("billkit", reportDeltas, "alicf", "requests", p, "", 0, 10),
+		reportIdentifier("billkit", reportDeltas, "alice", "tokens", p, "", 0, 10),
+		reportIdentifier("billkit", reportDeltas, "alice", "requests", quota.Period{Start: p.End, End: p.End.AddDate(0, 1, 0)}, "", 0, 10),
+		reportIdentifier("other", reportDeltas, "alice", "requests", p, "", 0, 10),
+		reportIdentifier("billkit", reportTotals, "alice", "requests", p, "", 0, 10),
 	} {
 		if seen[other] {
 			t.Fatalf("identifier collision: %q", other)
@@ -233,8 +233,8 @@ func TestIdleSubjectsCostNoStripeCall(t *testing.T) {
 			t.Parallel()
 			env := newReportEnv(t, "a", "b", "c")
 			var acquires atomic.Int32
-			leases := &countingLeases{LeaseStore: NewMemoryLeaseStore(env.clock.Now), n: &acquires}
-			r := env.reporter(t, mode, func(c *ReporterConfig) { c.Leases = leases })
+			leases := &countingLeases{leaseStore: newMemoryLeases(env.clock.Now), n: &acquires}
+			r := env.reporter(t, mode, func(c *Config) { c.leases = leases })
 			ctx := context.Background()
 			take(t, env.counters, "a", env.period, 5)
 			if err := r.ReportAll(ctx); err != nil {
@@ -261,13 +261,13 @@ func TestIdleSubjectsCostNoStripeCall(t *testing.T) {
 }
 
 type countingLeases struct {
-	LeaseStore
+	leaseStore
 	n *atomic.Int32
 }
 
 func (c *countingLeases) Acquire(ctx context.Context, s string, ttl time.Duration) (string, bool, error) {
 	c.n.Add(1)
-	return c.LeaseStore.Acquire(ctx, s, ttl)
+	return c.leaseStore.Acquire(ctx, s, ttl)
 }
 
 // TestClosedPeriodReportedThenFinal checks that a renewed subject's
@@ -322,7 +322,7 @@ func TestClosedPeriodReportedThenFinal(t *testing.T) {
 			// The watermark expires after the retention.
 			env.clock.Set(p1.End.Add(45*24*time.Hour + time.Second))
 			wm, _ = env.wms.Load(ctx, "a", testMeter, []quota.Period{p1})
-			if wm[0] != (Watermark{}) {
+			if wm[0] != (watermark{}) {
 				t.Fatalf("p1 watermark after retention = %+v; want expired", wm[0])
 			}
 			if got := held(env.fake, mode, e); got != 17 {
@@ -337,7 +337,7 @@ func TestClosedPeriodReportedThenFinal(t *testing.T) {
 func TestPeriodsReported(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t)
-	r := env.reporter(t, ReportDeltas, nil)
+	r := env.reporter(t, reportDeltas, nil)
 	now := env.clock.Now()
 	cur := env.period
 	prev := quota.Period{Start: cur.Start.AddDate(0, -1, 0), End: cur.Start}
@@ -345,15 +345,15 @@ func TestPeriodsReported(t *testing.T) {
 	future := quota.Period{Start: cur.End, End: cur.End.AddDate(0, 1, 0)}
 	cases := []struct {
 		name string
-		e    Entitlement
+		e    billing.Entitlement
 		want []quota.Period
 	}{
-		{"current and previous", Entitlement{Period: cur, PreviousPeriod: prev}, []quota.Period{prev, cur}},
-		{"no previous", Entitlement{Period: cur}, []quota.Period{cur}},
-		{"previous too old", Entitlement{Period: cur, PreviousPeriod: old}, []quota.Period{cur}},
-		{"future period", Entitlement{Period: future, PreviousPeriod: cur}, []quota.Period{cur}},
-		{"same twice", Entitlement{Period: cur, PreviousPeriod: cur}, []quota.Period{cur}},
-		{"none", Entitlement{}, nil},
+		{"current and previous", billing.Entitlement{Period: cur, PreviousPeriod: prev}, []quota.Period{prev, cur}},
+		{"no previous", billing.Entitlement{Period: cur}, []quota.Period{cur}},
+		{"previous too old", billing.Entitlement{Period: cur, PreviousPeriod: old}, []quota.Period{cur}},
+		{"future period", billing.Entitlement{Period: future, PreviousPeriod: cur}, []quota.Period{cur}},
+		{"same twice", billing.Entitlement{Period: cur, PreviousPeriod: cur}, []quota.Period{cur}},
+		{"none", billing.Entitlement{}, nil},
 	}
 	for _, c := range cases {
 		got := r.periods(c.e, now)
@@ -371,17 +371,17 @@ func TestPeriodsReported(t *testing.T) {
 
 // failingSink fails every report of one subject.
 type failingSink struct {
-	UsageSink
+	sink
 	subject string
 	calls   atomic.Int32
 }
 
-func (f *failingSink) Report(ctx context.Context, r UsageReport) error {
+func (f *failingSink) Report(ctx context.Context, r usageReport) error {
 	if r.Subject == f.subject {
 		f.calls.Add(1)
 		return errors.New("stripe is unhappy with this one")
 	}
-	return f.UsageSink.Report(ctx, r)
+	return f.sink.Report(ctx, r)
 }
 
 // TestFailingSubjectDoesNotStallOthers checks per-subject isolation and
@@ -390,9 +390,9 @@ func (f *failingSink) Report(ctx context.Context, r UsageReport) error {
 func TestFailingSubjectDoesNotStallOthers(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t, "a", "bad", "c")
-	sink := &failingSink{UsageSink: newSink(t, ReportDeltas, env.fake.URL), subject: "bad"}
-	r := env.reporter(t, ReportDeltas, func(c *ReporterConfig) {
-		c.MeterEvents = sink
+	sink := &failingSink{sink: newSink(t, reportDeltas, env.fake.URL), subject: "bad"}
+	r := env.reporter(t, reportDeltas, func(c *Config) {
+		c.sinks[reportDeltas-1] = sink
 		c.BackoffMin, c.BackoffMax = time.Minute, 4*time.Minute
 	})
 	ctx := context.Background()
@@ -436,8 +436,8 @@ func TestFailingSubjectDoesNotStallOthers(t *testing.T) {
 	if got := sink.calls.Load(); got != 3 {
 		t.Fatalf("Flush did not try: %d calls", got)
 	}
-	if err := r.Flush(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Flush of an unknown subject = %v; want ErrNotFound", err)
+	if err := r.Flush(ctx, "nobody"); !errors.Is(err, billing.ErrNotFound) {
+		t.Fatalf("Flush of an unknown subject = %v; want billing.ErrNotFound", err)
 	}
 }
 
@@ -446,8 +446,8 @@ func TestFailingSubjectDoesNotStallOthers(t *testing.T) {
 func TestFlushWaitsForLease(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t, "a")
-	leases := NewMemoryLeaseStore(env.clock.Now)
-	r := env.reporter(t, ReportTotals, func(c *ReporterConfig) { c.Leases = leases; c.FlushWait = 20 * time.Millisecond })
+	leases := newMemoryLeases(env.clock.Now)
+	r := env.reporter(t, reportTotals, func(c *Config) { c.leases = leases; c.FlushWait = 20 * time.Millisecond })
 	take(t, env.counters, "a", env.period, 1)
 	if _, ok, _ := leases.Acquire(context.Background(), "a", time.Hour); !ok {
 		t.Fatal("acquire")
@@ -466,7 +466,7 @@ func TestFlushWaitsForLease(t *testing.T) {
 func TestInvoiceCreatedFlushes(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t, "alice")
-	r := env.reporter(t, ReportTotals, func(c *ReporterConfig) { c.BackoffMin = time.Hour; c.BackoffMax = time.Hour })
+	r := env.reporter(t, reportTotals, func(c *Config) { c.BackoffMin = time.Hour; c.BackoffMax = time.Hour })
 	take(t, env.counters, "alice", env.period, 7)
 	const secret = "whsec_test"
 	h, err := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil), Logger: quietLogger()})
@@ -505,22 +505,22 @@ func TestInvoiceCreatedFlushes(t *testing.T) {
 func TestInvoiceCreatedOtherShape(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t, "alice")
-	r := env.reporter(t, ReportTotals, nil)
+	r := env.reporter(t, reportTotals, nil)
 	take(t, env.counters, "alice", env.period, 5)
 	ctx := context.Background()
 	ev := webhooktest.NewEvent(stripe.EventTypeInvoiceCreated, map[string]any{
 		"id": "in_1", "object": "invoice", "customer": map[string]any{"id": "cus_alice", "object": "customer"},
 		"total": "1,000", "lines": "elsewhere", "subscription": map[string]any{"id": 7},
 	})
-	if err := r.HandleInvoiceCreated(ctx, decodeEvent(t, ev)); err != nil {
-		t.Fatalf("HandleInvoiceCreated = %v; want nil", err)
+	if err := r.handleInvoiceCreated(ctx, decodeEvent(t, ev)); err != nil {
+		t.Fatalf("handleInvoiceCreated = %v; want nil", err)
 	}
 	if got := env.fake.UsageTotal("si_alice"); got != 5 {
 		t.Fatalf("Stripe holds %d; want 5", got)
 	}
 	bad := webhooktest.NewEvent(stripe.EventTypeInvoiceCreated, map[string]any{"id": "in_2", "object": "invoice", "customer": 42})
-	if err := r.HandleInvoiceCreated(ctx, decodeEvent(t, bad)); err != nil {
-		t.Fatalf("HandleInvoiceCreated(unreadable customer) = %v; want nil", err)
+	if err := r.handleInvoiceCreated(ctx, decodeEvent(t, bad)); err != nil {
+		t.Fatalf("handleInvoiceCreated(unreadable customer) = %v; want nil", err)
 	}
 }
 
@@ -538,7 +538,7 @@ func decodeEvent(t *testing.T, payload []byte) *stripe.Event {
 func TestRunReportsUntilCancelled(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t, "a")
-	r := env.reporter(t, ReportDeltas, func(c *ReporterConfig) { c.Interval = time.Millisecond })
+	r := env.reporter(t, reportDeltas, func(c *Config) { c.Interval = time.Millisecond })
 	take(t, env.counters, "a", env.period, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -563,13 +563,13 @@ func TestRunReportsUntilCancelled(t *testing.T) {
 // movingWatermarks runs once, after the first Load, a report by another
 // reporter: the first reporter's read is then stale.
 type movingWatermarks struct {
-	WatermarkStore
+	watermarkStore
 	once  sync.Once
 	other func()
 }
 
-func (m *movingWatermarks) Load(ctx context.Context, subject, meter string, ps []quota.Period) ([]Watermark, error) {
-	w, err := m.WatermarkStore.Load(ctx, subject, meter, ps)
+func (m *movingWatermarks) Load(ctx context.Context, subject, meter string, ps []quota.Period) ([]watermark, error) {
+	w, err := m.watermarkStore.Load(ctx, subject, meter, ps)
 	m.once.Do(m.other)
 	return w, err
 }
@@ -584,13 +584,13 @@ func TestWatermarkMovedBeforeLease(t *testing.T) {
 			t.Parallel()
 			env := newReportEnv(t, "a")
 			other := env.reporter(t, mode, nil)
-			moving := &movingWatermarks{WatermarkStore: env.wms}
+			moving := &movingWatermarks{watermarkStore: env.wms}
 			moving.other = func() {
 				if err := other.Flush(context.Background(), "a"); err != nil {
 					t.Error(err)
 				}
 			}
-			r := env.reporter(t, mode, func(c *ReporterConfig) { c.Watermarks = moving })
+			r := env.reporter(t, mode, func(c *Config) { c.watermarks = moving })
 			take(t, env.counters, "a", env.period, 10)
 			if err := r.ReportAll(context.Background()); err != nil {
 				t.Fatal(err)
@@ -611,7 +611,7 @@ func TestWatermarkMovedBeforeLease(t *testing.T) {
 func TestCallDeadline(t *testing.T) {
 	t.Parallel()
 	env := newReportEnv(t, "a")
-	r := env.reporter(t, ReportDeltas, func(c *ReporterConfig) {
+	r := env.reporter(t, reportDeltas, func(c *Config) {
 		c.CallTimeout, c.LeaseTTL = 50*time.Millisecond, time.Second
 	})
 	take(t, env.counters, "a", env.period, 1)

@@ -1,4 +1,4 @@
-package billing
+package usage
 
 import (
 	"context"
@@ -10,62 +10,59 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// UsageRedisOptions configures the usage reporter's Redis stores
-// ([RedisWatermarkStore], [RedisLeaseStore]). The zero value uses the
+// redisOptions configures the usage reporter's Redis stores
+// ([redisWatermarks], [redisLeases]). The zero value uses the
 // default prefix.
-type UsageRedisOptions struct {
+type redisOptions struct {
 	// Prefix starts every key. The default value is "billkit".
 	Prefix string
 }
 
-func (o UsageRedisOptions) prefix() string {
+func (o redisOptions) prefix() string {
 	if o.Prefix == "" {
 		return "billkit"
 	}
 	return o.Prefix
 }
 
-// RedisWatermarkStore is a [WatermarkStore] in Redis: one hash per subject,
+// redisWatermarks is a [watermarkStore] in Redis: one hash per subject,
 // meter and period at prefix:{subject}:wm:{meter}:{periodID}, with fields
 // r (units reported), f, t, id, ts (the in-flight report) and fin (final).
 // Every write sets the key's expiry, in the same script; each script
 // touches one key, so it runs on Redis Cluster.
 //
-// A RedisWatermarkStore is safe for concurrent use. Its zero value is not
-// usable; create one with [NewRedisWatermarkStore].
-type RedisWatermarkStore struct {
+// A redisWatermarks is safe for concurrent use. Its zero value is not
+// usable; create one with [newRedisWatermarks].
+type redisWatermarks struct {
 	rdb    redis.UniversalClient
 	prefix string
 }
 
-// NewRedisWatermarkStore returns a store on rdb (standalone, Sentinel or
+// newRedisWatermarks returns a store on rdb (standalone, Sentinel or
 // Cluster).
-func NewRedisWatermarkStore(rdb redis.UniversalClient, opts UsageRedisOptions) (*RedisWatermarkStore, error) {
-	if rdb == nil {
-		return nil, fmt.Errorf("%w: redis watermark store needs a client", ErrInvalidConfig)
-	}
-	return &RedisWatermarkStore{rdb: rdb, prefix: opts.prefix()}, nil
+func newRedisWatermarks(rdb redis.UniversalClient, opts redisOptions) *redisWatermarks {
+	return &redisWatermarks{rdb: rdb, prefix: opts.prefix()}
 }
 
-// Key returns the Redis key of k's watermark.
-func (s *RedisWatermarkStore) Key(k WatermarkKey) string {
+// key returns the Redis key of k's watermark.
+func (s *redisWatermarks) key(k wmKey) string {
 	return s.prefix + ":{" + k.Subject + "}:wm:" + k.Meter + ":" + k.Period.ID()
 }
 
-// Load implements [WatermarkStore] with one pipelined round trip (the
+// Load implements [watermarkStore] with one pipelined round trip (the
 // keys share the subject's hash slot).
-func (s *RedisWatermarkStore) Load(ctx context.Context, subject, meter string, periods []quota.Period) ([]Watermark, error) {
+func (s *redisWatermarks) Load(ctx context.Context, subject, meter string, periods []quota.Period) ([]watermark, error) {
 	cmds := make([]*redis.MapStringStringCmd, len(periods))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, per := range periods {
-			cmds[i] = p.HGetAll(ctx, s.Key(WatermarkKey{Subject: subject, Meter: meter, Period: per}))
+			cmds[i] = p.HGetAll(ctx, s.key(wmKey{Subject: subject, Meter: meter, Period: per}))
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("billing: load watermark: %w", err)
 	}
-	out := make([]Watermark, len(periods))
+	out := make([]watermark, len(periods))
 	for i, c := range cmds {
 		w, err := parseWatermark(c.Val())
 		if err != nil {
@@ -76,8 +73,8 @@ func (s *RedisWatermarkStore) Load(ctx context.Context, subject, meter string, p
 	return out, nil
 }
 
-func parseWatermark(m map[string]string) (Watermark, error) {
-	var w Watermark
+func parseWatermark(m map[string]string) (watermark, error) {
+	var w watermark
 	if len(m) == 0 {
 		return w, nil
 	}
@@ -98,7 +95,7 @@ func parseWatermark(m map[string]string) (Watermark, error) {
 	}
 	w.Final = m["fin"] == "1"
 	if id := m["id"]; id != "" {
-		f := &InFlight{Identifier: id}
+		f := &inFlight{Identifier: id}
 		if f.From, err = num("f"); err != nil {
 			return w, err
 		}
@@ -110,7 +107,7 @@ func parseWatermark(m map[string]string) (Watermark, error) {
 			return w, err
 		}
 		f.Timestamp = time.Unix(ts, 0).UTC()
-		w.InFlight = f
+		w.inFlight = f
 	}
 	return w, nil
 }
@@ -148,9 +145,9 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1
 `)
 
-// Begin implements [WatermarkStore].
-func (s *RedisWatermarkStore) Begin(ctx context.Context, k WatermarkKey, f InFlight, expireAt time.Time) (bool, error) {
-	n, err := beginScript.Run(ctx, s.rdb, []string{s.Key(k)},
+// Begin implements [watermarkStore].
+func (s *redisWatermarks) Begin(ctx context.Context, k wmKey, f inFlight, expireAt time.Time) (bool, error) {
+	n, err := beginScript.Run(ctx, s.rdb, []string{s.key(k)},
 		f.From, f.To, f.Identifier, f.Timestamp.Unix(), expireAt.UnixMilli()).Int()
 	if err != nil {
 		return false, fmt.Errorf("billing: begin watermark: %w", err)
@@ -158,13 +155,13 @@ func (s *RedisWatermarkStore) Begin(ctx context.Context, k WatermarkKey, f InFli
 	return n == 1, nil
 }
 
-// Commit implements [WatermarkStore].
-func (s *RedisWatermarkStore) Commit(ctx context.Context, k WatermarkKey, c WatermarkCommit, expireAt time.Time) (bool, error) {
+// Commit implements [watermarkStore].
+func (s *redisWatermarks) Commit(ctx context.Context, k wmKey, c wmCommit, expireAt time.Time) (bool, error) {
 	fin := 0
 	if c.Final {
 		fin = 1
 	}
-	n, err := commitScript.Run(ctx, s.rdb, []string{s.Key(k)},
+	n, err := commitScript.Run(ctx, s.rdb, []string{s.key(k)},
 		c.Identifier, c.To, fin, expireAt.UnixMilli()).Int()
 	if err != nil {
 		return false, fmt.Errorf("billing: commit watermark: %w", err)

@@ -1,4 +1,4 @@
-package billing
+package usage
 
 import (
 	"context"
@@ -15,79 +15,79 @@ import (
 	"github.com/stripe/stripe-go/v76/client"
 )
 
-// UsageMode says what the reports a [UsageSink] receives carry, and so how
+// reportMode says what the reports a [sink] receives carry, and so how
 // the [Reporter] makes them idempotent.
-type UsageMode int
+type reportMode int
 
 const (
-	// ReportTotals sends the period's running total, which Stripe stores
+	// reportTotals sends the period's running total, which Stripe stores
 	// at one fixed timestamp and overwrites on every report (usage records
 	// with action=set). Sending the same total twice changes nothing.
-	ReportTotals UsageMode = iota + 1
-	// ReportDeltas sends the units counted since the last acknowledged
+	reportTotals reportMode = iota + 1
+	// reportDeltas sends the units counted since the last acknowledged
 	// report, under a deterministic identifier that Stripe deduplicates
 	// (Billing Meter events). The range of every delta is written down
 	// before it is sent, so a resend after a crash carries exactly the
 	// same range and identifier.
-	ReportDeltas
+	reportDeltas
 )
 
 // mode returns how the meter is reported: deltas (meter events) when it
 // names a Billing Meter event, totals (usage records) otherwise.
-func (m UsageMeter) mode() UsageMode {
+func (m meterSpec) mode() reportMode {
 	if m.EventName != "" {
-		return ReportDeltas
+		return reportDeltas
 	}
-	return ReportTotals
+	return reportTotals
 }
 
 // billing names what a mode reports, for messages.
-func (m UsageMode) billing() string {
-	if m == ReportTotals {
+func (m reportMode) billing() string {
+	if m == reportTotals {
 		return "usage records"
 	}
 	return "meter events"
 }
 
 // String returns "totals" or "deltas".
-func (m UsageMode) String() string {
+func (m reportMode) String() string {
 	switch m {
-	case ReportTotals:
+	case reportTotals:
 		return "totals"
-	case ReportDeltas:
+	case reportDeltas:
 		return "deltas"
 	default:
-		return "UsageMode(" + strconv.Itoa(int(m)) + ")"
+		return "reportMode(" + strconv.Itoa(int(m)) + ")"
 	}
 }
 
-// UsageMeter names one metered quantity of a plan: the quota counter that
+// meterSpec names one metered quantity of a plan: the quota counter that
 // counts it and, for Billing Meters, the Stripe meter's event name.
-type UsageMeter struct {
+type meterSpec struct {
 	// Name is the quota meter whose counters are reported (the {meter}
 	// part of billkit:{subject}:usage:{meter}:{period}). Required.
 	Name string
 	// EventName is the event_name of the Stripe Billing Meter that bills
 	// this quantity. When it is set, the meter is reported as meter events
-	// (ReporterConfig.MeterEvents); when it is empty, as usage records to
+	// (Config.MeterEvents); when it is empty, as usage records to
 	// the entitlement's metered subscription item
-	// (ReporterConfig.UsageRecords).
+	// (Config.UsageRecords).
 	EventName string
 	// PriceID is the legacy metered price that bills this quantity when
 	// EventName is empty, for logs; the subscription item reported to is
-	// Entitlement.MeteredItemID.
+	// billing.Entitlement.MeteredItemID.
 	PriceID string
 	// Included is the number of units of each period that are not
 	// reported: the period's reported quantity is max(0, counted −
-	// Included). The zero value reports every counted unit. [PlanMeters]
-	// sets it to Plan.Included for plans that bill overage only
+	// Included). The zero value reports every counted unit. [planMeters]
+	// sets it to billing.Plan.Included for plans that bill overage only
 	// ([BillOverage]).
 	Included int64
 }
 
-// UsageReport is one report of one subject's usage of one meter in one
-// period. The [Reporter] builds it; a [UsageSink] sends it.
-type UsageReport struct {
+// usageReport is one report of one subject's usage of one meter in one
+// period. The [Reporter] builds it; a [sink] sends it.
+type usageReport struct {
 	// Subject is the billkit subject the usage belongs to.
 	Subject string
 	// CustomerID is the subject's Stripe customer.
@@ -96,12 +96,12 @@ type UsageReport struct {
 	// price (legacy usage records).
 	SubscriptionItemID string
 	// Meter is the meter reported.
-	Meter UsageMeter
+	Meter meterSpec
 	// Period is the billing period the units were counted in.
 	Period quota.Period
 	// From and To delimit the units reported, counted in reported units
-	// (the counter less Meter.Included, see [UsageMeter]): [From, To).
-	// With [ReportTotals], To is the period's total; with [ReportDeltas],
+	// (the counter less Meter.Included, see [meterSpec]): [From, To).
+	// With [reportTotals], To is the period's total; with [reportDeltas],
 	// To-From units are new.
 	From, To int64
 	// Identifier is deterministic for the report's content: the meter
@@ -112,27 +112,27 @@ type UsageReport struct {
 	Timestamp time.Time
 }
 
-// UsageSink delivers usage reports to Stripe. Implementations must be safe
+// sink delivers usage reports to Stripe. Implementations must be safe
 // for concurrent use.
 //
 // Report returns nil only when Stripe acknowledged the report, including
 // when Stripe answered that it already holds it (a duplicate identifier).
 // Any other answer, and any network failure, is an error: the report is
 // then retried with the same content.
-type UsageSink interface {
+type sink interface {
 	// Mode says whether reports carry totals or deltas.
-	Mode() UsageMode
+	Mode() reportMode
 	// Report sends r to Stripe, within ctx's deadline.
-	Report(ctx context.Context, r UsageReport) error
+	Report(ctx context.Context, r usageReport) error
 }
 
 // Compile-time interface checks.
 var (
-	_ UsageSink = (*UsageRecordSink)(nil)
-	_ UsageSink = (*MeterEventSink)(nil)
+	_ sink = (*usageRecordSink)(nil)
+	_ sink = (*meterEventSink)(nil)
 )
 
-// UsageRecordSink reports usage as legacy usage records on the metered
+// usageRecordSink reports usage as legacy usage records on the metered
 // subscription item (stripe-go's UsageRecords.New), with action=set: each
 // report sets the period's running total at the period's start, so a
 // repeated or reordered resend of a total overwrites instead of adding.
@@ -144,28 +144,25 @@ var (
 // until its invoice is finalized, which is why the [Reporter] flushes on
 // invoice.created.
 //
-// A UsageRecordSink is safe for concurrent use. Its zero value is not
-// usable; create one with [NewUsageRecordSink].
-type UsageRecordSink struct {
+// A usageRecordSink is safe for concurrent use. Its zero value is not
+// usable; create one with [newUsageRecordSink].
+type usageRecordSink struct {
 	api *client.API
 }
 
-// NewUsageRecordSink returns a sink that reports through api, a client the
+// newUsageRecordSink returns a sink that reports through api, a client the
 // caller built (its backend carries MaxNetworkRetries).
-func NewUsageRecordSink(api *client.API) (*UsageRecordSink, error) {
-	if api == nil || api.UsageRecords == nil {
-		return nil, fmt.Errorf("%w: usage record sink needs a Stripe client", ErrInvalidConfig)
-	}
-	return &UsageRecordSink{api: api}, nil
+func newUsageRecordSink(api *client.API) *usageRecordSink {
+	return &usageRecordSink{api: api}
 }
 
-// Mode returns [ReportTotals].
-func (s *UsageRecordSink) Mode() UsageMode { return ReportTotals }
+// Mode returns [reportTotals].
+func (s *usageRecordSink) Mode() reportMode { return reportTotals }
 
 // Report sets the subscription item's usage at r.Timestamp to r.To.
-func (s *UsageRecordSink) Report(ctx context.Context, r UsageReport) error {
+func (s *usageRecordSink) Report(ctx context.Context, r usageReport) error {
 	if r.SubscriptionItemID == "" {
-		return fmt.Errorf("%w: subject has no metered subscription item", ErrReportInvalid)
+		return fmt.Errorf("%w: subject has no metered subscription item", errReportInvalid)
 	}
 	p := &stripe.UsageRecordParams{
 		SubscriptionItem: stripe.String(r.SubscriptionItemID),
@@ -183,9 +180,9 @@ func (s *UsageRecordSink) Report(ctx context.Context, r UsageReport) error {
 	return nil
 }
 
-// MeterEventSinkConfig configures a [MeterEventSink]. The zero value uses
+// meterEventConfig configures a [meterEventSink]. The zero value uses
 // Stripe's default payload keys.
-type MeterEventSinkConfig struct {
+type meterEventConfig struct {
 	// CustomerKey is the payload key that maps the event to the customer:
 	// the meter's customer_mapping.event_payload_key. The default value is
 	// "stripe_customer_id".
@@ -195,7 +192,7 @@ type MeterEventSinkConfig struct {
 	ValueKey string
 }
 
-func (c MeterEventSinkConfig) withDefaults() MeterEventSinkConfig {
+func (c meterEventConfig) withDefaults() meterEventConfig {
 	if c.CustomerKey == "" {
 		c.CustomerKey = "stripe_customer_id"
 	}
@@ -205,7 +202,7 @@ func (c MeterEventSinkConfig) withDefaults() MeterEventSinkConfig {
 	return c
 }
 
-// MeterEventSink reports usage as Billing Meter events
+// meterEventSink reports usage as Billing Meter events
 // (stripe-go's BillingMeterEvents.New): each report is the delta since the
 // last acknowledged one, with a deterministic identifier that is also the
 // request's Idempotency-Key. A resend of the same report is answered by
@@ -217,36 +214,33 @@ func (c MeterEventSinkConfig) withDefaults() MeterEventSinkConfig {
 // Stripe deduplicates identifiers within a rolling window of at least 24
 // hours, and accepts events timestamped up to 35 days back.
 //
-// A MeterEventSink is safe for concurrent use. Its zero value is not
-// usable; create one with [NewMeterEventSink].
-type MeterEventSink struct {
+// A meterEventSink is safe for concurrent use. Its zero value is not
+// usable; create one with [newMeterEventSink].
+type meterEventSink struct {
 	api *client.API
-	cfg MeterEventSinkConfig
+	cfg meterEventConfig
 }
 
-// NewMeterEventSink returns a sink that reports through api, a client the
+// newMeterEventSink returns a sink that reports through api, a client the
 // caller built (its backend carries MaxNetworkRetries).
-func NewMeterEventSink(api *client.API, cfg MeterEventSinkConfig) (*MeterEventSink, error) {
-	if api == nil || api.BillingMeterEvents == nil {
-		return nil, fmt.Errorf("%w: meter event sink needs a Stripe client", ErrInvalidConfig)
-	}
-	return &MeterEventSink{api: api, cfg: cfg.withDefaults()}, nil
+func newMeterEventSink(api *client.API, cfg meterEventConfig) *meterEventSink {
+	return &meterEventSink{api: api, cfg: cfg.withDefaults()}
 }
 
-// Mode returns [ReportDeltas].
-func (s *MeterEventSink) Mode() UsageMode { return ReportDeltas }
+// Mode returns [reportDeltas].
+func (s *meterEventSink) Mode() reportMode { return reportDeltas }
 
 // Report sends one meter event of r.To-r.From units under r.Identifier.
-func (s *MeterEventSink) Report(ctx context.Context, r UsageReport) error {
+func (s *meterEventSink) Report(ctx context.Context, r usageReport) error {
 	switch {
 	case r.Meter.EventName == "":
-		return fmt.Errorf("%w: meter %q has no Stripe event name", ErrReportInvalid, r.Meter.Name)
+		return fmt.Errorf("%w: meter %q has no Stripe event name", errReportInvalid, r.Meter.Name)
 	case r.CustomerID == "":
-		return fmt.Errorf("%w: subject has no Stripe customer", ErrReportInvalid)
+		return fmt.Errorf("%w: subject has no Stripe customer", errReportInvalid)
 	case r.Identifier == "":
-		return fmt.Errorf("%w: meter event without identifier", ErrReportInvalid)
+		return fmt.Errorf("%w: meter event without identifier", errReportInvalid)
 	case r.To <= r.From:
-		return fmt.Errorf("%w: empty range", ErrReportInvalid)
+		return fmt.Errorf("%w: empty range", errReportInvalid)
 	}
 	p := &stripe.BillingMeterEventParams{
 		EventName:  stripe.String(r.Meter.EventName),
@@ -260,7 +254,7 @@ func (s *MeterEventSink) Report(ctx context.Context, r UsageReport) error {
 	p.Context = ctx
 	p.SetIdempotencyKey(r.Identifier)
 	if _, err := s.api.BillingMeterEvents.New(p); err != nil {
-		if IsDuplicateMeterEvent(err) {
+		if isDuplicateMeterEvent(err) {
 			return nil
 		}
 		return fmt.Errorf("billing: meter event: %w", err)
@@ -272,12 +266,12 @@ func (s *MeterEventSink) Report(ctx context.Context, r UsageReport) error {
 // meter event whose identifier it already holds.
 const duplicateIdentifierMessage = "An event already exists with identifier"
 
-// IsDuplicateMeterEvent reports whether err is Stripe's answer to a meter
+// isDuplicateMeterEvent reports whether err is Stripe's answer to a meter
 // event whose identifier it already holds: HTTP 400, type
 // invalid_request_error, with the message "An event already exists with
 // identifier <id>." (or the code resource_already_exists). Such an event
 // was delivered by an earlier attempt.
-func IsDuplicateMeterEvent(err error) bool {
+func isDuplicateMeterEvent(err error) bool {
 	var se *stripe.Error
 	if !errors.As(err, &se) {
 		return false
@@ -293,7 +287,7 @@ func IsDuplicateMeterEvent(err error) bool {
 // same inputs always give the same identifier, different ranges of one
 // period never share one. It is at most len(prefix)+41 characters, within
 // Stripe's limits of 100 (identifier) and 255 (Idempotency-Key).
-func reportIdentifier(prefix string, mode UsageMode, subject, meter string, p quota.Period, item string, from, to int64) string {
+func reportIdentifier(prefix string, mode reportMode, subject, meter string, p quota.Period, item string, from, to int64) string {
 	h := sha256.New()
 	for _, s := range []string{mode.String(), subject, meter, p.ID(), p.End.UTC().Format(time.RFC3339), item,
 		strconv.FormatInt(from, 10), strconv.FormatInt(to, 10)} {
