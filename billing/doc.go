@@ -56,7 +56,7 @@
 //	paused, canceled                                 no plan
 //
 // A subject is found from the object's metadata billkit_subject (set by
-// the checkout package, [MetadataSubject]), else from the customer index.
+// the checkout package, [metaSubject]), else from the customer index.
 //
 // # Stripe API versions
 //
@@ -146,7 +146,7 @@
 // and ends one interval later (n calendar months on the subscription's
 // billing anchor for monthly and yearly prices, else the old period's
 // length). A quota counter's key holds only its period's start, so the
-// units counted meanwhile are the renewed period's: the [Reporter] reports
+// units counted meanwhile are the renewed period's: the usage reporter reports
 // the projection while it lasts (never marking it final) and reads the
 // same counter once the renewal is applied. Only the first projected start
 // is exact: a renewal late by more than a whole period is projected on,

@@ -13,12 +13,10 @@ var (
 	// ErrConflict is returned by [EntitlementStore.Update] when the
 	// entitlement kept changing under it and the update gave up.
 	ErrConflict = errors.New("billing: concurrent update conflict")
-	// ErrInvalidPlan is returned (wrapped, naming the field) when a plan's
-	// configuration is invalid.
-	ErrInvalidPlan = errors.New("billing: invalid plan")
-	// ErrInvalidConfig is returned (wrapped, naming the field) by the
-	// constructors when a required dependency is missing or a setting is
-	// out of range.
+	// ErrInvalidConfig is returned (wrapped, naming the field or the
+	// environment variable) by the constructors and the plan parsers when
+	// a required dependency is missing, a setting is out of range or a
+	// plan is invalid.
 	ErrInvalidConfig = errors.New("billing: invalid config")
 	// ErrUnreadable reports a Stripe event about one of billkit's
 	// subscriptions from which the lifecycle could not read what it needs
@@ -29,9 +27,9 @@ var (
 	// a subject within Config.ParkFor, or that could not be parked. See
 	// [EventError].
 	ErrUnmapped = errors.New("billing: event of a customer linked to no subject")
-	// ErrParkFull is returned by a [ParkingStore] whose bound on parked
+	// errParkFull is returned by a parking store whose bound on parked
 	// events is reached.
-	ErrParkFull = errors.New("billing: too many parked events")
+	errParkFull = errors.New("billing: too many parked events")
 )
 
 // EventError is a Stripe event the lifecycle did not apply and that needs

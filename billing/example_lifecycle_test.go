@@ -8,6 +8,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/checkout"
 	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
@@ -20,12 +21,9 @@ func Example() {
 	plans, _ := billing.PlansFromEnv([]string{
 		"PRICE_PRO=price_pro", "PLAN_PRO_INCLUDED=10000", "PLAN_PRO_HARD=10000",
 	})
-	store := billing.NewMemoryStore(nil) // billing.NewRedisStore in production
-	limits, _ := billing.NewLimits(billing.LimitsConfig{Store: store, Plans: plans})
-	lc, _ := billing.NewLifecycle(billing.Config{
-		Store: store, Plans: plans,
-		OnChange: func(_ context.Context, _, e billing.Entitlement) { limits.Invalidate(e.Subject) },
-	})
+	store := billing.NewMemoryStore(billing.MemoryOptions{}) // billing.NewRedisStore in production
+	lc, _ := billing.NewLifecycle(billing.Config{Store: store, Plans: plans})
+	limits := lc.Limits() // the quota middleware's LimitsSource
 	h, _ := webhook.New(webhook.Config{Secrets: []string{"whsec_example"}, Store: webhook.NewMemoryStore(nil)})
 	lc.Register(h) // mount h at POST /billing/webhook
 
@@ -39,13 +37,15 @@ func Example() {
 		fmt.Printf("%-8s %s: %d units\n", e.Status, l.Plan, l.Limit())
 	}
 	at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	// A subscription as API version 2025-03-31.basil and later render it:
+	// the billing period is on its items.
 	subscription := func(status string) map[string]any {
 		return map[string]any{
 			"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status,
-			"metadata":             map[string]string{billing.MetadataSubject: "acct_42"},
-			"current_period_start": at.Unix(), "current_period_end": at.AddDate(0, 1, 0).Unix(),
+			"metadata": map[string]string{checkout.MetadataSubject: "acct_42"},
 			"items": map[string]any{"object": "list", "data": []any{map[string]any{
-				"id": "si_1", "object": "subscription_item", "price": map[string]any{"id": "price_pro"}}}},
+				"id": "si_1", "object": "subscription_item", "price": map[string]any{"id": "price_pro"},
+				"current_period_start": at.Unix(), "current_period_end": at.AddDate(0, 1, 0).Unix()}}},
 		}
 	}
 	deliver := func(typ stripe.EventType, obj any, sec int) {
@@ -80,7 +80,8 @@ func ExamplePlansFromJSON() {
 		fmt.Println(err)
 		return
 	}
-	for _, p := range plans.All() {
+	for _, tier := range plans.Tiers() {
+		p, _ := plans.ByTier(tier)
 		fmt.Printf("%s: %d included, cap %d, overage %v\n", p.Tier, p.Included, p.Limits(billing.Entitlement{}.Period).Limit(), p.Overage)
 	}
 	_, err = billing.PlansFromJSON([]byte(`{"plans": [{"tier": "pro", "price_id": "price_pro", "included": -5}]}`))
@@ -88,5 +89,5 @@ func ExamplePlansFromJSON() {
 	// Output:
 	// starter: 1000 included, cap 1000, overage false
 	// pro: 10000 included, cap 20000, overage true
-	// billing: invalid plan: plans[0].included: must not be negative, got -5
+	// billing: invalid config: plans[0].included: must not be negative, got -5
 }

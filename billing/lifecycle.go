@@ -12,23 +12,21 @@ import (
 	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/billkit/billkit/checkout"
+	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
 )
 
-// Metadata keys that link Stripe objects to a subject. They are the keys
-// the checkout package writes on Checkout Sessions (metadata) and, through
-// subscription_data.metadata, on the subscriptions they create; the session's
-// client_reference_id holds the subject too.
+// The metadata keys that link Stripe objects to a subject: those the
+// checkout package writes on Checkout Sessions and, through
+// subscription_data.metadata, on the subscriptions they create.
 const (
-	// MetadataSubject holds the subject: [checkout.MetadataSubject].
-	MetadataSubject = checkout.MetadataSubject
-	// MetadataTier holds the tier's name: [checkout.MetadataTier].
-	MetadataTier = checkout.MetadataTier
+	metaSubject = checkout.MetadataSubject
+	metaTier    = checkout.MetadataTier
 )
 
 // DefaultGracePeriod is how long the default grace policy keeps a past_due
 // subject's access: [KeepAccess](DefaultGracePeriod).
-const DefaultGracePeriod = 7 * 24 * time.Hour
+const defaultGracePeriod = 7 * 24 * time.Hour
 
 // Grace is what a past_due subject keeps: the limits of Tier until Until.
 // The zero Grace suspends at once.
@@ -83,11 +81,11 @@ type Config struct {
 	// costs one API call per event and requires Stripe. The default value
 	// is false: the event's own object is applied.
 	Refetch bool
-	// OnChange, when set, is called after an event or Reconcile changed an
-	// entitlement, for example to call [Limits.Invalidate] so that this
-	// process enforces the change at once (other processes do within their
-	// Limits TTL). It must be safe for concurrent use. The default value
-	// is nil.
+	// OnChange, when set, is called after an event, Reconcile or Link
+	// changed an entitlement (the lifecycle's own limits cache is already
+	// invalidated then), for example to tell other processes to call
+	// [LimitsCache.Invalidate]. It must be safe for concurrent use. The
+	// default value is nil.
 	OnChange func(ctx context.Context, before, after Entitlement)
 	// OnEventError, when set, is called for every event the lifecycle
 	// refused or dropped (see [EventError]), for example to alert: an
@@ -96,15 +94,24 @@ type Config struct {
 	// safe for concurrent use. The default value is nil; such events are
 	// logged at ERROR either way.
 	OnEventError func(ctx context.Context, err *EventError)
-	// Parking keeps the events of customers not yet linked to a subject
-	// until the link appears. The default value is Store when it
-	// implements [ParkingStore] ([RedisStore] and [MemoryStore] do); one
-	// of the two is required.
-	Parking ParkingStore
 	// ParkFor is how long a parked event waits for its customer's link;
 	// then the sweep of [Lifecycle.Run] drops it and reports it as
 	// [ErrUnmapped]. The default value is [DefaultParkFor] (7 days).
 	ParkFor time.Duration
+	// LimitsTTL is how long the limits cache ([Lifecycle.Limits]) reuses
+	// an entitlement read from Store: a change written by another process
+	// (a revocation, a renewal) is enforced by this one within LimitsTTL
+	// plus one Store read. The default value is one second.
+	LimitsTTL time.Duration
+	// Provisional is the allowance of a pending subject (checkout
+	// completed, first invoice not yet paid), counted in its own period
+	// and never billed. The zero value means 100 units per UTC day,
+	// strictly capped.
+	Provisional quota.Limits
+	// MaxCached bounds the limits cache: past it, expired entries are
+	// dropped, then (if still too many) every entry. The default value is
+	// 100,000.
+	MaxCached int
 	// ReconcileEvery is the time between two passes of [Lifecycle.Run].
 	// The default value is one hour.
 	ReconcileEvery time.Duration
@@ -125,24 +132,34 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Refetch && c.Stripe == nil:
 		return c, fmt.Errorf("%w: Refetch needs Stripe", ErrInvalidConfig)
 	}
-	if c.Parking == nil {
-		ps, ok := c.Store.(ParkingStore)
-		if !ok {
-			return c, fmt.Errorf("%w: Parking is required (Store does not implement ParkingStore)", ErrInvalidConfig)
-		}
-		c.Parking = ps
-	}
 	switch {
 	case c.ParkFor < 0, c.ReconcileEvery < 0:
 		return c, fmt.Errorf("%w: ParkFor and ReconcileEvery must not be negative", ErrInvalidConfig)
 	case c.ParkFor == 0:
-		c.ParkFor = DefaultParkFor
+		c.ParkFor = defaultParkFor
 	}
 	if c.ReconcileEvery == 0 {
 		c.ReconcileEvery = time.Hour
 	}
+	switch {
+	case c.LimitsTTL < 0:
+		return c, fmt.Errorf("%w: negative LimitsTTL", ErrInvalidConfig)
+	case c.MaxCached < 0:
+		return c, fmt.Errorf("%w: negative MaxCached", ErrInvalidConfig)
+	case c.Provisional.Included < 0 || c.Provisional.Hard < 0 || c.Provisional.Soft < 0:
+		return c, fmt.Errorf("%w: Provisional: negative limit", ErrInvalidConfig)
+	}
+	if c.LimitsTTL == 0 {
+		c.LimitsTTL = defaultLimitsTTL
+	}
+	if c.Provisional == (quota.Limits{}) {
+		c.Provisional = defaultProvisional()
+	}
+	if c.MaxCached == 0 {
+		c.MaxCached = defaultMaxCached
+	}
 	if c.Grace == nil {
-		c.Grace = KeepAccess(DefaultGracePeriod)
+		c.Grace = KeepAccess(defaultGracePeriod)
 	}
 	probe := c.Plans.list[0]
 	if g := c.Grace(Entitlement{Tier: probe.Tier}, time.Unix(0, 0)); g.Tier != "" {
@@ -171,7 +188,12 @@ func (c Config) withDefaults() (Config, error) {
 // facts alone. So duplicates change nothing and every order of the same
 // events gives the same entitlement. See the package documentation.
 type Lifecycle struct {
-	cfg Config
+	cfg    Config
+	limits *LimitsCache
+	// parking keeps the events of customers not linked to a subject yet:
+	// the Store itself ([RedisStore], [MemoryStore]), or process memory
+	// for another EntitlementStore.
+	parking parkingStore
 }
 
 // NewLifecycle returns a lifecycle, or an error wrapping ErrInvalidConfig.
@@ -180,7 +202,15 @@ func NewLifecycle(cfg Config) (*Lifecycle, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Lifecycle{cfg: c}, nil
+	l := &Lifecycle{cfg: c, limits: newLimitsCache(limitsConfig{Store: c.Store, Plans: c.Plans,
+		TTL: c.LimitsTTL, Provisional: c.Provisional, MaxCached: c.MaxCached, Now: c.Now})}
+	if ps, ok := c.Store.(parkingStore); ok {
+		l.parking = ps
+	} else {
+		l.parking = NewMemoryStore(MemoryOptions{Now: c.Now})
+		c.Logger.Warn("billing: the entitlement store keeps no parked events; events of customers not linked to a subject yet are kept in process memory until the link appears")
+	}
+	return l, nil
 }
 
 // Event types the lifecycle handles.
@@ -194,6 +224,12 @@ var lifecycleEvents = []stripe.EventType{
 	stripe.EventTypeInvoicePaid,
 	stripe.EventTypeInvoicePaymentFailed,
 }
+
+// Limits returns the lifecycle's limits cache, the quota middleware's
+// [quota.LimitsSource]: the lifecycle drops a subject's cached limits
+// whenever it changes the subject's entitlement. A process that serves
+// requests but handles no webhooks builds a Lifecycle for its Limits too.
+func (l *Lifecycle) Limits() *LimitsCache { return l.limits }
 
 // EventTypes returns the Stripe event types [Lifecycle.Register] handles;
 // enable them on the webhook endpoint.
@@ -294,12 +330,12 @@ func (l *Lifecycle) onCheckout(ctx context.Context, log *slog.Logger, ev *stripe
 	if cs.Mode != "" && cs.Mode != string(stripe.CheckoutSessionModeSubscription) {
 		return nil
 	}
-	subject := firstNonEmpty(cs.ClientReferenceID, cs.Metadata[MetadataSubject])
+	subject := firstNonEmpty(cs.ClientReferenceID, cs.Metadata[metaSubject])
 	if subject == "" {
 		log.InfoContext(ctx, "billing: checkout session without a subject ignored", "session", cs.ID)
 		return nil
 	}
-	f := CheckoutFact{At: at, EventID: ev.ID, SessionID: cs.ID, Tier: cs.Metadata[MetadataTier],
+	f := CheckoutFact{At: at, EventID: ev.ID, SessionID: cs.ID, Tier: cs.Metadata[metaTier],
 		CustomerID: cs.CustomerID, SubscriptionID: cs.SubscriptionID}
 	return l.update(ctx, log, subject, func(e *Entitlement) { mergeCheckout(e, f) })
 }
@@ -355,7 +391,7 @@ func (l *Lifecycle) onSubscription(ctx context.Context, log *slog.Logger, ev *st
 // the subscription subject's entitlement follows. Such a subscription is
 // misconfigured (a plan is missing from the catalog), not someone else's.
 func (l *Lifecycle) follows(ctx context.Context, subject, id string, meta map[string]string) (bool, error) {
-	if meta[MetadataSubject] != "" || meta[MetadataTier] != "" {
+	if meta[metaSubject] != "" || meta[metaTier] != "" {
 		return true, nil
 	}
 	if subject == "" {
@@ -406,7 +442,7 @@ func (l *Lifecycle) onInvoice(ctx context.Context, log *slog.Logger, ev *stripe.
 	}
 	if subject == "" {
 		meta := inv.SubscriptionMetadata
-		if f.Tier == "" && snap == nil && meta[MetadataSubject] == "" && meta[MetadataTier] == "" {
+		if f.Tier == "" && snap == nil && meta[metaSubject] == "" && meta[metaTier] == "" {
 			log.InfoContext(ctx, "billing: invoice of no configured plan and no known subject ignored", "invoice", inv.ID)
 			return nil
 		}
@@ -460,6 +496,7 @@ func (l *Lifecycle) write(ctx context.Context, log *slog.Logger, subject string,
 		return before, after, nil
 	}
 	log.DebugContext(ctx, "billing: entitlement updated", "subject", subject, "status", string(after.Status), "tier", after.Tier)
+	l.limits.Invalidate(subject)
 	if l.cfg.OnChange != nil {
 		l.cfg.OnChange(ctx, before, after)
 	}
@@ -469,7 +506,7 @@ func (l *Lifecycle) write(ctx context.Context, log *slog.Logger, subject string,
 // subjectOf maps an object to its subject: the metadata's billkit_subject,
 // else the customer index. It returns "" (and no error) for neither.
 func (l *Lifecycle) subjectOf(ctx context.Context, meta map[string]string, customer string) (string, error) {
-	if s := meta[MetadataSubject]; s != "" {
+	if s := meta[metaSubject]; s != "" {
 		return s, nil
 	}
 	if customer == "" {

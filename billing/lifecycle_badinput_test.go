@@ -43,7 +43,7 @@ func testBadInput(t *testing.T, sh shape) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var reported []*billing.EventError
-			h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) {
+			h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), func(c *billing.Config) {
 				c.OnEventError = func(_ context.Context, err *billing.EventError) { reported = append(reported, err) }
 			})
 			st := webhooktest.Deliver(t, h.h, testSecret, sh.event("evt_bad", tc.typ, tc.obj, sec(1)))
@@ -67,7 +67,7 @@ func TestBadInputDirect(t *testing.T) {
 	t.Parallel()
 	t.Run("direct calls", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		for _, ev := range []*stripe.Event{
 			nil,
 			{ID: "evt_1", Type: evUpdated, Created: 1},
@@ -84,7 +84,7 @@ func TestBadInputDirect(t *testing.T) {
 
 	t.Run("bad signature is rejected by the handler", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		st := webhooktest.Deliver(t, h.h, "whsec_wrong", newest(t).event("evt_x", evCreated, newest(t).sub(sub{Status: "active"}), sec(1)))
 		if st[0] != http.StatusBadRequest {
 			t.Fatalf("mis-signed delivery answered %d, want 400", st[0])

@@ -42,7 +42,7 @@ type harness struct {
 	plans  *billing.Plans
 	lc     *billing.Lifecycle
 	h      *webhook.Handler
-	limits *billing.Limits
+	limits *billing.LimitsCache
 	clock  *clock
 }
 
@@ -50,7 +50,7 @@ func newHarness(t testing.TB, store billing.EntitlementStore, mod func(*billing.
 	t.Helper()
 	plans := testPlans(t)
 	clk := newClock(t0)
-	cfg := billing.Config{Store: store, Plans: plans, Now: clk.Now}
+	cfg := billing.Config{Store: store, Plans: plans, Now: clk.Now, LimitsTTL: time.Nanosecond}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -63,11 +63,7 @@ func newHarness(t testing.TB, store billing.EntitlementStore, mod func(*billing.
 		t.Fatal(err)
 	}
 	lc.Register(h)
-	limits, err := billing.NewLimits(billing.LimitsConfig{Store: store, Plans: plans, Now: clk.Now, TTL: time.Nanosecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &harness{t: t, store: store, plans: plans, lc: lc, h: h, limits: limits, clock: clk}
+	return &harness{t: t, store: store, plans: plans, lc: lc, h: h, limits: lc.Limits(), clock: clk}
 }
 
 // deliver posts each event, signed, and requires a 200 for each.
@@ -88,3 +84,6 @@ func (h *harness) get(subject string) billing.Entitlement {
 	}
 	return e
 }
+
+// gracePeriod is the default grace policy's access after a failed payment.
+const gracePeriod = 7 * 24 * time.Hour

@@ -93,7 +93,7 @@ func testPermutationsConverge(t *testing.T, sh shape, runs int) {
 	for name, events := range lifecycles(sh) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			ref := newHarness(t, billing.NewMemoryStore(nil), nil)
+			ref := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 			ref.deliver(events...)
 			want := comparable(t, ref.get("alice"))
 
@@ -106,7 +106,7 @@ func testPermutationsConverge(t *testing.T, sh shape, runs int) {
 			}
 			for run := 0; run < runs; run++ {
 				seed := uint64(run) + 1
-				h := newHarness(t, billing.NewMemoryStore(nil), nil)
+				h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 				if run%2 == 0 {
 					d := webhooktest.Deliverer{Secret: testSecret, Copies: 2, Shuffle: true, Seed: seed}
 					for _, r := range d.Deliver(t, h.h, events...) {
@@ -151,7 +151,7 @@ func TestPermutationsExpected(t *testing.T) {
 
 func testPermutationsExpected(t *testing.T, sh shape, want map[string]billing.Status) {
 	for name, events := range lifecycles(sh) {
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		h.deliver(events...)
 		e := h.get("alice")
 		if e.Status != want[name] || e.MeteredItemID != "si_metered" {
@@ -166,7 +166,7 @@ func testPermutationsExpected(t *testing.T, sh shape, want map[string]billing.St
 		if name == "downgraded at renewal" && (e.Tier != "starter" || e.PreviousTier != "pro" || e.PreviousPeriod.Start != t0) {
 			t.Errorf("%s: tier %q, previous tier %q of %v; want starter after pro of the first period", name, e.Tier, e.PreviousTier, e.PreviousPeriod)
 		}
-		if name == "ends past_due" && !e.GraceUntil.Equal(sec(4).Add(billing.DefaultGracePeriod)) {
+		if name == "ends past_due" && !e.GraceUntil.Equal(sec(4).Add(gracePeriod)) {
 			t.Errorf("%s: GraceUntil = %v, want the failed invoice's finalization + 7 days", name, e.GraceUntil)
 		}
 	}

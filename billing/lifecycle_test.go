@@ -136,7 +136,7 @@ func transitions(sh shape) []transition {
 			},
 			status: billing.StatusPastDue, tier: "pro", plan: "pro",
 			check: func(t *testing.T, h *harness, e billing.Entitlement) {
-				if want := sec(5).Add(billing.DefaultGracePeriod); !e.GraceUntil.Equal(want) || e.GraceTier != "pro" {
+				if want := sec(5).Add(gracePeriod); !e.GraceUntil.Equal(want) || e.GraceTier != "pro" {
 					t.Errorf("grace = %v %q, want %v pro", e.GraceUntil, e.GraceTier, want)
 				}
 				h.clock.Set(e.GraceUntil)
@@ -277,7 +277,7 @@ func TestTransitions(t *testing.T) {
 		for _, tc := range transitions(sh) {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
-				h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) { c.Grace = tc.grace })
+				h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), func(c *billing.Config) { c.Grace = tc.grace })
 				runTransition(t, h, tc)
 			})
 		}
@@ -302,7 +302,7 @@ func TestTransitionsRedis(t *testing.T) {
 				continue
 			}
 			t.Run(tc.name, func(t *testing.T) {
-				store, err := billing.NewRedisStore(rdb, billing.RedisStoreConfig{Prefix: sh.Name + string(rune('a'+i))})
+				store, err := billing.NewRedisStore(rdb, billing.RedisOptions{Prefix: sh.Name + string(rune('a'+i))})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -316,7 +316,7 @@ func TestTransitionsRedis(t *testing.T) {
 func TestUnknownSubjectAcknowledged(t *testing.T) {
 	t.Parallel()
 	forShapes(t, func(t *testing.T, sh shape) {
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		h.deliver(
 			sh.event("evt_1", evCreated, sh.sub(sub{Status: "active", NoMetadata: true, Customer: "cus_stranger"}), sec(1)),
 			sh.event("evt_2", evPaid, sh.inv(inv{NoMetadata: true, Customer: "cus_stranger"}), sec(2)),
@@ -335,7 +335,7 @@ func TestUnknownSubjectAcknowledged(t *testing.T) {
 func TestStaleEventChangesNothing(t *testing.T) {
 	t.Parallel()
 	forShapes(t, func(t *testing.T, sh shape) {
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		h.deliver(sh.event("evt_new", evUpdated, sh.sub(sub{Status: "canceled"}), sec(10)))
 		before := h.get("alice")
 		h.deliver(
@@ -355,7 +355,7 @@ func TestStaleEventChangesNothing(t *testing.T) {
 func TestLiveSubscriptionWinsOverEndedOne(t *testing.T) {
 	t.Parallel()
 	forShapes(t, func(t *testing.T, sh shape) {
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		h.deliver(
 			sh.event("evt_a", evCreated, sh.sub(sub{ID: "sub_a", Status: "active"}), sec(1)),
 			sh.event("evt_b", evCreated, sh.sub(sub{ID: "sub_b", Status: "active", Price: "price_starter"}), sec(11)),
@@ -370,7 +370,7 @@ func TestLiveSubscriptionWinsOverEndedOne(t *testing.T) {
 func TestNewLifecycleValidates(t *testing.T) {
 	t.Parallel()
 	plans := testPlans(t)
-	store := billing.NewMemoryStore(nil)
+	store := billing.NewMemoryStore(billing.MemoryOptions{})
 	for name, cfg := range map[string]billing.Config{
 		"no store":           {Plans: plans},
 		"no plans":           {Store: store},

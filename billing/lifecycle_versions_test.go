@@ -90,7 +90,7 @@ func (l *logRecords) atLevel(t testing.TB, level slog.Level) []map[string]any {
 func reportingHarness(t *testing.T, mod func(*billing.Config)) (*harness, *eventErrors, *logRecords) {
 	t.Helper()
 	reports, logs := &eventErrors{}, &logRecords{}
-	h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) {
+	h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), func(c *billing.Config) {
 		c.OnEventError = reports.hook
 		c.Logger = logs.logger()
 		if mod != nil {
@@ -109,7 +109,7 @@ func deliverOne(t testing.TB, h *harness, event []byte) int {
 // parked returns what store parked for customer.
 func parked(t testing.TB, store any, customer string) map[string][]byte {
 	t.Helper()
-	ps, ok := store.(billing.ParkingStore)
+	ps, ok := billing.AsParking(store)
 	if !ok {
 		t.Fatalf("%T does not implement billing.ParkingStore", store)
 	}
@@ -371,7 +371,7 @@ func TestInvoiceNewShapeDrivesTransitions(t *testing.T) {
 	}
 	states := map[string][]string{}
 	for _, sh := range order {
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		for _, st := range steps {
 			h.deliver(st.event(sh))
 			e := h.get("alice")
@@ -379,7 +379,7 @@ func TestInvoiceNewShapeDrivesTransitions(t *testing.T) {
 				t.Errorf("%s: after %q: %s %q over %v on %q, want %s pro over %v on sub_1",
 					sh.Name, st.name, e.Status, e.Tier, e.Period, e.SubscriptionID, st.status, firstPeriod)
 			}
-			if st.status == billing.StatusPastDue && !e.GraceUntil.Equal(sec(5).Add(billing.DefaultGracePeriod)) {
+			if st.status == billing.StatusPastDue && !e.GraceUntil.Equal(sec(5).Add(gracePeriod)) {
 				t.Errorf("%s: GraceUntil = %v, want the failed invoice's finalization + 7 days", sh.Name, e.GraceUntil)
 			}
 			states[sh.Name] = append(states[sh.Name], comparable(t, e))
@@ -410,7 +410,7 @@ func TestUnmappedFirstSurvivesRestart(t *testing.T) {
 			created := sh.event("evt_cr", evCreated, sh.sub(sub{Status: "incomplete", Metered: true, NoMetadata: true}), sec(1))
 			paid := sh.event("evt_paid", evPaid, sh.inv(inv{FinalizedAt: sec(1), NoMetadata: true}), sec(2))
 
-			ref := newHarness(t, billing.NewMemoryStore(nil), nil)
+			ref := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 			ref.deliver(checkoutEv, created, paid)
 			want := ref.get("alice")
 
@@ -554,7 +554,7 @@ func TestParkedDroppedAfterBound(t *testing.T) {
 	forShapes(t, func(t *testing.T, sh shape) {
 		reports := &eventErrors{ch: make(chan *billing.EventError, 16)}
 		swept := make(chan struct{}, 1)
-		h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) {
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), func(c *billing.Config) {
 			c.ParkFor = time.Hour
 			c.ReconcileEvery = 24 * time.Hour
 			c.OnEventError = reports.hook
@@ -646,7 +646,7 @@ func TestParkBound(t *testing.T) {
 	t.Parallel()
 	forShapes(t, func(t *testing.T, sh shape) {
 		ctx := context.Background()
-		store, err := billing.NewRedisStore(miniRedis(t), billing.RedisStoreConfig{MaxParked: 2})
+		store, err := billing.NewRedisStore(miniRedis(t), billing.RedisOptions{MaxParked: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -699,7 +699,7 @@ func TestLinkRefusesAnotherSubjectsCustomer(t *testing.T) {
 	t.Parallel()
 	forShapes(t, func(t *testing.T, sh shape) {
 		ctx := context.Background()
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		h.deliver(
 			sh.event("evt_co", evCheckout, sh.session("alice", "cus_1", "sub_1"), sec(0)),
 			sh.event("evt_cr", evCreated, sh.sub(sub{Status: "active"}), sec(1)),

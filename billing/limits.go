@@ -10,77 +10,21 @@ import (
 	"github.com/billkit/billkit/quota"
 )
 
-// Defaults of [LimitsConfig].
+// Defaults of the limits cache (Config.LimitsTTL, Config.MaxCached).
 const (
-	// DefaultLimitsTTL is how long an entitlement read is reused: the bound
-	// within which a change made by any process (a revocation, a renewal)
-	// is enforced by every process.
-	DefaultLimitsTTL = time.Second
-	// DefaultMaxCached is the number of subjects whose entitlement is kept
-	// in the cache before expired entries are swept.
-	DefaultMaxCached = 100_000
+	defaultLimitsTTL = time.Second
+	defaultMaxCached = 100_000
 )
 
-// DefaultProvisional returns the default allowance of a pending subject
+// defaultProvisional is the default allowance of a pending subject
 // (checkout completed, first invoice not yet paid): 100 units per UTC day,
 // strictly capped. Provisional usage is counted in its own daily period and
 // is not billed.
-func DefaultProvisional() quota.Limits {
+func defaultProvisional() quota.Limits {
 	return quota.Limits{Plan: "provisional", Included: 100, Hard: 100, Interval: quota.Day}
 }
 
-// LimitsConfig configures a [Limits]. Store and Plans are required; every
-// other zero field means its documented default.
-type LimitsConfig struct {
-	// Store is read on a cache miss. Required.
-	Store EntitlementStore
-	// Plans gives each tier's limits. Required.
-	Plans *Plans
-	// TTL is how long an entitlement read from Store is reused. A change
-	// in Store is enforced within TTL (plus one Store read) in every
-	// process. The default value is [DefaultLimitsTTL] (1 second).
-	TTL time.Duration
-	// Provisional is the allowance of a pending subject. The zero value
-	// means [DefaultProvisional]: 100 units per day, strictly capped.
-	Provisional quota.Limits
-	// MaxCached bounds the cache: past it, expired entries are dropped,
-	// then (if still too many) every entry. The default value is
-	// [DefaultMaxCached].
-	MaxCached int
-	// Now returns the current time (for cache expiry and grace ends). The
-	// default value is time.Now.
-	Now func() time.Time
-}
-
-func (c LimitsConfig) withDefaults() (LimitsConfig, error) {
-	switch {
-	case c.Store == nil:
-		return c, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
-	case c.Plans == nil || len(c.Plans.list) == 0:
-		return c, fmt.Errorf("%w: Plans is required", ErrInvalidConfig)
-	case c.TTL < 0:
-		return c, fmt.Errorf("%w: negative TTL", ErrInvalidConfig)
-	case c.MaxCached < 0:
-		return c, fmt.Errorf("%w: negative MaxCached", ErrInvalidConfig)
-	case c.Provisional.Included < 0 || c.Provisional.Hard < 0 || c.Provisional.Soft < 0:
-		return c, fmt.Errorf("%w: Provisional: negative limit", ErrInvalidConfig)
-	}
-	if c.TTL == 0 {
-		c.TTL = DefaultLimitsTTL
-	}
-	if c.Provisional == (quota.Limits{}) {
-		c.Provisional = DefaultProvisional()
-	}
-	if c.MaxCached == 0 {
-		c.MaxCached = DefaultMaxCached
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	return c, nil
-}
-
-// Limits is the [quota.LimitsSource] of subjects' entitlements. It answers
+// LimitsCache is the [quota.LimitsSource] of subjects' entitlements. It answers
 // from an in-process cache of entitlements, so the quota middleware's hot
 // path stays at one Redis round trip; concurrent misses for one subject
 // share one Store read. It maps an entitlement's status to limits:
@@ -104,17 +48,21 @@ func (c LimitsConfig) withDefaults() (LimitsConfig, error) {
 // are cached like positive ones; Store errors are not cached. Grace ends
 // are evaluated at each call, so they take effect on time.
 //
-// Limits is safe for concurrent use; the zero value is not usable, call
-// [NewLimits].
-type Limits struct {
-	cfg LimitsConfig
+// The lifecycle that owns the cache ([Lifecycle.Limits]) drops a subject's
+// entry whenever it changes the subject's entitlement, so this process
+// enforces a change at once; other processes do within Config.LimitsTTL.
+//
+// A LimitsCache is safe for concurrent use; the zero value is not usable,
+// get one from [Lifecycle.Limits].
+type LimitsCache struct {
+	cfg limitsConfig
 
 	mu    sync.Mutex
 	cache map[string]cached
 	calls map[string]*loadCall
 }
 
-var _ quota.LimitsSource = (*Limits)(nil)
+var _ quota.LimitsSource = (*LimitsCache)(nil)
 
 type cached struct {
 	ent     Entitlement
@@ -129,18 +77,24 @@ type loadCall struct {
 	err   error
 }
 
-// NewLimits returns a limits source, or an error wrapping ErrInvalidConfig.
-func NewLimits(cfg LimitsConfig) (*Limits, error) {
-	c, err := cfg.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	return &Limits{cfg: c, cache: map[string]cached{}, calls: map[string]*loadCall{}}, nil
+// limitsConfig is what a LimitsCache needs of the lifecycle's Config,
+// defaults applied.
+type limitsConfig struct {
+	Store       EntitlementStore
+	Plans       *Plans
+	TTL         time.Duration
+	Provisional quota.Limits
+	MaxCached   int
+	Now         func() time.Time
+}
+
+func newLimitsCache(c limitsConfig) *LimitsCache {
+	return &LimitsCache{cfg: c, cache: map[string]cached{}, calls: map[string]*loadCall{}}
 }
 
 // Limits returns what subject may use now, or an error wrapping
 // quota.ErrNoPlan when it may use nothing.
-func (l *Limits) Limits(ctx context.Context, subject string) (quota.Limits, error) {
+func (l *LimitsCache) Limits(ctx context.Context, subject string) (quota.Limits, error) {
 	e, found, err := l.entitlement(ctx, subject)
 	if err != nil {
 		return quota.Limits{}, err
@@ -148,12 +102,12 @@ func (l *Limits) Limits(ctx context.Context, subject string) (quota.Limits, erro
 	if !found {
 		return quota.Limits{}, quota.ErrNoPlan
 	}
-	return l.For(e, l.cfg.Now())
+	return l.limitsFor(e, l.cfg.Now())
 }
 
-// For maps an entitlement to the limits it grants at time now, without
-// caching or reading the store.
-func (l *Limits) For(e Entitlement, now time.Time) (quota.Limits, error) {
+// limitsFor maps an entitlement to the limits it grants at time now,
+// without caching or reading the store.
+func (l *LimitsCache) limitsFor(e Entitlement, now time.Time) (quota.Limits, error) {
 	switch e.Status {
 	case StatusActive, StatusTrialing:
 		if p, ok := l.cfg.Plans.ByTier(e.Tier); ok {
@@ -175,13 +129,13 @@ func (l *Limits) For(e Entitlement, now time.Time) (quota.Limits, error) {
 
 // Invalidate drops subject's cached entitlement, so that this process reads
 // it again on the next call (see Config.OnChange of [Lifecycle]).
-func (l *Limits) Invalidate(subject string) {
+func (l *LimitsCache) Invalidate(subject string) {
 	l.mu.Lock()
 	delete(l.cache, subject)
 	l.mu.Unlock()
 }
 
-func (l *Limits) entitlement(ctx context.Context, subject string) (Entitlement, bool, error) {
+func (l *LimitsCache) entitlement(ctx context.Context, subject string) (Entitlement, bool, error) {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	if c, ok := l.cache[subject]; ok && now.Before(c.expires) {
@@ -234,7 +188,7 @@ func (l *Limits) entitlement(ctx context.Context, subject string) (Entitlement, 
 
 // sweep drops expired entries, or all of them when none had expired; l.mu
 // is held.
-func (l *Limits) sweep(now time.Time) {
+func (l *LimitsCache) sweep(now time.Time) {
 	for k, c := range l.cache {
 		if !now.Before(c.expires) {
 			delete(l.cache, k)

@@ -13,12 +13,13 @@ import (
 // BenchmarkLimitsCached measures the quota hot path's limits lookup when the
 // entitlement is cached (no store read).
 func BenchmarkLimitsCached(b *testing.B) {
-	store := billing.NewMemoryStore(nil)
+	store := billing.NewMemoryStore(billing.MemoryOptions{})
 	setStatus(b, store, "alice", billing.StatusActive)
-	l, err := billing.NewLimits(billing.LimitsConfig{Store: store, Plans: testPlans(b), TTL: 1 << 62})
+	lc, err := billing.NewLifecycle(billing.Config{Store: store, Plans: testPlans(b), LimitsTTL: 1 << 62})
 	if err != nil {
 		b.Fatal(err)
 	}
+	l := lc.Limits()
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -33,7 +34,7 @@ func BenchmarkLimitsCached(b *testing.B) {
 // BenchmarkHandleEvent measures applying one subscription event to the
 // memory store (decoding, merging, deriving, storing).
 func BenchmarkHandleEvent(b *testing.B) {
-	h := newHarness(b, billing.NewMemoryStore(nil), nil)
+	h := newHarness(b, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 	var ev stripe.Event
 	sh := newest(b)
 	if err := json.Unmarshal(sh.event("evt_1", evUpdated, sh.sub(sub{Status: "active", Metered: true}), sec(1)), &ev); err != nil {

@@ -45,13 +45,13 @@ func setStatus(t testing.TB, s billing.EntitlementStore, subject string, st bill
 	}
 }
 
-func newLimits(t testing.TB, store billing.EntitlementStore, clk *clock, ttl time.Duration) *billing.Limits {
+func newLimits(t testing.TB, store billing.EntitlementStore, clk *clock, ttl time.Duration) *billing.LimitsCache {
 	t.Helper()
-	l, err := billing.NewLimits(billing.LimitsConfig{Store: store, Plans: testPlans(t), Now: clk.Now, TTL: ttl})
+	lc, err := billing.NewLifecycle(billing.Config{Store: store, Plans: testPlans(t), Now: clk.Now, LimitsTTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return lc.Limits()
 }
 
 // TestLimitsTTLBound: a change in the store is enforced exactly when the
@@ -59,7 +59,7 @@ func newLimits(t testing.TB, store billing.EntitlementStore, clk *clock, ttl tim
 func TestLimitsTTLBound(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	store := &countingStore{EntitlementStore: billing.NewMemoryStore(nil)}
+	store := &countingStore{EntitlementStore: billing.NewMemoryStore(billing.MemoryOptions{})}
 	clk := newClock(t0)
 	l := newLimits(t, store, clk, time.Second)
 	setStatus(t, store, "alice", billing.StatusActive)
@@ -88,7 +88,7 @@ func TestLimitsTTLBound(t *testing.T) {
 
 func TestLimitsMissesShareOneRead(t *testing.T) {
 	t.Parallel()
-	store := &countingStore{EntitlementStore: billing.NewMemoryStore(nil), release: make(chan struct{})}
+	store := &countingStore{EntitlementStore: billing.NewMemoryStore(billing.MemoryOptions{}), release: make(chan struct{})}
 	setStatus(t, store.EntitlementStore, "alice", billing.StatusActive)
 	l := newLimits(t, store, newClock(t0), time.Second)
 	const n = 50
@@ -123,7 +123,7 @@ func TestLimitsErrors(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	boom := errors.New("redis down")
-	store := &countingStore{EntitlementStore: billing.NewMemoryStore(nil), fail: boom}
+	store := &countingStore{EntitlementStore: billing.NewMemoryStore(billing.MemoryOptions{}), fail: boom}
 	l := newLimits(t, store, newClock(t0), time.Minute)
 	for range 2 {
 		if _, err := l.Limits(ctx, "alice"); !errors.Is(err, boom) || errors.Is(err, quota.ErrNoPlan) {
@@ -137,14 +137,14 @@ func TestLimitsErrors(t *testing.T) {
 	if _, err := l.Limits(ctx, "nobody"); !errors.Is(err, quota.ErrNoPlan) {
 		t.Fatalf("unknown subject: err = %v, want ErrNoPlan", err)
 	}
-	if _, err := billing.NewLimits(billing.LimitsConfig{Plans: testPlans(t)}); !errors.Is(err, billing.ErrInvalidConfig) {
+	if _, err := billing.NewLifecycle(billing.Config{Store: billing.NewMemoryStore(billing.MemoryOptions{}), Plans: testPlans(t), LimitsTTL: -1}); !errors.Is(err, billing.ErrInvalidConfig) {
 		t.Fatalf("no store: err = %v", err)
 	}
 }
 
 func TestLimitsForStatus(t *testing.T) {
 	t.Parallel()
-	l := newLimits(t, billing.NewMemoryStore(nil), newClock(t0), 0)
+	l := newLimits(t, billing.NewMemoryStore(billing.MemoryOptions{}), newClock(t0), 0)
 	period := quota.Period{Start: t0, End: t0.AddDate(0, 1, 0)}
 	for _, tc := range []struct {
 		e    billing.Entitlement
@@ -171,7 +171,7 @@ func TestLimitsForStatus(t *testing.T) {
 			t.Errorf("%s/%s: %+v, %v; want plan %s", tc.e.Status, tc.e.Tier, got, err, tc.plan)
 		}
 	}
-	if got, _ := l.For(billing.Entitlement{Status: billing.StatusPending}, t0); got != billing.DefaultProvisional() {
+	if got, _ := l.For(billing.Entitlement{Status: billing.StatusPending}, t0); got != (quota.Limits{Plan: "provisional", Included: 100, Hard: 100, Interval: quota.Day}) {
 		t.Errorf("provisional = %+v, want DefaultProvisional", got)
 	}
 	if got, _ := l.For(billing.Entitlement{Status: billing.StatusActive, Tier: "pro", Period: period}, t0); got.Period != period {
@@ -259,7 +259,7 @@ func (s *ctxStore) Get(ctx context.Context, subject string) (billing.Entitlement
 // client hung up) does not fail the other callers waiting on it.
 func TestLimitsLeaderCanceled(t *testing.T) {
 	t.Parallel()
-	mem := billing.NewMemoryStore(nil)
+	mem := billing.NewMemoryStore(billing.MemoryOptions{})
 	setStatus(t, mem, "alice", billing.StatusActive)
 	store := &ctxStore{EntitlementStore: mem, started: make(chan struct{}), release: make(chan struct{})}
 	l := newLimits(t, store, newClock(t0), time.Second)

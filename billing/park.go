@@ -15,7 +15,7 @@ import (
 // linked to a subject by default: longer than Stripe's three days of
 // retries, so that a checkout.session.completed that Stripe keeps failing
 // to deliver still arrives in time.
-const DefaultParkFor = 7 * 24 * time.Hour
+const defaultParkFor = 7 * 24 * time.Hour
 
 // parkSlack is how much longer than ParkFor a store keeps a parked event,
 // so that the lifecycle's sweep reports it before the store drops it.
@@ -25,20 +25,20 @@ const parkSlack = 7 * 24 * time.Hour
 // subject yet, until the link appears. The lifecycle stores opaque data
 // under the customer and the event's ID. Implementations must be safe for
 // concurrent use; [RedisStore] and [MemoryStore] implement it.
-type ParkingStore interface {
-	// Park keeps data under customerID and eventID, replacing what that
+type parkingStore interface {
+	// park keeps data under customerID and eventID, replacing what that
 	// pair held, for at least ttl. It returns an error wrapping
 	// [ErrParkFull] when the store's bound on parked events is reached.
-	Park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error
-	// Parked returns the data parked under customerID by event ID; an
+	park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error
+	// parked returns the data parked under customerID by event ID; an
 	// empty map when there is none.
-	Parked(ctx context.Context, customerID string) (map[string][]byte, error)
-	// Unpark removes events of customerID; unknown IDs are ignored.
-	Unpark(ctx context.Context, customerID string, eventIDs ...string) error
-	// ForEachParked calls fn with every customer that has parked events,
+	parked(ctx context.Context, customerID string) (map[string][]byte, error)
+	// unpark removes events of customerID; unknown IDs are ignored.
+	unpark(ctx context.Context, customerID string, eventIDs ...string) error
+	// forEachParked calls fn with every customer that has parked events,
 	// stopping at the first error fn returns. fn may call the store. It
 	// must scale on Redis Cluster (no KEYS).
-	ForEachParked(ctx context.Context, fn func(customerID string) error) error
+	forEachParked(ctx context.Context, fn func(customerID string) error) error
 }
 
 // parkedFact is what the lifecycle parks for one event: the facts it
@@ -66,8 +66,8 @@ func (l *Lifecycle) park(ctx context.Context, log *slog.Logger, ev *stripe.Event
 	if err != nil {
 		return fmt.Errorf("billing: encode parked event: %w", err)
 	}
-	if err := l.cfg.Parking.Park(ctx, customer, ev.ID, data, l.cfg.ParkFor+parkSlack); err != nil {
-		if errors.Is(err, ErrParkFull) {
+	if err := l.parking.park(ctx, customer, ev.ID, data, l.cfg.ParkFor+parkSlack); err != nil {
+		if errors.Is(err, errParkFull) {
 			return &EventError{EventID: ev.ID, EventType: string(ev.Type), APIVersion: ev.APIVersion,
 				Err: fmt.Errorf("%w: customer %s: %w", ErrUnmapped, customer, err)}
 		}
@@ -89,7 +89,7 @@ func (l *Lifecycle) park(ctx context.Context, log *slog.Logger, ev *stripe.Event
 // them again changes nothing). It reports whether there were any, and the
 // entitlement after.
 func (l *Lifecycle) unpark(ctx context.Context, log *slog.Logger, subject, customer string) (Entitlement, bool, error) {
-	parked, err := l.cfg.Parking.Parked(ctx, customer)
+	parked, err := l.parking.parked(ctx, customer)
 	if err != nil {
 		return Entitlement{}, false, fmt.Errorf("billing: read parked events: %w", err)
 	}
@@ -120,7 +120,7 @@ func (l *Lifecycle) unpark(ctx context.Context, log *slog.Logger, subject, custo
 	if err != nil {
 		return Entitlement{}, false, err
 	}
-	if err := l.cfg.Parking.Unpark(ctx, customer, ids...); err != nil {
+	if err := l.parking.unpark(ctx, customer, ids...); err != nil {
 		return Entitlement{}, false, fmt.Errorf("billing: remove parked events: %w", err)
 	}
 	log.InfoContext(ctx, "billing: parked events applied", "subject", subject, "customer", customer, "events", len(ids))
@@ -161,7 +161,7 @@ func (l *Lifecycle) Link(ctx context.Context, subject, customerID string) error 
 // sweepParked applies the events parked for customers linked by now, and
 // drops those parked longer than ParkFor, reporting each as [ErrUnmapped].
 func (l *Lifecycle) sweepParked(ctx context.Context, log *slog.Logger) (applied int, dropped []string, err error) {
-	err = l.cfg.Parking.ForEachParked(ctx, func(customer string) error {
+	err = l.parking.forEachParked(ctx, func(customer string) error {
 		subject, err := l.subjectOf(ctx, nil, customer)
 		if err != nil {
 			return err
@@ -173,7 +173,7 @@ func (l *Lifecycle) sweepParked(ctx context.Context, log *slog.Logger) (applied 
 			}
 			return err
 		}
-		parked, err := l.cfg.Parking.Parked(ctx, customer)
+		parked, err := l.parking.parked(ctx, customer)
 		if err != nil {
 			return fmt.Errorf("billing: read parked events: %w", err)
 		}
@@ -192,7 +192,7 @@ func (l *Lifecycle) sweepParked(ctx context.Context, log *slog.Logger) (applied 
 			return nil
 		}
 		dropped = append(dropped, old...)
-		if err := l.cfg.Parking.Unpark(ctx, customer, old...); err != nil {
+		if err := l.parking.unpark(ctx, customer, old...); err != nil {
 			return fmt.Errorf("billing: remove parked events: %w", err)
 		}
 		return nil

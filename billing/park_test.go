@@ -22,7 +22,7 @@ func TestParkingStoreConformance(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			s := open(t)
-			ps, ok := s.(billing.ParkingStore)
+			ps, ok := billing.AsParking(s)
 			if !ok {
 				t.Fatalf("%T does not implement billing.ParkingStore", s)
 			}
@@ -220,7 +220,7 @@ func TestRedisParkTTL(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			rdb := open(t)
-			s := newRedisStore(t, rdb)
+			s, _ := billing.AsParking(newRedisStore(t, rdb))
 			key := func(customer string) string { return billing.DefaultPrefix + ":park:{" + customer + "}" }
 			pttl := func(customer string) time.Duration {
 				t.Helper()
@@ -285,7 +285,7 @@ func TestMemoryParkExpires(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(t0)
-	s := billing.NewMemoryStore(clk.Now)
+	s, _ := billing.AsParking(billing.NewMemoryStore(billing.MemoryOptions{Now: clk.Now}))
 	park := func(customer, id string, ttl time.Duration) {
 		t.Helper()
 		if err := s.Park(ctx, customer, id, []byte(id), ttl); err != nil {

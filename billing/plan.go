@@ -102,7 +102,7 @@ var tierRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 // vocabulary of the plan's source (Go field, env variable or JSON key).
 func (p Plan) validate(field func(string) string) error {
 	bad := func(f, format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrInvalidPlan, field(f), fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field(f), fmt.Sprintf(format, args...))
 	}
 	switch {
 	case p.Tier == "":
@@ -164,7 +164,7 @@ func NewPlans(plans ...Plan) (*Plans, error) {
 func newPlans(plans []Plan, field func(i int, f string) string) (*Plans, error) {
 	c := &Plans{byTier: map[string]int{}, byPrice: map[string]int{}, metered: map[string]int{}}
 	if len(plans) == 0 {
-		return nil, fmt.Errorf("%w: no plans configured", ErrInvalidPlan)
+		return nil, fmt.Errorf("%w: no plans configured", ErrInvalidConfig)
 	}
 	for i, p := range plans {
 		f := func(name string) string { return field(i, name) }
@@ -172,17 +172,17 @@ func newPlans(plans []Plan, field func(i int, f string) string) (*Plans, error) 
 			return nil, err
 		}
 		if _, dup := c.byTier[p.Tier]; dup {
-			return nil, fmt.Errorf("%w: %s: duplicate tier %q", ErrInvalidPlan, f("Tier"), p.Tier)
+			return nil, fmt.Errorf("%w: %s: duplicate tier %q", ErrInvalidConfig, f("Tier"), p.Tier)
 		}
 		if j, dup := c.byPrice[p.PriceID]; dup {
-			return nil, fmt.Errorf("%w: %s: price %q is also tier %q's", ErrInvalidPlan, f("PriceID"), p.PriceID, plans[j].Tier)
+			return nil, fmt.Errorf("%w: %s: price %q is also tier %q's", ErrInvalidConfig, f("PriceID"), p.PriceID, plans[j].Tier)
 		}
 		if j, dup := c.metered[p.PriceID]; dup {
-			return nil, fmt.Errorf("%w: %s: price %q is tier %q's metered price", ErrInvalidPlan, f("PriceID"), p.PriceID, plans[j].Tier)
+			return nil, fmt.Errorf("%w: %s: price %q is tier %q's metered price", ErrInvalidConfig, f("PriceID"), p.PriceID, plans[j].Tier)
 		}
 		if p.MeteredPriceID != "" {
 			if j, dup := c.byPrice[p.MeteredPriceID]; dup {
-				return nil, fmt.Errorf("%w: %s: price %q is tier %q's licensed price", ErrInvalidPlan, f("MeteredPriceID"), p.MeteredPriceID, plans[j].Tier)
+				return nil, fmt.Errorf("%w: %s: price %q is tier %q's licensed price", ErrInvalidConfig, f("MeteredPriceID"), p.MeteredPriceID, plans[j].Tier)
 			}
 			if _, seen := c.metered[p.MeteredPriceID]; !seen {
 				c.metered[p.MeteredPriceID] = i
@@ -252,9 +252,9 @@ func (c *Plans) Tiers() []string {
 // upper-case tier name. The PRICE_ variables are the ones the checkout
 // package's catalog reads, so one environment configures both.
 const (
-	EnvPricePrefix    = "PRICE_"   // PRICE_<TIER>: the tier's Stripe price ID
-	EnvMeteredSuffix  = "_METERED" // PRICE_<TIER>_METERED: the tier's metered price ID
-	EnvPlanPrefix     = "PLAN_"    // PLAN_<TIER>_<FIELD>: the plan's limits
+	envPricePrefix    = "PRICE_"   // PRICE_<TIER>: the tier's Stripe price ID
+	envMeteredSuffix  = "_METERED" // PRICE_<TIER>_METERED: the tier's metered price ID
+	envPlanPrefix     = "PLAN_"    // PLAN_<TIER>_<FIELD>: the plan's limits
 	envPlanFieldNames = "INCLUDED, SOFT, HARD, OVERAGE, METER_EVENT, INTERVAL, BILL"
 )
 
@@ -285,8 +285,8 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 	}
 	var keys []string
 	for k := range env {
-		rest, ok := strings.CutPrefix(k, EnvPricePrefix)
-		if ok && rest != "" && !strings.HasSuffix(rest, EnvMeteredSuffix) {
+		rest, ok := strings.CutPrefix(k, envPricePrefix)
+		if ok && rest != "" && !strings.HasSuffix(rest, envMeteredSuffix) {
 			keys = append(keys, rest)
 		}
 	}
@@ -294,8 +294,8 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 	used := map[string]bool{}
 	plans := make([]Plan, 0, len(keys))
 	for _, key := range keys {
-		p := Plan{Tier: strings.ToLower(key), PriceID: strings.TrimSpace(env[EnvPricePrefix+key])}
-		name := func(f string) string { used[EnvPlanPrefix+key+"_"+f] = true; return EnvPlanPrefix + key + "_" + f }
+		p := Plan{Tier: strings.ToLower(key), PriceID: strings.TrimSpace(env[envPricePrefix+key])}
+		name := func(f string) string { used[envPlanPrefix+key+"_"+f] = true; return envPlanPrefix + key + "_" + f }
 		ints := []struct {
 			f   string
 			dst *int64
@@ -304,7 +304,7 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 			if v, ok := env[name(x.f)]; ok {
 				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 				if err != nil {
-					return nil, fmt.Errorf("%w: %s: %q is not an integer", ErrInvalidPlan, name(x.f), v)
+					return nil, fmt.Errorf("%w: %s: %q is not an integer", ErrInvalidConfig, name(x.f), v)
 				}
 				*x.dst = n
 			}
@@ -312,36 +312,36 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 		if v, ok := env[name("OVERAGE")]; ok {
 			b, err := strconv.ParseBool(strings.TrimSpace(v))
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %q is not true or false", ErrInvalidPlan, name("OVERAGE"), v)
+				return nil, fmt.Errorf("%w: %s: %q is not true or false", ErrInvalidConfig, name("OVERAGE"), v)
 			}
 			p.Overage = b
 		}
-		p.MeteredPriceID = strings.TrimSpace(env[EnvPricePrefix+key+EnvMeteredSuffix])
+		p.MeteredPriceID = strings.TrimSpace(env[envPricePrefix+key+envMeteredSuffix])
 		p.MeterEventName = strings.TrimSpace(env[name("METER_EVENT")])
 		if v, ok := env[name("INTERVAL")]; ok {
 			iv, err := parseInterval(v)
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPlan, name("INTERVAL"), err)
+				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, name("INTERVAL"), err)
 			}
 			p.Interval = iv
 		}
 		if v, ok := env[name("BILL")]; ok {
 			b, err := parseBilling(v)
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidPlan, name("BILL"), err)
+				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, name("BILL"), err)
 			}
 			p.Bill = b
 		}
 		plans = append(plans, p)
 	}
 	for k := range env {
-		if strings.HasPrefix(k, EnvPlanPrefix) && !used[k] {
+		if strings.HasPrefix(k, envPlanPrefix) && !used[k] {
 			return nil, fmt.Errorf("%w: %s: not a PLAN_<TIER>_<FIELD> variable of a tier with a PRICE_<TIER> (fields: %s)",
-				ErrInvalidPlan, k, envPlanFieldNames)
+				ErrInvalidConfig, k, envPlanFieldNames)
 		}
-		if rest, ok := strings.CutPrefix(k, EnvPricePrefix); ok && strings.HasSuffix(rest, EnvMeteredSuffix) {
-			if _, ok := env[strings.TrimSuffix(k, EnvMeteredSuffix)]; !ok {
-				return nil, fmt.Errorf("%w: %s is set but %s is not", ErrInvalidPlan, k, strings.TrimSuffix(k, EnvMeteredSuffix))
+		if rest, ok := strings.CutPrefix(k, envPricePrefix); ok && strings.HasSuffix(rest, envMeteredSuffix) {
+			if _, ok := env[strings.TrimSuffix(k, envMeteredSuffix)]; !ok {
+				return nil, fmt.Errorf("%w: %s is set but %s is not", ErrInvalidConfig, k, strings.TrimSuffix(k, envMeteredSuffix))
 			}
 		}
 	}
@@ -352,11 +352,11 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 	return newPlans(plans, func(i int, f string) string {
 		switch f {
 		case "Tier", "PriceID":
-			return EnvPricePrefix + keys[i]
+			return envPricePrefix + keys[i]
 		case "MeteredPriceID":
-			return EnvPricePrefix + keys[i] + EnvMeteredSuffix
+			return envPricePrefix + keys[i] + envMeteredSuffix
 		}
-		return EnvPlanPrefix + keys[i] + envField[f]
+		return envPlanPrefix + keys[i] + envField[f]
 	})
 }
 
@@ -406,17 +406,17 @@ func PlansFromJSON(data []byte) (*Plans, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidPlan, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	plans := make([]Plan, len(doc.Plans))
 	for i, pj := range doc.Plans {
 		iv, err := parseInterval(pj.Interval)
 		if err != nil {
-			return nil, fmt.Errorf("%w: plans[%d].interval: %v", ErrInvalidPlan, i, err)
+			return nil, fmt.Errorf("%w: plans[%d].interval: %v", ErrInvalidConfig, i, err)
 		}
 		bill, err := parseBilling(pj.Bill)
 		if err != nil {
-			return nil, fmt.Errorf("%w: plans[%d].bill: %v", ErrInvalidPlan, i, err)
+			return nil, fmt.Errorf("%w: plans[%d].bill: %v", ErrInvalidConfig, i, err)
 		}
 		plans[i] = Plan{Tier: pj.Tier, PriceID: pj.PriceID, Included: pj.Included, Soft: pj.Soft, Hard: pj.Hard,
 			Overage: pj.Overage, MeteredPriceID: pj.MeteredPriceID, MeterEventName: pj.MeterEventName, Interval: iv, Bill: bill}

@@ -88,7 +88,7 @@ func TestPlanErrorsNameTheField(t *testing.T) {
 		{"code metered equals licensed", code(billing.Plan{Tier: "pro", PriceID: "a", Included: 1, MeteredPriceID: "a"}), "plans[0].MeteredPriceID"},
 	} {
 		err := tc.load()
-		if !errors.Is(err, billing.ErrInvalidPlan) || !strings.Contains(err.Error(), tc.field) {
+		if !errors.Is(err, billing.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
 			t.Errorf("%s: err = %v, want ErrInvalidPlan naming %s", tc.name, err, tc.field)
 		}
 	}

@@ -126,7 +126,7 @@ func testReconcile(t *testing.T, fx stripeFixture) {
 	ctx := context.Background()
 	sh := newest(t)
 	api := stripeMockClient(t, fx.version)
-	store := billing.NewMemoryStore(nil)
+	store := billing.NewMemoryStore(billing.MemoryOptions{})
 	h := newHarness(t, store, func(c *billing.Config) {
 		c.Plans = fixturePlans(t, fx)
 		c.Stripe = api
@@ -192,7 +192,7 @@ func testReconcile(t *testing.T, fx stripeFixture) {
 // TestReconcileNeedsStripe: without a client Reconcile fails clearly.
 func TestReconcileNeedsStripe(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, billing.NewMemoryStore(nil), nil)
+	h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 	if _, err := h.lc.Reconcile(context.Background()); !errors.Is(err, billing.ErrInvalidConfig) {
 		t.Fatalf("err = %v, want ErrInvalidConfig", err)
 	}
@@ -208,7 +208,7 @@ func TestRefetch(t *testing.T) {
 			t.Parallel()
 			sh := newest(t)
 			api := stripeMockClient(t, fx.version)
-			h := newHarness(t, billing.NewMemoryStore(nil), func(c *billing.Config) {
+			h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), func(c *billing.Config) {
 				c.Plans = fixturePlans(t, fx)
 				c.Stripe = api
 				c.Refetch = true

@@ -23,7 +23,7 @@ func TestReportInEveryShape(t *testing.T) {
 	t.Parallel()
 	forShapes(t, func(t *testing.T, sh shape) {
 		ctx := context.Background()
-		h := newHarness(t, billing.NewMemoryStore(nil), nil)
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), nil)
 		start := t0.AddDate(0, 0, 14) // mid-month: no calendar period
 		period := quota.Period{Start: start, End: start.AddDate(0, 1, 0)}
 		h.deliver(

@@ -19,23 +19,30 @@ type MemoryStore struct {
 	mu      sync.Mutex
 	ents    map[string]Entitlement
 	cust    map[string]string
-	parked  map[string]map[string]parkedEntry // customer → event ID → entry
+	events  map[string]map[string]parkedEntry // parked: customer → event ID → entry
 	nparked int
 }
 
 var (
 	_ EntitlementStore = (*MemoryStore)(nil)
-	_ ParkingStore     = (*MemoryStore)(nil)
+	_ parkingStore     = (*MemoryStore)(nil)
 )
 
-// NewMemoryStore returns an empty store. now stamps UpdatedAt; nil means
-// time.Now.
-func NewMemoryStore(now func() time.Time) *MemoryStore {
+// MemoryOptions configures a [MemoryStore]. The zero value is valid.
+type MemoryOptions struct {
+	// Now stamps UpdatedAt and expires parked events. The default value
+	// is time.Now.
+	Now func() time.Time
+}
+
+// NewMemoryStore returns an empty store.
+func NewMemoryStore(opts MemoryOptions) *MemoryStore {
+	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
 	return &MemoryStore{now: now, ents: map[string]Entitlement{}, cust: map[string]string{},
-		parked: map[string]map[string]parkedEntry{}}
+		events: map[string]map[string]parkedEntry{}}
 }
 
 // Get returns subject's entitlement, or ErrNotFound.
@@ -131,7 +138,7 @@ type parkedEntry struct {
 
 // Park implements [ParkingStore.Park]. The store keeps at most 100 events
 // per customer and 100,000 in all.
-func (s *MemoryStore) Park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error {
+func (s *MemoryStore) park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -142,13 +149,13 @@ func (s *MemoryStore) Park(ctx context.Context, customerID, eventID string, data
 	defer s.mu.Unlock()
 	now := s.now()
 	s.expireParkedLocked(customerID, now)
-	m := s.parked[customerID]
+	m := s.events[customerID]
 	if _, ok := m[eventID]; !ok && (len(m) >= memoryParkPerCustomer || s.nparked >= memoryParkTotal) {
-		return ErrParkFull
+		return errParkFull
 	}
 	if m == nil {
 		m = map[string]parkedEntry{}
-		s.parked[customerID] = m
+		s.events[customerID] = m
 	}
 	if _, ok := m[eventID]; !ok {
 		s.nparked++
@@ -158,28 +165,28 @@ func (s *MemoryStore) Park(ctx context.Context, customerID, eventID string, data
 }
 
 // Parked implements [ParkingStore.Parked].
-func (s *MemoryStore) Parked(ctx context.Context, customerID string) (map[string][]byte, error) {
+func (s *MemoryStore) parked(ctx context.Context, customerID string) (map[string][]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expireParkedLocked(customerID, s.now())
-	out := make(map[string][]byte, len(s.parked[customerID]))
-	for id, e := range s.parked[customerID] {
+	out := make(map[string][]byte, len(s.events[customerID]))
+	for id, e := range s.events[customerID] {
 		out[id] = slices.Clone(e.data)
 	}
 	return out, nil
 }
 
 // Unpark implements [ParkingStore.Unpark].
-func (s *MemoryStore) Unpark(ctx context.Context, customerID string, eventIDs ...string) error {
+func (s *MemoryStore) unpark(ctx context.Context, customerID string, eventIDs ...string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.parked[customerID]
+	m := s.events[customerID]
 	for _, id := range eventIDs {
 		if _, ok := m[id]; ok {
 			delete(m, id)
@@ -187,20 +194,20 @@ func (s *MemoryStore) Unpark(ctx context.Context, customerID string, eventIDs ..
 		}
 	}
 	if len(m) == 0 {
-		delete(s.parked, customerID)
+		delete(s.events, customerID)
 	}
 	return nil
 }
 
 // ForEachParked implements [ParkingStore.ForEachParked], in customer order,
 // on a snapshot taken when it starts.
-func (s *MemoryStore) ForEachParked(ctx context.Context, fn func(customerID string) error) error {
+func (s *MemoryStore) forEachParked(ctx context.Context, fn func(customerID string) error) error {
 	s.mu.Lock()
 	now := s.now()
 	var list []string
-	for c := range s.parked {
+	for c := range s.events {
 		s.expireParkedLocked(c, now)
-		if len(s.parked[c]) > 0 {
+		if len(s.events[c]) > 0 {
 			list = append(list, c)
 		}
 	}
@@ -218,7 +225,7 @@ func (s *MemoryStore) ForEachParked(ctx context.Context, fn func(customerID stri
 }
 
 func (s *MemoryStore) expireParkedLocked(customerID string, now time.Time) {
-	m := s.parked[customerID]
+	m := s.events[customerID]
 	for id, e := range m {
 		if !now.Before(e.expires) {
 			delete(m, id)
@@ -226,6 +233,6 @@ func (s *MemoryStore) expireParkedLocked(customerID string, now time.Time) {
 		}
 	}
 	if m != nil && len(m) == 0 {
-		delete(s.parked, customerID)
+		delete(s.events, customerID)
 	}
 }

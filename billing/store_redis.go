@@ -19,12 +19,12 @@ const (
 	// DefaultRetention is how long the Redis store keeps the entitlement of
 	// a subject whose subscription ended: long enough to report the last
 	// period's usage and to answer support questions.
-	DefaultRetention = 90 * 24 * time.Hour
+	defaultRetention = 90 * 24 * time.Hour
 )
 
 // RedisStoreConfig configures a [RedisStore]. Every zero field means its
 // documented default.
-type RedisStoreConfig struct {
+type RedisOptions struct {
 	// Prefix starts every key. The default value is "billkit".
 	Prefix string
 	// Retention is how long an entitlement whose status is terminal
@@ -43,7 +43,7 @@ type RedisStoreConfig struct {
 	Now func() time.Time
 }
 
-func (c RedisStoreConfig) withDefaults() (RedisStoreConfig, error) {
+func (c RedisOptions) withDefaults() (RedisOptions, error) {
 	if c.Prefix == "" {
 		c.Prefix = DefaultPrefix
 	}
@@ -54,7 +54,7 @@ func (c RedisStoreConfig) withDefaults() (RedisStoreConfig, error) {
 		return c, fmt.Errorf("%w: negative Retention", ErrInvalidConfig)
 	}
 	if c.Retention == 0 {
-		c.Retention = DefaultRetention
+		c.Retention = defaultRetention
 	}
 	if c.ScanCount <= 0 {
 		c.ScanCount = 500
@@ -91,16 +91,16 @@ func (c RedisStoreConfig) withDefaults() (RedisStoreConfig, error) {
 // master for the entitlement key pattern (never KEYS).
 type RedisStore struct {
 	rdb redis.UniversalClient
-	cfg RedisStoreConfig
+	cfg RedisOptions
 }
 
 var (
 	_ EntitlementStore = (*RedisStore)(nil)
-	_ ParkingStore     = (*RedisStore)(nil)
+	_ parkingStore     = (*RedisStore)(nil)
 )
 
 // NewRedisStore returns a store on rdb.
-func NewRedisStore(rdb redis.UniversalClient, cfg RedisStoreConfig) (*RedisStore, error) {
+func NewRedisStore(rdb redis.UniversalClient, cfg RedisOptions) (*RedisStore, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: nil Redis client", ErrInvalidConfig)
 	}
@@ -331,7 +331,7 @@ return 1
 // Park implements [ParkingStore.Park]: the events of a customer are one
 // hash, at most MaxParked of them, whose expiry each Park extends to at
 // least ttl.
-func (s *RedisStore) Park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error {
+func (s *RedisStore) park(ctx context.Context, customerID, eventID string, data []byte, ttl time.Duration) error {
 	if ttl <= 0 {
 		return fmt.Errorf("%w: park ttl must be positive", ErrInvalidConfig)
 	}
@@ -342,13 +342,13 @@ func (s *RedisStore) Park(ctx context.Context, customerID, eventID string, data 
 		return fmt.Errorf("billing: park event: %w", err)
 	}
 	if ok == 0 {
-		return fmt.Errorf("%w: %d events of one customer", ErrParkFull, s.cfg.MaxParked)
+		return fmt.Errorf("%w: %d events of one customer", errParkFull, s.cfg.MaxParked)
 	}
 	return nil
 }
 
 // Parked implements [ParkingStore.Parked].
-func (s *RedisStore) Parked(ctx context.Context, customerID string) (map[string][]byte, error) {
+func (s *RedisStore) parked(ctx context.Context, customerID string) (map[string][]byte, error) {
 	m, err := s.rdb.HGetAll(ctx, s.parkKey(customerID)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("billing: read parked events: %w", err)
@@ -361,7 +361,7 @@ func (s *RedisStore) Parked(ctx context.Context, customerID string) (map[string]
 }
 
 // Unpark implements [ParkingStore.Unpark].
-func (s *RedisStore) Unpark(ctx context.Context, customerID string, eventIDs ...string) error {
+func (s *RedisStore) unpark(ctx context.Context, customerID string, eventIDs ...string) error {
 	if len(eventIDs) == 0 {
 		return nil
 	}
@@ -373,7 +373,7 @@ func (s *RedisStore) Unpark(ctx context.Context, customerID string, eventIDs ...
 
 // ForEachParked implements [ParkingStore.ForEachParked]: it SCANs every
 // master for park keys, as ForEach does for entitlements.
-func (s *RedisStore) ForEachParked(ctx context.Context, fn func(customerID string) error) error {
+func (s *RedisStore) forEachParked(ctx context.Context, fn func(customerID string) error) error {
 	prefix := s.cfg.Prefix + ":park:{"
 	return s.scanKeys(ctx, prefix+"*}", func(_ redis.UniversalClient, keys []string) error {
 		for _, k := range keys {

@@ -19,7 +19,7 @@ import (
 // storeFactories are the stores the conformance suite runs against.
 func storeFactories() map[string]func(t *testing.T) billing.EntitlementStore {
 	return map[string]func(t *testing.T) billing.EntitlementStore{
-		"memory":    func(t *testing.T) billing.EntitlementStore { return billing.NewMemoryStore(nil) },
+		"memory":    func(t *testing.T) billing.EntitlementStore { return billing.NewMemoryStore(billing.MemoryOptions{}) },
 		"miniredis": func(t *testing.T) billing.EntitlementStore { return newRedisStore(t, miniRedis(t)) },
 		"redis":     func(t *testing.T) billing.EntitlementStore { return newRedisStore(t, realRedis(t)) },
 		"cluster":   func(t *testing.T) billing.EntitlementStore { return newRedisStore(t, realCluster(t)) },
@@ -46,7 +46,7 @@ func realCluster(t testing.TB) *redis.ClusterClient {
 
 func newRedisStore(t testing.TB, rdb redis.UniversalClient) *billing.RedisStore {
 	t.Helper()
-	s, err := billing.NewRedisStore(rdb, billing.RedisStoreConfig{})
+	s, err := billing.NewRedisStore(rdb, billing.RedisOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestRedisStoreExpiry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rdb := realRedis(t)
-	s, err := billing.NewRedisStore(rdb, billing.RedisStoreConfig{Prefix: "bk", Retention: time.Hour})
+	s, err := billing.NewRedisStore(rdb, billing.RedisOptions{Prefix: "bk", Retention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,12 +240,12 @@ func TestRedisStoreExpiry(t *testing.T) {
 
 func TestNewRedisStoreValidates(t *testing.T) {
 	t.Parallel()
-	if _, err := billing.NewRedisStore(nil, billing.RedisStoreConfig{}); !errors.Is(err, billing.ErrInvalidConfig) {
+	if _, err := billing.NewRedisStore(nil, billing.RedisOptions{}); !errors.Is(err, billing.ErrInvalidConfig) {
 		t.Errorf("nil client: err = %v", err)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer rdb.Close()
-	for _, cfg := range []billing.RedisStoreConfig{{Prefix: "a{b"}, {Retention: -1}} {
+	for _, cfg := range []billing.RedisOptions{{Prefix: "a{b"}, {Retention: -1}} {
 		if _, err := billing.NewRedisStore(rdb, cfg); !errors.Is(err, billing.ErrInvalidConfig) {
 			t.Errorf("%+v: err = %v, want ErrInvalidConfig", cfg, err)
 		}

@@ -53,7 +53,7 @@ func ExampleReporter() {
 		counters.Take(ctx, quota.TakeRequest{Subject: "alice", Meter: quota.DefaultMeter, Period: period,
 			Cost: n, ExpireAt: period.End.Add(35 * 24 * time.Hour)})
 	}
-	ents := billing.NewMemoryStore(nil)
+	ents := billing.NewMemoryStore(billing.MemoryOptions{})
 	ents.Update(ctx, "alice", func(e *billing.Entitlement) error {
 		e.Tier, e.Status, e.CustomerID, e.Period = "pro", billing.StatusActive, "cus_alice", period
 		return nil

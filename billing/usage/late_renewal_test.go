@@ -43,10 +43,11 @@ func lateRenewal(t *testing.T, mode reportMode, reportBeforeRenewal bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	limits, err := billing.NewLimits(billing.LimitsConfig{Store: ents, Plans: plans, TTL: time.Nanosecond, Now: clock.Now})
+	lc, err := billing.NewLifecycle(billing.Config{Store: ents, Plans: plans, LimitsTTL: time.Nanosecond, Now: clock.Now, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	limits := lc.Limits()
 	counters := quota.NewMemoryStore(quota.MemoryOptions{Now: clock.Now})
 	// count does what the quota middleware does for n requests now.
 	var counted int64

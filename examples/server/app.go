@@ -105,7 +105,7 @@ type App struct {
 	lifecycle    *billing.Lifecycle
 	eventErrors  atomic.Int64 // events the lifecycle refused or dropped
 	counters     quota.Store
-	limits       *billing.Limits
+	limits       *billing.LimitsCache
 	meter        *quota.Middleware
 	webhooks     *webhook.Handler
 	checkout     *checkout.Handler
@@ -166,14 +166,9 @@ func (a *App) build() error {
 
 	// Entitlements: what each subject's subscription allows, driven by
 	// Stripe's events.
-	if a.entitlements, err = billing.NewRedisStore(a.rdb, billing.RedisStoreConfig{Now: a.now}); err != nil {
+	if a.entitlements, err = billing.NewRedisStore(a.rdb, billing.RedisOptions{Now: a.now}); err != nil {
 		return err
 	}
-	limits, err := billing.NewLimits(billing.LimitsConfig{Store: a.entitlements, Plans: a.plans, Now: a.now})
-	if err != nil {
-		return err
-	}
-	a.limits = limits
 	// Run (started by App.Run) reconciles the entitlements with Stripe's
 	// subscriptions at start and every ReconcileEvery, repairing what
 	// missed webhook events left behind; without Stripe it only sweeps
@@ -184,10 +179,9 @@ func (a *App) build() error {
 		Grace:          gracePolicy(),
 		Stripe:         a.stripe,
 		ReconcileEvery: a.cfg.ReconcileInterval,
-		// Enforce a change in this process at once (other processes
-		// would within the limits' one-second cache).
+		// The lifecycle's limits cache enforces a change in this
+		// process at once (other processes within its one-second TTL).
 		OnChange: func(ctx context.Context, before, after billing.Entitlement) {
-			limits.Invalidate(after.Subject)
 			a.log.InfoContext(ctx, "entitlement changed", "subject", after.Subject,
 				"status", string(after.Status), "tier", after.Tier, "previous_status", string(before.Status))
 		},
@@ -202,6 +196,7 @@ func (a *App) build() error {
 		return err
 	}
 	a.lifecycle = lifecycle
+	a.limits = lifecycle.Limits()
 
 	// Quota: every /v1/ request is counted against the caller's plan.
 	if a.counters, err = quota.NewRedisStore(a.rdb, quota.RedisOptions{}); err != nil {
