@@ -104,7 +104,7 @@
 // timestamps have one-second resolution. Each handler therefore does not
 // "apply a transition"; it merges the fact its event carries (a
 // subscription snapshot, an invoice outcome, a completed checkout) into the
-// entitlement's [Sources], keeping per kind the newer fact by the event's
+// entitlement's the sources, keeping per kind the newer fact by the event's
 // creation time. Ties within one second are broken deterministically: the
 // snapshot with the later period end, then the status further along the
 // lifecycle (incomplete < trialing < active < past_due < unpaid < paused <

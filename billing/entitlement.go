@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/billkit/billkit/quota"
@@ -77,23 +78,51 @@ type Entitlement struct {
 	// UpdatedAt is when the entitlement was last written.
 	UpdatedAt time.Time `json:"updated_at,omitempty"`
 
-	// Sources are the newest facts learned from each kind of Stripe event.
-	// The derived fields above are a pure function of Sources, which is
-	// what makes the result independent of the order events arrive in.
-	Sources Sources `json:"sources"`
+	// sources are the newest facts learned from each kind of Stripe event.
+	// The fields above are a pure function of them, which is what makes
+	// the result independent of the order events arrive in. They are
+	// stored with the entitlement (JSON key "sources") but are not part of
+	// its API.
+	sources sources
 }
 
-// Sources are the facts an entitlement is derived from: the newest
+// entitlementJSON is the stored form of an Entitlement: its fields and its
+// sources.
+type entitlementJSON struct {
+	*entitlementFields
+	Sources *sources `json:"sources"`
+}
+
+// entitlementFields is Entitlement without its methods, so that encoding it
+// does not recurse into MarshalJSON.
+type entitlementFields Entitlement
+
+// MarshalJSON encodes e as it is stored, with the facts it is derived from.
+func (e Entitlement) MarshalJSON() ([]byte, error) {
+	return json.Marshal(entitlementJSON{(*entitlementFields)(&e), &e.sources})
+}
+
+// UnmarshalJSON decodes an entitlement as MarshalJSON stores it.
+func (e *Entitlement) UnmarshalJSON(b []byte) error {
+	var v Entitlement
+	if err := json.Unmarshal(b, &entitlementJSON{(*entitlementFields)(&v), &v.sources}); err != nil {
+		return err
+	}
+	*e = v
+	return nil
+}
+
+// sources are the facts an entitlement is derived from: the newest
 // subscription snapshot, the newest invoice outcome and the newest completed
 // checkout, each stamped with the Stripe event that carried it.
-type Sources struct {
-	Subscription SubscriptionFact `json:"subscription"`
-	Invoice      InvoiceFact      `json:"invoice"`
-	Checkout     CheckoutFact     `json:"checkout"`
+type sources struct {
+	Subscription subscriptionFact `json:"subscription"`
+	Invoice      invoiceFact      `json:"invoice"`
+	Checkout     checkoutFact     `json:"checkout"`
 }
 
-// SubscriptionFact is a snapshot of a Stripe subscription.
-type SubscriptionFact struct {
+// subscriptionFact is a snapshot of a Stripe subscription.
+type subscriptionFact struct {
 	// At is the creation time of the event that carried the snapshot (or,
 	// for a snapshot read from the API, when the read began, less one
 	// second).
@@ -115,9 +144,9 @@ type SubscriptionFact struct {
 	PreviousAt   time.Time `json:"previous_at,omitempty"`
 }
 
-// InvoiceFact is the outcome of the newest payment attempt of a
+// invoiceFact is the outcome of the newest payment attempt of a
 // subscription's invoice.
-type InvoiceFact struct {
+type invoiceFact struct {
 	At             time.Time `json:"at,omitempty"`
 	EventID        string    `json:"event_id,omitempty"`
 	ID             string    `json:"id,omitempty"`
@@ -131,8 +160,8 @@ type InvoiceFact struct {
 	Period      quota.Period `json:"period"`
 }
 
-// CheckoutFact is a completed Checkout Session.
-type CheckoutFact struct {
+// checkoutFact is a completed Checkout Session.
+type checkoutFact struct {
 	At             time.Time `json:"at,omitempty"`
 	EventID        string    `json:"event_id,omitempty"`
 	SessionID      string    `json:"session_id,omitempty"`
@@ -153,8 +182,9 @@ type EntitlementStore interface {
 	// returns an error, nothing is stored and Update returns that error;
 	// when fn changes nothing, nothing is written. Update sets Subject and
 	// UpdatedAt, indexes CustomerID → Subject, and returns the entitlement
-	// as stored. It returns ErrConflict after too many concurrent changes.
-	Update(ctx context.Context, subject string, fn func(e *Entitlement) error) (Entitlement, error)
+	// as stored and whether this call changed it. It returns ErrConflict
+	// after too many concurrent changes.
+	Update(ctx context.Context, subject string, fn func(e *Entitlement) error) (e Entitlement, changed bool, err error)
 	// SubjectByCustomer returns the subject linked to a Stripe customer, or
 	// ErrNotFound.
 	SubjectByCustomer(ctx context.Context, customerID string) (string, error)

@@ -49,3 +49,7 @@ func (a parkingAdapter) ForEachParked(ctx context.Context, fn func(customerID st
 func (l *LimitsCache) For(e Entitlement, now time.Time) (quota.Limits, error) {
 	return l.limitsFor(e, now)
 }
+
+// Key and CustomerKey expose the Redis store's keys to the external tests.
+func (s *RedisStore) Key(subject string) string            { return s.key(subject) }
+func (s *RedisStore) CustomerKey(customerID string) string { return s.customerKey(customerID) }

@@ -181,7 +181,7 @@ func (c Config) withDefaults() (Config, error) {
 // [NewLifecycle].
 //
 // Ordering: each handler merges the fact its event carries into the
-// entitlement's [Sources], keeping the newer of the stored and the incoming
+// entitlement's the sources, keeping the newer of the stored and the incoming
 // fact by the event's creation time (a subscription snapshot of an older
 // event never replaces a newer one), with deterministic tie-breaks for
 // events of the same second; the entitlement is then derived from the
@@ -335,7 +335,7 @@ func (l *Lifecycle) onCheckout(ctx context.Context, log *slog.Logger, ev *stripe
 		log.InfoContext(ctx, "billing: checkout session without a subject ignored", "session", cs.ID)
 		return nil
 	}
-	f := CheckoutFact{At: at, EventID: ev.ID, SessionID: cs.ID, Tier: cs.Metadata[metaTier],
+	f := checkoutFact{At: at, EventID: ev.ID, SessionID: cs.ID, Tier: cs.Metadata[metaTier],
 		CustomerID: cs.CustomerID, SubscriptionID: cs.SubscriptionID}
 	return l.update(ctx, log, subject, func(e *Entitlement) { mergeCheckout(e, f) })
 }
@@ -418,7 +418,7 @@ func (l *Lifecycle) onInvoice(ctx context.Context, log *slog.Logger, ev *stripe.
 		}
 		return nil // not a subscription invoice
 	}
-	f := InvoiceFact{At: at, EventID: ev.ID, ID: inv.ID, SubscriptionID: inv.SubscriptionID,
+	f := invoiceFact{At: at, EventID: ev.ID, ID: inv.ID, SubscriptionID: inv.SubscriptionID,
 		CustomerID: inv.CustomerID, Paid: paid, FinalizedAt: inv.FinalizedAt}
 	for _, li := range inv.Lines {
 		if p, ok := l.cfg.Plans.ByPriceID(li.PriceID); ok {
@@ -426,7 +426,7 @@ func (l *Lifecycle) onInvoice(ctx context.Context, log *slog.Logger, ev *stripe.
 			break
 		}
 	}
-	var snap *SubscriptionFact
+	var snap *subscriptionFact
 	if l.cfg.Refetch {
 		fresh, fetchedAt, err := l.fetch(ctx, inv.SubscriptionID)
 		if err != nil {
@@ -481,7 +481,7 @@ func (l *Lifecycle) apply(ctx context.Context, log *slog.Logger, subject string,
 // write merges facts into subject's entitlement, derives it, and calls
 // OnChange when it changed.
 func (l *Lifecycle) write(ctx context.Context, log *slog.Logger, subject string, merge func(*Entitlement)) (before, after Entitlement, err error) {
-	after, err = l.cfg.Store.Update(ctx, subject, func(e *Entitlement) error {
+	after, changed, err := l.cfg.Store.Update(ctx, subject, func(e *Entitlement) error {
 		before = *e
 		merge(e)
 		prune(e)
@@ -491,7 +491,7 @@ func (l *Lifecycle) write(ctx context.Context, log *slog.Logger, subject string,
 	if err != nil {
 		return before, after, fmt.Errorf("billing: update entitlement: %w", err)
 	}
-	if after.UpdatedAt.Equal(before.UpdatedAt) {
+	if !changed {
 		log.DebugContext(ctx, "billing: event changed nothing (duplicate or older than the entitlement)", "subject", subject)
 		return before, after, nil
 	}
@@ -564,8 +564,8 @@ func rawJSON(v any, resp *stripe.APIResponse) ([]byte, error) {
 // metered item is the one whose price is that plan's (or any plan's)
 // metered price. Tier and Period are empty when no item has a configured
 // plan's price.
-func (l *Lifecycle) snapshot(sub subscriptionView, at time.Time, eventID string) SubscriptionFact {
-	f := SubscriptionFact{At: at, EventID: eventID, ID: sub.ID, CustomerID: sub.CustomerID, Status: sub.Status}
+func (l *Lifecycle) snapshot(sub subscriptionView, at time.Time, eventID string) subscriptionFact {
+	f := subscriptionFact{At: at, EventID: eventID, ID: sub.ID, CustomerID: sub.CustomerID, Status: sub.Status}
 	var plan Plan
 	for _, it := range sub.Items {
 		if p, ok := l.cfg.Plans.ByPriceID(it.PriceID); ok {

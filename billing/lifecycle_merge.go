@@ -50,7 +50,7 @@ func cmpString(a, b string) int {
 }
 
 // newerSubscription reports whether snapshot x should replace cur.
-func newerSubscription(x, cur SubscriptionFact) bool {
+func newerSubscription(x, cur subscriptionFact) bool {
 	if cur.ID == "" {
 		return true
 	}
@@ -79,8 +79,8 @@ func newerSubscription(x, cur SubscriptionFact) bool {
 // even an older one, feed PreviousPeriod: the latest period that starts
 // before the current one. PreviousTier is the tier of the newest snapshot
 // (by event time) of that period: the tier the period ended on.
-func mergeSubscription(e *Entitlement, x SubscriptionFact) {
-	cur := e.Sources.Subscription
+func mergeSubscription(e *Entitlement, x subscriptionFact) {
+	cur := e.sources.Subscription
 	win := cur
 	if newerSubscription(x, cur) {
 		win = x
@@ -117,13 +117,13 @@ func mergeSubscription(e *Entitlement, x SubscriptionFact) {
 		}
 	}
 	win.PreviousPeriod, win.PreviousTier, win.PreviousAt = best.p, best.tier, best.at
-	e.Sources.Subscription = win
+	e.sources.Subscription = win
 }
 
 // mergeInvoice keeps the newer invoice outcome. In the same second a payment
 // beats a failure (a retry that succeeded), then the event ID decides.
-func mergeInvoice(e *Entitlement, x InvoiceFact) {
-	cur := e.Sources.Invoice
+func mergeInvoice(e *Entitlement, x invoiceFact) {
+	cur := e.sources.Invoice
 	newer := cur.At.IsZero()
 	if !newer {
 		switch c := cmpTime(x.At, cur.At); {
@@ -136,15 +136,15 @@ func mergeInvoice(e *Entitlement, x InvoiceFact) {
 		}
 	}
 	if newer {
-		e.Sources.Invoice = x
+		e.sources.Invoice = x
 	}
 }
 
 // mergeCheckout keeps the newer completed checkout.
-func mergeCheckout(e *Entitlement, x CheckoutFact) {
-	cur := e.Sources.Checkout
+func mergeCheckout(e *Entitlement, x checkoutFact) {
+	cur := e.sources.Checkout
 	if cur.At.IsZero() || x.At.After(cur.At) || (x.At.Equal(cur.At) && cmpString(x.EventID, cur.EventID) > 0) {
-		e.Sources.Checkout = x
+		e.sources.Checkout = x
 	}
 }
 
@@ -155,20 +155,20 @@ func mergeCheckout(e *Entitlement, x CheckoutFact) {
 // (except the failure that made it past_due) or than the checkout that
 // follows it.
 func prune(e *Entitlement) {
-	s, inv, co := &e.Sources.Subscription, &e.Sources.Invoice, &e.Sources.Checkout
+	s, inv, co := &e.sources.Subscription, &e.sources.Invoice, &e.sources.Checkout
 	if s.ID != "" {
 		if !co.At.IsZero() && !co.At.After(s.At) {
-			*co = CheckoutFact{}
+			*co = checkoutFact{}
 		}
 		// A failed invoice of a past_due subscription is kept: it tells
 		// when the grace period began.
 		keep := !inv.Paid && inv.SubscriptionID == s.ID && s.Status == StatusPastDue
 		if !inv.At.IsZero() && inv.At.Before(s.At) && !keep {
-			*inv = InvoiceFact{}
+			*inv = invoiceFact{}
 		}
 	}
 	if !co.At.IsZero() && !inv.At.IsZero() && inv.At.Before(co.At) {
-		*inv = InvoiceFact{}
+		*inv = invoiceFact{}
 	}
 }
 
@@ -184,7 +184,7 @@ func prune(e *Entitlement) {
 //   - past_due gets the grace policy's access end and tier, counted from
 //     the failed invoice's finalization (else from the snapshot's time).
 func derive(e *Entitlement, grace GracePolicy) {
-	src := e.Sources
+	src := e.sources
 	s, inv, co := src.Subscription, src.Invoice, src.Checkout
 
 	e.LastEventAt = maxTime(s.At, inv.At, co.At)

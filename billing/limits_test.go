@@ -37,7 +37,7 @@ func (s *countingStore) Get(ctx context.Context, subject string) (billing.Entitl
 
 func setStatus(t testing.TB, s billing.EntitlementStore, subject string, st billing.Status) {
 	t.Helper()
-	if _, err := s.Update(context.Background(), subject, func(e *billing.Entitlement) error {
+	if _, _, err := s.Update(context.Background(), subject, func(e *billing.Entitlement) error {
 		e.Status, e.Tier = st, "pro"
 		return nil
 	}); err != nil {

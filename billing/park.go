@@ -48,8 +48,8 @@ type parkedFact struct {
 	EventType    string            `json:"event_type"`
 	APIVersion   string            `json:"api_version,omitempty"`
 	ParkedAt     time.Time         `json:"parked_at"`
-	Subscription *SubscriptionFact `json:"subscription,omitempty"`
-	Invoice      *InvoiceFact      `json:"invoice,omitempty"`
+	Subscription *subscriptionFact `json:"subscription,omitempty"`
+	Invoice      *invoiceFact      `json:"invoice,omitempty"`
 }
 
 // park keeps the facts of ev, whose customer is linked to no subject yet,
@@ -144,15 +144,20 @@ func (l *Lifecycle) Link(ctx context.Context, subject, customerID string) error 
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return fmt.Errorf("billing: link customer: %w", err)
 	}
-	_, err := l.cfg.Store.Update(ctx, subject, func(e *Entitlement) error {
+	var conflict error
+	_, _, err := l.write(ctx, l.cfg.Logger, subject, func(e *Entitlement) {
+		conflict = nil // fn may run again after a concurrent change
 		if e.CustomerID != "" && e.CustomerID != customerID {
-			return fmt.Errorf("%w: subject is linked to another customer", ErrConflict)
+			conflict = fmt.Errorf("billing: link customer: %w: subject is linked to another customer", ErrConflict)
+			return
 		}
 		e.CustomerID = customerID
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("billing: link customer: %w", err)
+	}
+	if conflict != nil {
+		return conflict
 	}
 	_, _, err = l.unpark(ctx, l.cfg.Logger, subject, customerID)
 	return err

@@ -61,25 +61,25 @@ func (s *MemoryStore) Get(ctx context.Context, subject string) (Entitlement, err
 
 // Update implements [EntitlementStore.Update]; fn runs under the store's
 // lock, once.
-func (s *MemoryStore) Update(ctx context.Context, subject string, fn func(*Entitlement) error) (Entitlement, error) {
+func (s *MemoryStore) Update(ctx context.Context, subject string, fn func(*Entitlement) error) (Entitlement, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return Entitlement{}, err
+		return Entitlement{}, false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, found := s.ents[subject]
 	next, changed, err := applyUpdate(subject, cur, found, s.now(), fn)
 	if err != nil {
-		return cur, err
+		return cur, false, err
 	}
 	if !changed {
-		return next, nil
+		return next, false, nil
 	}
 	s.ents[subject] = next
 	if next.CustomerID != "" {
 		s.cust[next.CustomerID] = subject
 	}
-	return next, nil
+	return next, true, nil
 }
 
 // SubjectByCustomer returns the subject linked to customerID, or ErrNotFound.

@@ -111,13 +111,13 @@ func NewRedisStore(rdb redis.UniversalClient, cfg RedisOptions) (*RedisStore, er
 	return &RedisStore{rdb: rdb, cfg: cfg}, nil
 }
 
-// Key returns the key of subject's entitlement.
-func (s *RedisStore) Key(subject string) string {
+// key returns the key of subject's entitlement.
+func (s *RedisStore) key(subject string) string {
 	return s.cfg.Prefix + ":{" + subject + "}:ent"
 }
 
-// CustomerKey returns the key of the customer index entry of customerID.
-func (s *RedisStore) CustomerKey(customerID string) string {
+// customerKey returns the key of the customer index entry of customerID.
+func (s *RedisStore) customerKey(customerID string) string {
 	return s.cfg.Prefix + ":cust:{" + customerID + "}"
 }
 
@@ -141,7 +141,7 @@ return n
 
 // Get returns subject's entitlement, or ErrNotFound.
 func (s *RedisStore) Get(ctx context.Context, subject string) (Entitlement, error) {
-	b, err := s.rdb.HGet(ctx, s.Key(subject), "data").Bytes()
+	b, err := s.rdb.HGet(ctx, s.key(subject), "data").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return Entitlement{}, ErrNotFound
 	}
@@ -153,19 +153,19 @@ func (s *RedisStore) Get(ctx context.Context, subject string) (Entitlement, erro
 
 // Update implements [EntitlementStore.Update] with an optimistic
 // compare-and-set; fn may run more than once.
-func (s *RedisStore) Update(ctx context.Context, subject string, fn func(*Entitlement) error) (Entitlement, error) {
-	key := s.Key(subject)
+func (s *RedisStore) Update(ctx context.Context, subject string, fn func(*Entitlement) error) (Entitlement, bool, error) {
+	key := s.key(subject)
 	for attempt := 0; attempt < maxUpdateAttempts; attempt++ {
 		vals, err := s.rdb.HMGet(ctx, key, "data", "rev").Result()
 		if err != nil {
-			return Entitlement{}, fmt.Errorf("billing: read entitlement: %w", err)
+			return Entitlement{}, false, fmt.Errorf("billing: read entitlement: %w", err)
 		}
 		var cur Entitlement
 		found := false
 		rev := "0"
 		if data, ok := vals[0].(string); ok {
 			if cur, err = decodeEntitlement([]byte(data)); err != nil {
-				return Entitlement{}, err
+				return Entitlement{}, false, err
 			}
 			found = true
 		}
@@ -174,11 +174,11 @@ func (s *RedisStore) Update(ctx context.Context, subject string, fn func(*Entitl
 		}
 		next, changed, err := applyUpdate(subject, cur, found, s.cfg.Now(), fn)
 		if err != nil || !changed {
-			return next, err
+			return next, false, err
 		}
 		data, err := encodeEntitlement(next)
 		if err != nil {
-			return Entitlement{}, err
+			return Entitlement{}, false, err
 		}
 		var ttl int64
 		if next.Status.Terminal() {
@@ -186,7 +186,7 @@ func (s *RedisStore) Update(ctx context.Context, subject string, fn func(*Entitl
 		}
 		n, err := casScript.Run(ctx, s.rdb, []string{key}, rev, data, strconv.FormatInt(ttl, 10)).Int64()
 		if err != nil {
-			return Entitlement{}, fmt.Errorf("billing: write entitlement: %w", err)
+			return Entitlement{}, false, fmt.Errorf("billing: write entitlement: %w", err)
 		}
 		if n < 0 {
 			continue // changed under us: read again
@@ -196,7 +196,7 @@ func (s *RedisStore) Update(ctx context.Context, subject string, fn func(*Entitl
 			// after the entitlement; a crash in between leaves it to the
 			// next event or Reconcile, and subscription metadata maps
 			// events without it.
-			ck := s.CustomerKey(next.CustomerID)
+			ck := s.customerKey(next.CustomerID)
 			var err error
 			if ttl > 0 {
 				err = s.rdb.Set(ctx, ck, subject, time.Duration(ttl)*time.Millisecond).Err()
@@ -204,17 +204,17 @@ func (s *RedisStore) Update(ctx context.Context, subject string, fn func(*Entitl
 				err = s.rdb.Set(ctx, ck, subject, 0).Err()
 			}
 			if err != nil {
-				return next, fmt.Errorf("billing: index customer: %w", err)
+				return next, true, fmt.Errorf("billing: index customer: %w", err)
 			}
 		}
-		return next, nil
+		return next, true, nil
 	}
-	return Entitlement{}, ErrConflict
+	return Entitlement{}, false, ErrConflict
 }
 
 // SubjectByCustomer returns the subject linked to customerID, or ErrNotFound.
 func (s *RedisStore) SubjectByCustomer(ctx context.Context, customerID string) (string, error) {
-	sub, err := s.rdb.Get(ctx, s.CustomerKey(customerID)).Result()
+	sub, err := s.rdb.Get(ctx, s.customerKey(customerID)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrNotFound
 	}

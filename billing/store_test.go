@@ -76,7 +76,7 @@ func testStore(t *testing.T, s billing.EntitlementStore) {
 	})
 
 	t.Run("update creates and indexes", func(t *testing.T) {
-		got, err := s.Update(ctx, "alice", func(e *billing.Entitlement) error {
+		got, _, err := s.Update(ctx, "alice", func(e *billing.Entitlement) error {
 			if e.Subject != "alice" || e.Status != billing.StatusNone {
 				t.Errorf("fn got %+v, want the zero entitlement of alice", e)
 			}
@@ -107,7 +107,7 @@ func testStore(t *testing.T, s billing.EntitlementStore) {
 
 	t.Run("fn error stores nothing", func(t *testing.T) {
 		boom := errors.New("boom")
-		_, err := s.Update(ctx, "bob", func(e *billing.Entitlement) error {
+		_, _, err := s.Update(ctx, "bob", func(e *billing.Entitlement) error {
 			e.Status = billing.StatusActive
 			return boom
 		})
@@ -124,7 +124,7 @@ func testStore(t *testing.T, s billing.EntitlementStore) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		after, err := s.Update(ctx, "alice", func(e *billing.Entitlement) error { e.Tier = "pro"; return nil })
+		after, _, err := s.Update(ctx, "alice", func(e *billing.Entitlement) error { e.Tier = "pro"; return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +141,7 @@ func testStore(t *testing.T, s billing.EntitlementStore) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, err := s.Update(ctx, "counter", func(e *billing.Entitlement) error {
+				_, _, err := s.Update(ctx, "counter", func(e *billing.Entitlement) error {
 					c, _ := strconv.Atoi(e.Tier)
 					e.Tier = strconv.Itoa(c + 1)
 					return nil
@@ -170,7 +170,7 @@ func testStore(t *testing.T, s billing.EntitlementStore) {
 		for i := 0; i < 150; i++ { // enough subjects to land on every cluster master
 			sub := fmt.Sprintf("user-%03d", i)
 			want[sub] = true
-			if _, err := s.Update(ctx, sub, func(e *billing.Entitlement) error { e.Status = billing.StatusActive; return nil }); err != nil {
+			if _, _, err := s.Update(ctx, sub, func(e *billing.Entitlement) error { e.Status = billing.StatusActive; return nil }); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -214,7 +214,7 @@ func TestRedisStoreExpiry(t *testing.T) {
 	}
 	set := func(st billing.Status) {
 		t.Helper()
-		if _, err := s.Update(ctx, "alice", func(e *billing.Entitlement) error {
+		if _, _, err := s.Update(ctx, "alice", func(e *billing.Entitlement) error {
 			e.Status, e.CustomerID = st, "cus_1"
 			return nil
 		}); err != nil {

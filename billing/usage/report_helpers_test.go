@@ -51,16 +51,16 @@ func (s *reportEnts) Get(_ context.Context, subject string) (billing.Entitlement
 	return e, nil
 }
 
-func (s *reportEnts) Update(_ context.Context, subject string, fn func(*billing.Entitlement) error) (billing.Entitlement, error) {
+func (s *reportEnts) Update(_ context.Context, subject string, fn func(*billing.Entitlement) error) (billing.Entitlement, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.m[subject]
 	e.Subject = subject
 	if err := fn(&e); err != nil {
-		return billing.Entitlement{}, err
+		return billing.Entitlement{}, false, err
 	}
 	s.m[subject] = e
-	return e, nil
+	return e, true, nil
 }
 
 func (s *reportEnts) SubjectByCustomer(_ context.Context, customerID string) (string, error) {

@@ -27,7 +27,7 @@ func TestReportOverageOnly(t *testing.T) {
 			}
 			r := env.reporter(t, mode, func(c *Config) { c.meter = meter })
 			setTier := func(tier string) {
-				if _, err := env.ents.Update(ctx, "alice", func(e *billing.Entitlement) error { e.Tier = tier; return nil }); err != nil {
+				if _, _, err := env.ents.Update(ctx, "alice", func(e *billing.Entitlement) error { e.Tier = tier; return nil }); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -64,7 +64,7 @@ func TestReportOverageOnly(t *testing.T) {
 			// The closed period's late units are billed with mini's 5.
 			next := quota.Period{Start: env.period.End, End: env.period.End.AddDate(0, 1, 0)}
 			env.clock.Set(env.period.End.Add(time.Second))
-			if _, err := env.ents.Update(ctx, "alice", func(e *billing.Entitlement) error {
+			if _, _, err := env.ents.Update(ctx, "alice", func(e *billing.Entitlement) error {
 				e.PreviousPeriod, e.PreviousTier, e.Period, e.Tier = e.Period, e.Tier, next, "big"
 				return nil
 			}); err != nil {
