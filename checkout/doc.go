@@ -77,7 +77,8 @@
 //	     reused with a different request
 //	413  body over HandlerConfig.MaxBodyBytes (default 64 KiB)
 //	415  Content-Type not application/json
-//	500  the SubjectFunc returned a subject longer than 200 bytes
+//	500  the SubjectFunc returned an invalid subject (over 200 bytes, or
+//	     holding '{', '}' or a control character)
 //	502  Stripe answered with an error, or could not be reached
 //	503  not configured (NotConfigured); customer lookup failed
 //	504  Stripe did not answer within Config.Timeout

@@ -23,8 +23,10 @@ const DefaultMaxBodyBytes = 64 << 10
 // SubjectFunc returns the authenticated subject (the application's account
 // ID) of r, from the caller's authentication: a session cookie, an API key,
 // a verified token. It must never trust a client-chosen value. An error or
-// an empty subject makes [Handler] answer 401. It must be safe for
-// concurrent use.
+// an empty subject makes [Handler] answer 401; a subject that breaks
+// billkit's subject rule (over 200 bytes, or holding '{', '}' or a control
+// character) is a server error, 500, that never reaches Stripe. It must be
+// safe for concurrent use.
 type SubjectFunc func(r *http.Request) (string, error)
 
 // CustomerFunc returns the Stripe customer ID of subject, for the billing

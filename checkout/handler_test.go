@@ -452,15 +452,47 @@ func TestHandlerConfigErrors(t *testing.T) {
 	}
 }
 
-// TestHandlerSubjectTooLong: a SubjectFunc returning a subject Stripe cannot
-// hold is a server error, and nothing reaches Stripe.
-func TestHandlerSubjectTooLong(t *testing.T) {
+// TestHandlerInvalidSubject: a SubjectFunc returning a subject that breaks
+// billkit's subject rule (internal/subject) is a server error, on both
+// endpoints, and nothing reaches Stripe; the longest valid subject passes.
+func TestHandlerInvalidSubject(t *testing.T) {
 	t.Parallel()
-	f := newFakeStripe(t, nil)
-	h := newHandler(t, testConfig(t, newStripeClient(f.URL, 0)), nil)
-	w := call{subject: strings.Repeat("x", 201), body: `{"tier":"pro"}`}.do(h)
-	if w.Code != 500 || len(f.all()) != 0 {
-		t.Errorf("status %d, Stripe requests %d; want 500 and 0", w.Code, len(f.all()))
+	for _, tt := range []struct {
+		name, subject string
+		want          int
+	}{
+		{"201 bytes", strings.Repeat("x", 201), 500},
+		{"brace", "org{1}", 500},
+		{"control character", "a\x01b", 500},
+		{"tab", "a\tb", 500},
+		{"invalid UTF-8", "a\xffb", 500},
+		{"200 bytes", strings.Repeat("x", 200), 200},
+	} {
+		for _, path := range []string{"checkout", "portal"} {
+			t.Run(tt.name+"/"+path, func(t *testing.T) {
+				t.Parallel()
+				f := newFakeStripe(t, nil)
+				h := newHandler(t, testConfig(t, newStripeClient(f.URL, 0)), func(c *checkout.HandlerConfig) {
+					c.Subject = func(*http.Request) (string, error) { return tt.subject, nil }
+					c.Customer = func(context.Context, string) (string, error) { return "cus_1", nil }
+				})
+				body := `{"tier":"pro"}`
+				if path == "portal" {
+					body = `{}`
+				}
+				w := call{path: path, subject: "ignored", body: body}.do(h)
+				wantStripe := 0
+				if tt.want == 200 {
+					wantStripe = 1
+				}
+				if w.Code != tt.want || len(f.all()) != wantStripe {
+					t.Errorf("status %d, Stripe requests %d; want %d and %d", w.Code, len(f.all()), tt.want, wantStripe)
+				}
+				if tt.want == 500 && strings.Contains(w.Body.String(), tt.subject) {
+					t.Errorf("the body echoes the subject: %s", w.Body)
+				}
+			})
+		}
 	}
 }
 

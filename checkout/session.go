@@ -10,6 +10,8 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/billkit/billkit/internal/subject"
 )
 
 // Metadata keys that checkout attaches to every Checkout session and, through
@@ -26,10 +28,7 @@ const (
 // [Config.Timeout] is zero.
 const DefaultTimeout = 10 * time.Second
 
-const (
-	maxSubjectLen = 200 // Stripe's limit for client_reference_id
-	maxTrialDays  = 730 // Stripe's limit for trial_period_days
-)
+const maxTrialDays = 730 // Stripe's limit for trial_period_days
 
 // Errors returned by checkout.
 var (
@@ -43,7 +42,8 @@ var (
 	// does not hold.
 	ErrUnknownTier = errors.New("checkout: unknown tier")
 	// ErrInvalidRequest is returned when a session request is malformed:
-	// no subject, a subject too long, a bad email or idempotency key.
+	// an invalid subject (empty, over 200 bytes, or holding '{', '}' or a
+	// control character), a bad email or idempotency key.
 	ErrInvalidRequest = errors.New("checkout: invalid request")
 	// ErrNoCustomer is returned by a [CustomerFunc] when the subject has no
 	// Stripe customer yet, and by [Sessions.CreatePortalSession] when no
@@ -168,7 +168,8 @@ func (s *Sessions) Catalog() *Catalog { return s.cfg.Catalog }
 type CheckoutRequest struct {
 	// Subject identifies the application's account that subscribes; it is
 	// attached as client_reference_id and as [MetadataSubject] metadata to
-	// the session and its subscription. Required, at most 200 bytes.
+	// the session and its subscription. Required: 1 to 200 bytes of
+	// UTF-8 without '{', '}' or control characters.
 	Subject string
 	// Tier names the tier to subscribe to (case-insensitive). Required.
 	Tier string
@@ -318,12 +319,11 @@ func (e *UnknownTierError) Unwrap() error { return ErrUnknownTier }
 
 var _ error = (*UnknownTierError)(nil)
 
-func validSubject(subject string) error {
-	switch {
-	case subject == "":
-		return fmt.Errorf("%w: empty subject", ErrInvalidRequest)
-	case len(subject) > maxSubjectLen:
-		return fmt.Errorf("%w: subject longer than %d bytes", ErrInvalidRequest, maxSubjectLen)
+// validSubject applies billkit's one subject rule, [subject.Check], whose
+// errors never hold the subject.
+func validSubject(s string) error {
+	if err := subject.Check(s); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
 	return nil
 }
