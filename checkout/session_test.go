@@ -132,9 +132,8 @@ func TestStripeMockPortalSession(t *testing.T) {
 }
 
 // TestRetryReusesIdempotencyKey: a 503 then a 200 is retried by stripe-go
-// (MaxNetworkRetries) with the same Idempotency-Key (C3). stripe-go sleeps
-// at least 500 ms before a retry; that backoff cannot be shortened through
-// its public configuration, so this test takes about half a second.
+// (MaxNetworkRetries) with the same Idempotency-Key (C3). The test client
+// retries without stripe-go's backoff sleep (see newStripeClient).
 func TestRetryReusesIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	for _, key := range []string{"", "caller-key-42"} {
