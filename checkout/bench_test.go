@@ -48,10 +48,10 @@ func BenchmarkServeCheckoutRejected(b *testing.B) {
 	}
 }
 
-// BenchmarkCatalogTierByPrice measures the price → tier lookup billing does
-// for every subscription event.
-func BenchmarkCatalogTierByPrice(b *testing.B) {
-	c, err := checkout.CatalogFromEnviron([]string{
+// BenchmarkPricesTier measures the tier lookup every checkout request
+// makes, with the name's normalization.
+func BenchmarkPricesTier(b *testing.B) {
+	c, err := checkout.PricesFromEnviron([]string{
 		"PRICE_FREE=price_free1", "PRICE_STARTER=price_starter1", "PRICE_PRO=price_pro1",
 		"PRICE_PRO_METERED=price_prom1", "PRICE_ENTERPRISE=price_ent1",
 	})
@@ -60,7 +60,7 @@ func BenchmarkCatalogTierByPrice(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, ok := c.TierByPrice("price_prom1"); !ok {
+		if _, ok := c.Tier("Pro"); !ok {
 			b.Fatal("not found")
 		}
 	}

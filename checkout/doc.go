@@ -6,16 +6,22 @@
 //
 // # Catalog
 //
-// A [Catalog] maps tier names ("starter", "pro") to Stripe price IDs. The
-// prices come from configuration, never from code literals: from the
-// environment with [CatalogFromEnv] (PRICE_STARTER, PRICE_PRO, and an
-// optional PRICE_PRO_METERED for a usage-based price) or [CatalogFromEnviron]
-// (every PRICE_* variable), or from code with [NewCatalog] and
-// [CatalogFromMap]. The catalog is validated when built: an empty or
-// malformed price ID (one not starting with "price_") is an error that names
-// the variable or tier, and the value itself is never echoed. Tier names are
-// case-insensitive. [Catalog.TierByPrice] maps a subscription's price back
-// to its tier.
+// [Sessions] finds a tier's Stripe prices through a [Catalog], a small
+// interface: Tier(name) returns a [Tier] (its name, price and optional
+// metered price) and Tiers lists the valid names. [Prices] is the catalog
+// for users of checkout alone; billkit's billing plans implement Catalog
+// too, so one plan catalog configures checkout and billing alike.
+//
+// The prices come from configuration, never from code literals: from the
+// environment with [PricesFromEnv] (PRICE_STARTER, PRICE_PRO, and an
+// optional PRICE_PRO_METERED for a usage-based price, for the tiers named)
+// or [PricesFromEnviron] (every PRICE_* variable of an [os.Environ] list),
+// or from code with [NewPrices]. These are billkit's one parser of the
+// PRICE_* variables. A catalog is validated when built: an empty or
+// malformed price ID (one not starting with "price_") or a price shared by
+// two tiers is an error wrapping [ErrInvalidConfig] that names the variable
+// or tier, and the value itself is never echoed. Tier names are
+// case-insensitive: Sessions looks a tier up trimmed and in lower case.
 //
 // # Sessions
 //

@@ -56,7 +56,7 @@ func exampleClient(stripeURL string) *client.API {
 
 // Prices come from the environment: PRICE_<TIER>, and PRICE_<TIER>_METERED
 // for a usage-based price. Pass os.LookupEnv in a real program.
-func ExampleCatalogFromEnv() {
+func ExamplePricesFromEnv() {
 	env := map[string]string{
 		"PRICE_STARTER":     "price_1StarterMonthly",
 		"PRICE_PRO":         "price_1ProMonthly",
@@ -64,28 +64,27 @@ func ExampleCatalogFromEnv() {
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 
-	cat, err := checkout.CatalogFromEnv(lookup, "starter", "pro")
+	prices, err := checkout.PricesFromEnv(lookup, "starter", "pro")
 	if err != nil {
 		log.Fatal(err)
 	}
-	for _, t := range cat.Tiers() {
+	for _, name := range prices.Tiers() {
+		t, _ := prices.Tier(name)
 		fmt.Println(strings.TrimSpace(t.Name + ": " + t.PriceID + " " + t.MeteredPriceID))
 	}
-	tier, _ := cat.TierByPrice("price_1ProPerRequest")
-	fmt.Println("price_1ProPerRequest belongs to", tier.Name)
 
-	_, err = checkout.CatalogFromEnv(lookup, "starter", "team")
+	_, err = checkout.PricesFromEnv(lookup, "starter", "team")
 	fmt.Println(err)
 	// Output:
 	// pro: price_1ProMonthly price_1ProPerRequest
 	// starter: price_1StarterMonthly
-	// price_1ProPerRequest belongs to pro
-	// checkout: invalid catalog: PRICE_TEAM is not set (the Stripe price ID of tier "team")
+	// checkout: invalid config: PRICE_TEAM is not set (the Stripe price ID of tier "team")
 }
 
-// CatalogFromEnviron discovers every PRICE_* variable; pass os.Environ().
-func ExampleCatalogFromEnviron() {
-	cat, err := checkout.CatalogFromEnviron([]string{
+// PricesFromEnviron discovers every PRICE_* variable; pass os.Environ().
+// Errors name the variable, never its value.
+func ExamplePricesFromEnviron() {
+	prices, err := checkout.PricesFromEnviron([]string{
 		"HOME=/home/api",
 		"PRICE_STARTER=price_1Starter",
 		"PRICE_PRO=price_1Pro",
@@ -93,26 +92,71 @@ func ExampleCatalogFromEnviron() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(cat.Names())
+	fmt.Println(prices.Tiers())
 
-	_, err = checkout.CatalogFromEnviron([]string{"PRICE_PRO=prod_1Pro"})
+	_, err = checkout.PricesFromEnviron([]string{"PRICE_PRO=sk_live_notAPrice"})
 	fmt.Println(err)
 	// Output:
 	// [pro starter]
-	// checkout: invalid catalog: PRICE_PRO: price ID must start with "price_"
+	// checkout: invalid config: PRICE_PRO: price ID must start with "price_"
+}
+
+// planTable is an application's own plan catalog. Implementing Catalog
+// lets checkout sell its tiers without a second list of prices; billkit's
+// billing plans do the same.
+type planTable []struct{ tier, price string }
+
+func (p planTable) Tier(name string) (checkout.Tier, bool) {
+	for _, row := range p {
+		if row.tier == name {
+			return checkout.Tier{Name: row.tier, PriceID: row.price}, true
+		}
+	}
+	return checkout.Tier{}, false
+}
+
+func (p planTable) Tiers() []string {
+	names := make([]string, len(p))
+	for i, row := range p {
+		names[i] = row.tier
+	}
+	return names
+}
+
+func ExampleCatalog() {
+	fake := exampleStripe()
+	defer fake.Close()
+
+	sessions, err := checkout.New(checkout.Config{
+		Stripe:     exampleClient(fake.URL),
+		Catalog:    planTable{{"hobby", "price_1Hobby"}, {"business", "price_1Business"}},
+		SuccessURL: "https://app.example.com/welcome",
+		CancelURL:  "https://app.example.com/pricing",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := sessions.CreateCheckoutSession(context.Background(), checkout.CheckoutRequest{Subject: "acct_7", Tier: "Business"}); err != nil {
+		log.Fatal(err)
+	}
+	_, err = sessions.CreateCheckoutSession(context.Background(), checkout.CheckoutRequest{Subject: "acct_7", Tier: "gold"})
+	fmt.Println(err)
+	// Output:
+	// stripe: mode=subscription price=price_1Business client_reference_id=acct_7 subscription_data.metadata.billkit_subject=acct_7
+	// checkout: unknown tier "gold" (valid tiers: hobby, business)
 }
 
 func ExampleSessions_CreateCheckoutSession() {
 	fake := exampleStripe()
 	defer fake.Close()
 
-	cat, err := checkout.NewCatalog(checkout.Tier{Name: "pro", PriceID: "price_1ProMonthly"})
+	prices, err := checkout.NewPrices(checkout.Tier{Name: "pro", PriceID: "price_1ProMonthly"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	sessions, err := checkout.New(checkout.Config{
 		Stripe:     exampleClient(fake.URL),
-		Catalog:    cat,
+		Catalog:    prices,
 		SuccessURL: "https://app.example.com/welcome?session_id={CHECKOUT_SESSION_ID}",
 		CancelURL:  "https://app.example.com/pricing",
 		TrialDays:  14,
@@ -138,10 +182,16 @@ func ExampleHandler() {
 	fake := exampleStripe()
 	defer fake.Close()
 
-	cat, _ := checkout.CatalogFromMap(map[string]string{"starter": "price_1Starter", "pro": "price_1Pro"})
+	prices, err := checkout.NewPrices(
+		checkout.Tier{Name: "starter", PriceID: "price_1Starter"},
+		checkout.Tier{Name: "pro", PriceID: "price_1Pro"},
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
 	sessions, err := checkout.New(checkout.Config{
 		Stripe:          exampleClient(fake.URL),
-		Catalog:         cat,
+		Catalog:         prices,
 		SuccessURL:      "https://app.example.com/welcome",
 		CancelURL:       "https://app.example.com/pricing",
 		PortalReturnURL: "https://app.example.com/account",

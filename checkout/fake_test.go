@@ -148,8 +148,8 @@ func recordingProxy(t testing.TB, target string) (*httptest.Server, *recorder) {
 	return srv, rc
 }
 
-func testCatalog(t testing.TB) *checkout.Catalog {
-	c, err := checkout.NewCatalog(
+func testCatalog(t testing.TB) *checkout.Prices {
+	c, err := checkout.NewPrices(
 		checkout.Tier{Name: "Starter", PriceID: "price_starter123"},
 		checkout.Tier{Name: "pro", PriceID: "price_pro456", MeteredPriceID: "price_prometered789"},
 	)

@@ -146,17 +146,19 @@ func (h *Handler) ServeCheckout(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &body, true) {
 		return
 	}
-	cat := h.cfg.Sessions.Catalog()
+	cat := h.cfg.Sessions.cfg.Catalog
 	if strings.TrimSpace(body.Tier) == "" {
+		valid := cat.Tiers()
 		writeProblem(w, apiProblem{Status: http.StatusBadRequest,
-			Detail:     "tier is required; valid tiers: " + strings.Join(cat.Names(), ", "),
-			ValidTiers: cat.Names()})
+			Detail:     "tier is required; valid tiers: " + strings.Join(valid, ", "),
+			ValidTiers: valid})
 		return
 	}
-	if _, ok := cat.Tier(body.Tier); !ok {
+	if _, ok := cat.Tier(normalizeTier(body.Tier)); !ok {
+		valid := cat.Tiers()
 		writeProblem(w, apiProblem{Status: http.StatusBadRequest,
-			Detail:     fmt.Sprintf("unknown tier %q; valid tiers: %s", truncate(body.Tier, maxTierLen), strings.Join(cat.Names(), ", ")),
-			ValidTiers: cat.Names()})
+			Detail:     fmt.Sprintf("unknown tier %q; valid tiers: %s", truncate(body.Tier, maxTierLen), strings.Join(valid, ", ")),
+			ValidTiers: valid})
 		return
 	}
 	req := CheckoutRequest{Subject: subject, Tier: body.Tier, Email: body.Email, IdempotencyKey: key}

@@ -43,8 +43,12 @@ func customers(m map[string]string) checkout.CustomerFunc {
 }
 
 func newHandler(t testing.TB, cfg checkout.Config, edit func(*checkout.HandlerConfig)) *checkout.Handler {
+	return newHandlerFor(t, newSessions(t, cfg), edit)
+}
+
+func newHandlerFor(t testing.TB, s *checkout.Sessions, edit func(*checkout.HandlerConfig)) *checkout.Handler {
 	hc := checkout.HandlerConfig{
-		Sessions: newSessions(t, cfg),
+		Sessions: s,
 		Subject:  testSubject,
 		Customer: customers(map[string]string{"carol": "cus_carol"}),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),

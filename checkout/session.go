@@ -32,12 +32,12 @@ const maxTrialDays = 730 // Stripe's limit for trial_period_days
 
 // Errors returned by checkout.
 var (
-	// ErrInvalidCatalog is returned when a catalog's configuration is
-	// invalid; the message names the variable or tier at fault.
-	ErrInvalidCatalog = errors.New("checkout: invalid catalog")
 	// ErrInvalidConfig is returned by [New] and [NewHandler] when a
-	// configuration field is invalid; the message names the field.
-	ErrInvalidConfig = errors.New("checkout: invalid configuration")
+	// configuration field is invalid, and by [NewPrices], [PricesFromEnv]
+	// and [PricesFromEnviron] when a tier or its prices are; the message
+	// names the field, tier or environment variable at fault, never a
+	// variable's value.
+	ErrInvalidConfig = errors.New("checkout: invalid config")
 	// ErrUnknownTier is returned when a request names a tier the catalog
 	// does not hold.
 	ErrUnknownTier = errors.New("checkout: unknown tier")
@@ -64,8 +64,10 @@ type Config struct {
 	// (see the package documentation); they reuse the request's
 	// idempotency key.
 	Stripe *client.API
-	// Catalog maps tiers to prices. Required.
-	Catalog *Catalog
+	// Catalog maps tiers to prices: a [Prices] or any other [Catalog],
+	// such as billkit's billing plans. Required; it must hold at least one
+	// tier.
+	Catalog Catalog
 	// SuccessURL is where Stripe sends the customer after a completed
 	// checkout: an absolute http or https URL, which may contain
 	// {CHECKOUT_SESSION_ID}. Required.
@@ -103,12 +105,15 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: Config.Stripe is nil (build one with client.New)", ErrInvalidConfig)
 	case c.Stripe.CheckoutSessions == nil || c.Stripe.BillingPortalSessions == nil:
 		return fmt.Errorf("%w: Config.Stripe is not initialized (build it with client.New)", ErrInvalidConfig)
-	case c.Catalog == nil || c.Catalog.Len() == 0:
-		return fmt.Errorf("%w: Config.Catalog is empty", ErrInvalidConfig)
+	case c.Catalog == nil:
+		return fmt.Errorf("%w: Config.Catalog is nil (build one with checkout.NewPrices or checkout.PricesFromEnv)", ErrInvalidConfig)
 	case c.TrialDays < 0 || c.TrialDays > maxTrialDays:
 		return fmt.Errorf("%w: Config.TrialDays must be between 0 and %d, got %d", ErrInvalidConfig, maxTrialDays, c.TrialDays)
 	case c.Timeout < 0:
 		return fmt.Errorf("%w: Config.Timeout must not be negative", ErrInvalidConfig)
+	}
+	if err := validCatalog(c.Catalog); err != nil {
+		return fmt.Errorf("%w: Config.Catalog: %v", ErrInvalidConfig, err)
 	}
 	for _, f := range []struct {
 		name, value string
@@ -123,6 +128,27 @@ func (c *Config) validate() error {
 		}
 		if err := validURL(f.value); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrInvalidConfig, f.name, err)
+		}
+	}
+	return nil
+}
+
+// validCatalog checks that c lists a tier, and that each tier it lists is
+// found under its name as Sessions looks it up, with a name and a price.
+func validCatalog(c Catalog) error {
+	names := c.Tiers()
+	if len(names) == 0 {
+		return errors.New("no tiers")
+	}
+	for _, name := range names {
+		t, ok := c.Tier(normalizeTier(name))
+		switch {
+		case !ok:
+			return fmt.Errorf("tier %q is listed but not found by Tier(%q)", name, normalizeTier(name))
+		case t.Name == "":
+			return fmt.Errorf("tier %q has no Name", name)
+		case t.PriceID == "":
+			return fmt.Errorf("tier %q has no PriceID", name)
 		}
 	}
 	return nil
@@ -161,9 +187,6 @@ func New(cfg Config) (*Sessions, error) {
 	return &Sessions{cfg: cfg}, nil
 }
 
-// Catalog returns the catalog the sessions are created from.
-func (s *Sessions) Catalog() *Catalog { return s.cfg.Catalog }
-
 // CheckoutRequest asks for a Checkout session.
 type CheckoutRequest struct {
 	// Subject identifies the application's account that subscribes; it is
@@ -171,7 +194,8 @@ type CheckoutRequest struct {
 	// the session and its subscription. Required: 1 to 200 bytes of
 	// UTF-8 without '{', '}' or control characters.
 	Subject string
-	// Tier names the tier to subscribe to (case-insensitive). Required.
+	// Tier names the tier to subscribe to. It is trimmed of spaces and
+	// lower-cased before the catalog lookup. Required.
 	Tier string
 	// CustomerID is the subject's existing Stripe customer, if known.
 	// Optional.
@@ -215,9 +239,9 @@ type Session struct {
 // called), and [ErrStripe] (plus [ErrTimeout] on the deadline) for a failed
 // call.
 func (s *Sessions) CreateCheckoutSession(ctx context.Context, req CheckoutRequest) (*Session, error) {
-	tier, ok := s.cfg.Catalog.Tier(req.Tier)
+	tier, ok := s.cfg.Catalog.Tier(normalizeTier(req.Tier))
 	if !ok {
-		return nil, &UnknownTierError{Tier: req.Tier, Valid: s.cfg.Catalog.Names()}
+		return nil, &UnknownTierError{Tier: req.Tier, Valid: s.cfg.Catalog.Tiers()}
 	}
 	if err := validSubject(req.Subject); err != nil {
 		return nil, err
@@ -305,7 +329,7 @@ func (s *Sessions) CreatePortalSession(ctx context.Context, req PortalRequest) (
 type UnknownTierError struct {
 	// Tier is the tier asked for.
 	Tier string
-	// Valid lists the catalog's tiers, sorted.
+	// Valid lists the catalog's tiers, in the order of [Catalog.Tiers].
 	Valid []string
 }
 
