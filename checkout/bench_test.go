@@ -22,7 +22,7 @@ func BenchmarkServeCheckout(b *testing.B) {
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set(subjectHeader, "alice")
 		w := httptest.NewRecorder()
-		h.ServeCheckout(w, r)
+		h.ServeHTTP(w, r)
 		if w.Code != http.StatusOK {
 			b.Fatalf("status %d", w.Code)
 		}
@@ -41,7 +41,7 @@ func BenchmarkServeCheckoutRejected(b *testing.B) {
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set(subjectHeader, "alice")
 		w := httptest.NewRecorder()
-		h.ServeCheckout(w, r)
+		h.ServeHTTP(w, r)
 		if w.Code != http.StatusBadRequest {
 			b.Fatalf("status %d", w.Code)
 		}

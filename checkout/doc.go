@@ -2,7 +2,8 @@
 // the pricing tiers of an API sold by subscription, and serves them over
 // HTTP.
 //
-// It imports no other billkit package; it needs only stripe-go.
+// It imports no other public billkit package, so it can be adopted alone;
+// it needs only stripe-go.
 //
 // # Catalog
 //
@@ -58,13 +59,21 @@
 //
 // # HTTP handler
 //
-// [Handler] serves two POST endpoints. [Handler.ServeCheckout] takes
-// {"tier":"pro"} (and an optional "email") and answers
-// {"id":"cs_...","url":"https://checkout.stripe.com/..."};
-// [Handler.ServePortal] answers the same shape for the billing portal. The
+// [Handler] is a [net/http.Handler] for two POST endpoints, routed by the
+// last element of the request path, so that it mounts on a subtree:
+//
+//	mux.Handle("/billing/", h) // POST /billing/checkout, POST /billing/portal
+//
+// [Handler.Checkout] and [Handler.Portal] return each endpoint as an
+// http.Handler of its own, to mount on any path or wrap in middleware. The
+// checkout endpoint takes {"tier":"pro"} (and an optional "email") and
+// answers {"id":"cs_...","url":"https://checkout.stripe.com/..."}; the
+// portal endpoint answers the same shape for the billing portal. The
 // subject comes from the caller's authentication through a [SubjectFunc],
 // never from the body (a body with a "subject" field is rejected). The
 // portal finds the subject's Stripe customer through a [CustomerFunc].
+// [NotConfigured] returns a Handler for a server without Stripe that
+// answers every request with 503 and instructions.
 //
 // A client's Idempotency-Key header (1 to 255 printable ASCII characters) is
 // bound to the endpoint and the subject before it reaches Stripe, whose keys
@@ -78,6 +87,7 @@
 //	400  malformed JSON, unknown field, missing or unknown tier (the body
 //	     lists the valid tiers in "valid_tiers"), bad email or Idempotency-Key
 //	401  no subject
+//	404  a path that names neither endpoint (ServeHTTP only)
 //	405  not POST (with Allow: POST)
 //	409  portal for a subject with no Stripe customer yet; Idempotency-Key
 //	     reused with a different request
@@ -91,5 +101,6 @@
 //
 // A 502 or 504 body holds a generic message and, when Stripe answered,
 // Stripe's request ID ("stripe_request_id") for support; never Stripe's own
-// message, and never a key. The full error is logged with log/slog.
+// message, and never a key. The full error is logged with log/slog, to
+// [HandlerConfig.Logger] (by default [log/slog.Default]).
 package checkout

@@ -178,10 +178,9 @@ func ExampleSessions_CreateCheckoutSession() {
 	// cs_test_a1 https://checkout.stripe.com/c/pay/cs_test_a1
 }
 
-func ExampleHandler() {
-	fake := exampleStripe()
-	defer fake.Close()
-
+// exampleHandler builds a Handler for the examples: the subject comes from
+// the caller's authentication (here a fixed API key), never from the body.
+func exampleHandler(stripeURL string) *checkout.Handler {
 	prices, err := checkout.NewPrices(
 		checkout.Tier{Name: "starter", PriceID: "price_1Starter"},
 		checkout.Tier{Name: "pro", PriceID: "price_1Pro"},
@@ -190,7 +189,7 @@ func ExampleHandler() {
 		log.Fatal(err)
 	}
 	sessions, err := checkout.New(checkout.Config{
-		Stripe:          exampleClient(fake.URL),
+		Stripe:          exampleClient(stripeURL),
 		Catalog:         prices,
 		SuccessURL:      "https://app.example.com/welcome",
 		CancelURL:       "https://app.example.com/pricing",
@@ -201,7 +200,6 @@ func ExampleHandler() {
 	}
 	h, err := checkout.NewHandler(checkout.HandlerConfig{
 		Sessions: sessions,
-		// The subject comes from your authentication, never from the body.
 		Subject: func(r *http.Request) (string, error) {
 			if r.Header.Get("Authorization") != "Bearer demo-key" {
 				return "", fmt.Errorf("unauthenticated")
@@ -217,32 +215,72 @@ func ExampleHandler() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	return h
+}
+
+// examplePost posts body to url as the examples' authenticated client and
+// prints the answer.
+func examplePost(url, body string) {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer demo-key")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "9f1c2b7e-order-1")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	fmt.Printf("%d %s %s", res.StatusCode, res.Header.Get("Content-Type"), b)
+}
+
+// A Handler mounted on a subtree serves both endpoints.
+func ExampleHandler() {
+	fake := exampleStripe()
+	defer fake.Close()
+
 	mux := http.NewServeMux()
-	mux.HandleFunc("/billing/checkout", h.ServeCheckout)
-	mux.HandleFunc("/billing/portal", h.ServePortal)
+	mux.Handle("/billing/", exampleHandler(fake.URL)) // POST /billing/checkout and /billing/portal
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	post := func(path, body string) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer demo-key")
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", "9f1c2b7e-order-1")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		fmt.Printf("%d %s %s", res.StatusCode, res.Header.Get("Content-Type"), b)
-	}
-	post("/billing/checkout", `{"tier":"pro"}`)
-	post("/billing/checkout", `{"tier":"gold"}`)
-	post("/billing/portal", ``)
+	examplePost(srv.URL+"/billing/checkout", `{"tier":"pro"}`)
+	examplePost(srv.URL+"/billing/checkout", `{"tier":"gold"}`)
+	examplePost(srv.URL+"/billing/portal", ``)
 	// Output:
 	// stripe: mode=subscription price=price_1Pro client_reference_id=acct_42 subscription_data.metadata.billkit_subject=acct_42
 	// 200 application/json {"id":"cs_test_a1","url":"https://checkout.stripe.com/c/pay/cs_test_a1"}
 	// 400 application/problem+json {"type":"about:blank","title":"Bad Request","status":400,"detail":"unknown tier \"gold\"; valid tiers: pro, starter","valid_tiers":["pro","starter"]}
+	// stripe: portal for customer=cus_42
+	// 200 application/json {"id":"bps_test_b2","url":"https://billing.stripe.com/p/session/test_b2"}
+}
+
+// Checkout and Portal mount each endpoint on a path of its own, here behind
+// a middleware.
+func ExampleHandler_Checkout() {
+	fake := exampleStripe()
+	defer fake.Close()
+
+	h := exampleHandler(fake.URL)
+	logged := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Println("request:", r.Method, r.URL.Path)
+			next.ServeHTTP(w, r)
+		})
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/subscribe", logged(h.Checkout()))
+	mux.Handle("/account/billing", logged(h.Portal()))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	examplePost(srv.URL+"/subscribe", `{"tier":"starter"}`)
+	examplePost(srv.URL+"/account/billing", `{}`)
+	// Output:
+	// request: POST /subscribe
+	// stripe: mode=subscription price=price_1Starter client_reference_id=acct_42 subscription_data.metadata.billkit_subject=acct_42
+	// 200 application/json {"id":"cs_test_a1","url":"https://checkout.stripe.com/c/pay/cs_test_a1"}
+	// request: POST /account/billing
 	// stripe: portal for customer=cus_42
 	// 200 application/json {"id":"bps_test_b2","url":"https://billing.stripe.com/p/session/test_b2"}
 }
@@ -252,7 +290,7 @@ func ExampleHandler() {
 func ExampleNotConfigured() {
 	h := checkout.NotConfigured("checkout is not configured: set STRIPE_SECRET_KEY and PRICE_<TIER>")
 	w := httptest.NewRecorder()
-	h.ServeCheckout(w, httptest.NewRequest(http.MethodPost, "/billing/checkout", strings.NewReader(`{"tier":"pro"}`)))
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/billing/checkout", strings.NewReader(`{"tier":"pro"}`)))
 	fmt.Print(w.Code, " ", w.Body)
 	// Output:
 	// 503 {"type":"about:blank","title":"Service Unavailable","status":503,"detail":"checkout is not configured: set STRIPE_SECRET_KEY and PRICE_<TIER>"}
