@@ -39,7 +39,8 @@ type Catalog interface {
 }
 
 // Tier is one pricing tier: a name the application and its customers use
-// ("pro") and the Stripe prices a subscription to it is made of.
+// ("pro") and the Stripe prices a subscription to it is made of. The zero
+// Tier names no tier and sells nothing; [NewPrices] rejects it.
 type Tier struct {
 	// Name identifies the tier. [NewPrices] normalizes it to lower case
 	// and requires letters, digits, '_' and '-', a letter or digit first,

@@ -37,7 +37,8 @@ type SubjectFunc func(r *http.Request) (string, error)
 type CustomerFunc func(ctx context.Context, subject string) (customerID string, err error)
 
 // HandlerConfig configures [Handler]. Zero fields mean the documented
-// defaults.
+// defaults; the zero HandlerConfig is invalid, as Sessions and Subject are
+// required.
 type HandlerConfig struct {
 	// Sessions creates the sessions. Required.
 	Sessions *Sessions

@@ -57,7 +57,9 @@ var (
 	ErrTimeout = errors.New("checkout: Stripe request timed out")
 )
 
-// Config configures [Sessions]. Zero fields mean the documented defaults.
+// Config configures [Sessions]. Zero fields mean the documented defaults;
+// the zero Config is invalid, as Stripe, Catalog and the success and cancel
+// URLs are required.
 type Config struct {
 	// Stripe is the Stripe client, built by the caller. Required. Network
 	// retries are stripe-go's own: set MaxNetworkRetries on its backend
@@ -187,7 +189,8 @@ func New(cfg Config) (*Sessions, error) {
 	return &Sessions{cfg: cfg}, nil
 }
 
-// CheckoutRequest asks for a Checkout session.
+// CheckoutRequest asks for a Checkout session. The zero value is invalid:
+// Subject and Tier are required.
 type CheckoutRequest struct {
 	// Subject identifies the application's account that subscribes; it is
 	// attached as client_reference_id and as [MetadataSubject] metadata to
@@ -210,7 +213,8 @@ type CheckoutRequest struct {
 	IdempotencyKey string
 }
 
-// PortalRequest asks for a billing-portal session.
+// PortalRequest asks for a billing-portal session. The zero value is
+// invalid: CustomerID is required.
 type PortalRequest struct {
 	// CustomerID is the Stripe customer whose portal opens. Required.
 	CustomerID string
@@ -218,7 +222,9 @@ type PortalRequest struct {
 	IdempotencyKey string
 }
 
-// Session is a created Checkout or billing-portal session.
+// Session is a created Checkout or billing-portal session. Its JSON form,
+// {"id":...,"url":...}, is what [Handler] answers; the zero value is no
+// session.
 type Session struct {
 	// ID is the session's Stripe ID ("cs_..." or "bps_...").
 	ID string `json:"id"`
