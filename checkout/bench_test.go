@@ -22,7 +22,7 @@ func BenchmarkServeCheckout(b *testing.B) {
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set(subjectHeader, "alice")
 		w := httptest.NewRecorder()
-		h.ServeCheckout(w, r)
+		h.ServeHTTP(w, r)
 		if w.Code != http.StatusOK {
 			b.Fatalf("status %d", w.Code)
 		}
@@ -41,17 +41,17 @@ func BenchmarkServeCheckoutRejected(b *testing.B) {
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set(subjectHeader, "alice")
 		w := httptest.NewRecorder()
-		h.ServeCheckout(w, r)
+		h.ServeHTTP(w, r)
 		if w.Code != http.StatusBadRequest {
 			b.Fatalf("status %d", w.Code)
 		}
 	}
 }
 
-// BenchmarkCatalogTierByPrice measures the price → tier lookup billing does
-// for every subscription event.
-func BenchmarkCatalogTierByPrice(b *testing.B) {
-	c, err := checkout.CatalogFromEnviron([]string{
+// BenchmarkPricesTier measures the tier lookup every checkout request
+// makes, with the name's normalization.
+func BenchmarkPricesTier(b *testing.B) {
+	c, err := checkout.PricesFromEnviron([]string{
 		"PRICE_FREE=price_free1", "PRICE_STARTER=price_starter1", "PRICE_PRO=price_pro1",
 		"PRICE_PRO_METERED=price_prom1", "PRICE_ENTERPRISE=price_ent1",
 	})
@@ -60,7 +60,7 @@ func BenchmarkCatalogTierByPrice(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if _, ok := c.TierByPrice("price_prom1"); !ok {
+		if _, ok := c.Tier("Pro"); !ok {
 			b.Fatal("not found")
 		}
 	}

@@ -8,7 +8,7 @@ import (
 
 // EnvPrefix is the prefix of the environment variables that hold tier
 // prices: PRICE_<TIER> holds a tier's price ID and PRICE_<TIER>_METERED its
-// optional metered price ID.
+// optional metered price ID. See [PricesFromEnv].
 const EnvPrefix = "PRICE_"
 
 // EnvMeteredSuffix ends the name of the environment variable that holds a
@@ -21,15 +21,34 @@ const (
 	pricePrefix   = "price_"
 )
 
+// Catalog is what checkout needs of a plan catalog: the Stripe prices each
+// tier sells. [Prices] implements it for users of checkout alone; a larger
+// plan catalog (billkit's billing plans) implements it too, so that one
+// catalog configures checkout and billing alike.
+//
+// [Sessions] calls Tier with the requested name trimmed of spaces and in
+// lower case, and attaches the returned Tier's Name to the session as
+// [MetadataTier]. [New] checks once that every name Tiers lists is found
+// that way, with a Name and a PriceID. Implementations must be safe for
+// concurrent use.
+type Catalog interface {
+	// Tier returns the prices tier sells; false for an unknown tier.
+	Tier(name string) (Tier, bool)
+	// Tiers returns the valid tier names, for error messages, in a stable order.
+	Tiers() []string
+}
+
 // Tier is one pricing tier: a name the application and its customers use
-// ("pro") and the Stripe price a subscription to it is made of.
+// ("pro") and the Stripe prices a subscription to it is made of. The zero
+// Tier names no tier and sells nothing; [NewPrices] rejects it.
 type Tier struct {
-	// Name identifies the tier. It is normalized to lower case; it holds
-	// letters, digits, '_' and '-', starts with a letter or digit, is at
-	// most 64 bytes long, and does not end in "_metered".
+	// Name identifies the tier. [NewPrices] normalizes it to lower case
+	// and requires letters, digits, '_' and '-', a letter or digit first,
+	// at most 64 bytes, and no "_metered" suffix.
 	Name string
 	// PriceID is the Stripe price of the tier's subscription, for example
-	// "price_1OaBcD...". Required. It must start with "price_".
+	// "price_1OaBcD...". Required. [NewPrices] requires the "price_"
+	// prefix.
 	PriceID string
 	// MeteredPriceID is an optional second, metered (usage-based) Stripe
 	// price of the same subscription. Checkout adds it as a line item
@@ -38,79 +57,66 @@ type Tier struct {
 	MeteredPriceID string
 }
 
-// Catalog maps tier names to Stripe prices, and prices back to tiers. It is
-// built from configuration (code or environment), validated once, and is
-// immutable afterwards.
+// Prices is a [Catalog] held in memory: tier names mapped to Stripe prices,
+// built from configuration (code or environment), validated once, and
+// immutable afterwards. Tier names are case-insensitive.
 //
-// A Catalog is safe for concurrent use. The zero value is an empty catalog
-// in which every lookup fails; build one with [NewCatalog],
-// [CatalogFromMap], [CatalogFromEnv] or [CatalogFromEnviron].
-type Catalog struct {
-	tiers   []Tier          // sorted by name
-	byName  map[string]Tier // normalized name → tier
-	byPrice map[string]Tier // base or metered price ID → tier
+// Prices is safe for concurrent use. The zero value is an empty catalog in
+// which every lookup fails (and which [New] rejects); build one with
+// [NewPrices], [PricesFromEnv] or [PricesFromEnviron].
+type Prices struct {
+	names  []string        // sorted
+	byName map[string]Tier // normalized name → tier
 }
 
-// NewCatalog returns a catalog of tiers. Names are normalized to lower case.
-// It returns an error wrapping [ErrInvalidCatalog], naming the tier, when a
-// name or price ID is empty or malformed, when two tiers share a name or a
-// price, or when tiers is empty.
-func NewCatalog(tiers ...Tier) (*Catalog, error) {
+var _ Catalog = (*Prices)(nil)
+
+// NewPrices returns a catalog of tiers. Names are normalized to lower case.
+// It returns an error wrapping [ErrInvalidConfig], naming the tier, when
+// tiers is empty, when a name or price ID is empty or malformed, or when
+// two tiers share a name or a price (a price must map back to one tier).
+func NewPrices(tiers ...Tier) (*Prices, error) {
 	if len(tiers) == 0 {
-		return nil, fmt.Errorf("%w: no tiers", ErrInvalidCatalog)
+		return nil, fmt.Errorf("%w: no tiers", ErrInvalidConfig)
 	}
-	c := &Catalog{
-		byName:  make(map[string]Tier, len(tiers)),
-		byPrice: make(map[string]Tier, len(tiers)),
-	}
+	p := &Prices{byName: make(map[string]Tier, len(tiers))}
+	byPrice := make(map[string]string, len(tiers)) // price ID → tier name
 	for _, t := range tiers {
 		raw := t.Name
 		t.Name = normalizeTier(t.Name)
 		if err := validTierName(t.Name); err != nil {
-			return nil, fmt.Errorf("%w: tier %q: %v", ErrInvalidCatalog, raw, err)
+			return nil, fmt.Errorf("%w: tier %q: %v", ErrInvalidConfig, raw, err)
 		}
 		t.PriceID = strings.TrimSpace(t.PriceID)
 		t.MeteredPriceID = strings.TrimSpace(t.MeteredPriceID)
 		if err := validPriceID(t.PriceID); err != nil {
-			return nil, fmt.Errorf("%w: tier %q: price ID %v", ErrInvalidCatalog, t.Name, err)
+			return nil, fmt.Errorf("%w: tier %q: price ID %v", ErrInvalidConfig, t.Name, err)
 		}
 		if t.MeteredPriceID != "" {
 			if err := validPriceID(t.MeteredPriceID); err != nil {
-				return nil, fmt.Errorf("%w: tier %q: metered price ID %v", ErrInvalidCatalog, t.Name, err)
+				return nil, fmt.Errorf("%w: tier %q: metered price ID %v", ErrInvalidConfig, t.Name, err)
 			}
 			if t.MeteredPriceID == t.PriceID {
-				return nil, fmt.Errorf("%w: tier %q: metered price ID equals its price ID", ErrInvalidCatalog, t.Name)
+				return nil, fmt.Errorf("%w: tier %q: metered price ID equals its price ID", ErrInvalidConfig, t.Name)
 			}
 		}
-		if _, dup := c.byName[t.Name]; dup {
-			return nil, fmt.Errorf("%w: tier %q is defined twice", ErrInvalidCatalog, t.Name)
+		if _, dup := p.byName[t.Name]; dup {
+			return nil, fmt.Errorf("%w: tier %q is defined twice", ErrInvalidConfig, t.Name)
 		}
-		for _, p := range []string{t.PriceID, t.MeteredPriceID} {
-			if p == "" {
+		for _, id := range []string{t.PriceID, t.MeteredPriceID} {
+			if id == "" {
 				continue
 			}
-			if other, dup := c.byPrice[p]; dup {
-				return nil, fmt.Errorf("%w: tier %q: price %q already belongs to tier %q", ErrInvalidCatalog, t.Name, p, other.Name)
+			if other, dup := byPrice[id]; dup {
+				return nil, fmt.Errorf("%w: tier %q: price %q already belongs to tier %q", ErrInvalidConfig, t.Name, id, other)
 			}
-			c.byPrice[p] = t
+			byPrice[id] = t.Name
 		}
-		c.byName[t.Name] = t
-		c.tiers = append(c.tiers, t)
+		p.byName[t.Name] = t
+		p.names = append(p.names, t.Name)
 	}
-	sort.Slice(c.tiers, func(i, j int) bool { return c.tiers[i].Name < c.tiers[j].Name })
-	return c, nil
-}
-
-// CatalogFromMap returns a catalog from a map of tier name to price ID, for
-// tiers without a metered price. It validates like [NewCatalog].
-func CatalogFromMap(prices map[string]string) (*Catalog, error) {
-	tiers := make([]Tier, 0, len(prices))
-	for name, price := range prices {
-		tiers = append(tiers, Tier{Name: name, PriceID: price})
-	}
-	// Deterministic error messages whatever the map's order.
-	sort.Slice(tiers, func(i, j int) bool { return tiers[i].Name < tiers[j].Name })
-	return NewCatalog(tiers...)
+	sort.Strings(p.names)
+	return p, nil
 }
 
 // EnvVar returns the name of the environment variable that holds tier's
@@ -120,140 +126,119 @@ func EnvVar(tier string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(tier), "-", "_"))
 }
 
-// CatalogFromEnv returns a catalog of the named tiers, reading each tier's
-// price ID from the variable [EnvVar](tier) and its optional metered price
-// from the same name followed by [EnvMeteredSuffix]. lookup reads one
-// variable; pass [os.LookupEnv] in production and a map-backed function in
-// tests.
+// PricesFromEnv is billkit's parser of the PRICE_* environment variables.
+// It returns a catalog of the named tiers, reading each tier's price ID from
+// the variable [EnvVar](tier) (PRICE_PRO for "pro") and its optional
+// metered price ID from the same name followed by [EnvMeteredSuffix]
+// (PRICE_PRO_METERED). lookup reads one variable; pass [os.LookupEnv] in
+// production and a map-backed function in tests. [PricesFromEnviron] reads
+// the same variables without a list of tiers.
 //
-// A variable that is unset, empty or malformed is an error wrapping
-// [ErrInvalidCatalog] that names the variable.
-func CatalogFromEnv(lookup func(name string) (string, bool), tiers ...string) (*Catalog, error) {
+// A variable that is unset (PRICE_<TIER> only), empty or malformed is an
+// error wrapping [ErrInvalidConfig] that names the variable and never holds
+// its value; the catalog is then validated as by [NewPrices].
+func PricesFromEnv(lookup func(name string) (string, bool), tiers ...string) (*Prices, error) {
 	if lookup == nil {
-		return nil, fmt.Errorf("%w: nil lookup function", ErrInvalidCatalog)
+		return nil, fmt.Errorf("%w: nil lookup function", ErrInvalidConfig)
 	}
 	if len(tiers) == 0 {
-		return nil, fmt.Errorf("%w: no tiers named", ErrInvalidCatalog)
+		return nil, fmt.Errorf("%w: no tiers named", ErrInvalidConfig)
 	}
-	list := make([]Tier, 0, len(tiers))
-	for _, name := range tiers {
+	vars := make([]string, len(tiers))
+	for i, name := range tiers {
 		if err := validTierName(normalizeTier(name)); err != nil {
-			return nil, fmt.Errorf("%w: tier %q: %v", ErrInvalidCatalog, name, err)
+			return nil, fmt.Errorf("%w: tier %q: %v", ErrInvalidConfig, name, err)
 		}
-		v := EnvVar(name)
-		price, ok := lookup(v)
-		if !ok {
-			return nil, fmt.Errorf("%w: %s is not set (the Stripe price ID of tier %q)", ErrInvalidCatalog, v, normalizeTier(name))
-		}
-		if err := validPriceID(strings.TrimSpace(price)); err != nil {
-			return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidCatalog, v, err)
-		}
-		t := Tier{Name: name, PriceID: price}
-		if metered, ok := lookup(v + EnvMeteredSuffix); ok {
-			if err := validPriceID(strings.TrimSpace(metered)); err != nil {
-				return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidCatalog, v+EnvMeteredSuffix, err)
-			}
-			t.MeteredPriceID = metered
-		}
-		list = append(list, t)
+		vars[i] = EnvVar(name)
 	}
-	return NewCatalog(list...)
+	return readPrices(lookup, tiers, vars)
 }
 
-// CatalogFromEnviron returns a catalog of every tier found in environ, a
+// PricesFromEnviron is [PricesFromEnv] for every tier found in environ, a
 // list of "KEY=value" strings as returned by [os.Environ]: each variable
 // PRICE_<TIER> defines tier <tier> (lower-cased), and PRICE_<TIER>_METERED
 // its metered price. Every PRICE_ variable is taken to be a tier price, so
 // keep other settings out of that prefix.
 //
 // An empty or malformed value, a metered price without its tier, or no
-// PRICE_ variable at all is an error wrapping [ErrInvalidCatalog] that names
-// the variable.
-func CatalogFromEnviron(environ []string) (*Catalog, error) {
-	base := map[string]string{}    // tier → price
-	metered := map[string]string{} // tier → metered price
+// PRICE_ variable at all is an error wrapping [ErrInvalidConfig] that names
+// the variable and never holds its value.
+func PricesFromEnviron(environ []string) (*Prices, error) {
+	env := map[string]string{}
+	var tiers, vars []string
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(k, EnvPrefix) {
 			continue
 		}
-		rest := strings.TrimPrefix(k, EnvPrefix)
-		target := base
-		if strings.HasSuffix(rest, EnvMeteredSuffix) {
-			rest = strings.TrimSuffix(rest, EnvMeteredSuffix)
-			target = metered
+		if _, seen := env[k]; seen {
+			continue // the first one counts, as for os.Getenv
 		}
-		tier := normalizeTier(rest)
-		if err := validTierName(tier); err != nil {
-			return nil, fmt.Errorf("%w: %s: tier name: %v", ErrInvalidCatalog, k, err)
+		env[k] = v
+		rest, metered := strings.CutSuffix(strings.TrimPrefix(k, EnvPrefix), EnvMeteredSuffix)
+		if err := validTierName(normalizeTier(rest)); err != nil {
+			return nil, fmt.Errorf("%w: %s: tier name: %v", ErrInvalidConfig, k, err)
 		}
-		if err := validPriceID(strings.TrimSpace(v)); err != nil {
-			return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidCatalog, k, err)
-		}
-		target[tier] = v
-	}
-	if len(base) == 0 {
-		return nil, fmt.Errorf("%w: no %s<TIER> variable is set", ErrInvalidCatalog, EnvPrefix)
-	}
-	for tier := range metered {
-		if _, ok := base[tier]; !ok {
-			return nil, fmt.Errorf("%w: %s is set but %s is not", ErrInvalidCatalog, EnvVar(tier)+EnvMeteredSuffix, EnvVar(tier))
+		if !metered {
+			tiers = append(tiers, rest)
+			vars = append(vars, k)
 		}
 	}
-	tiers := make([]Tier, 0, len(base))
-	for tier, price := range base {
-		tiers = append(tiers, Tier{Name: tier, PriceID: price, MeteredPriceID: metered[tier]})
+	if len(tiers) == 0 {
+		return nil, fmt.Errorf("%w: no %s<TIER> variable is set", ErrInvalidConfig, EnvPrefix)
 	}
-	sort.Slice(tiers, func(i, j int) bool { return tiers[i].Name < tiers[j].Name })
-	return NewCatalog(tiers...)
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if base, metered := strings.CutSuffix(k, EnvMeteredSuffix); metered && strings.HasPrefix(k, EnvPrefix) {
+			if _, ok := env[base]; !ok {
+				return nil, fmt.Errorf("%w: %s is set but %s is not", ErrInvalidConfig, k, base)
+			}
+		}
+	}
+	return readPrices(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, tiers, vars)
 }
 
-// Tier returns the tier named name (case-insensitive), and whether it exists.
-func (c *Catalog) Tier(name string) (Tier, bool) {
-	if c == nil {
+// readPrices reads tiers[i]'s price ID from the variable vars[i] and its
+// metered price ID from vars[i]+EnvMeteredSuffix. Error messages name the
+// variable, never its value: a misplaced secret key must not reach a log.
+func readPrices(lookup func(string) (string, bool), tiers, vars []string) (*Prices, error) {
+	list := make([]Tier, len(tiers))
+	for i, name := range tiers {
+		v := vars[i]
+		price, ok := lookup(v)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s is not set (the Stripe price ID of tier %q)", ErrInvalidConfig, v, normalizeTier(name))
+		}
+		if err := validPriceID(strings.TrimSpace(price)); err != nil {
+			return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidConfig, v, err)
+		}
+		list[i] = Tier{Name: name, PriceID: price}
+		if metered, ok := lookup(v + EnvMeteredSuffix); ok {
+			if err := validPriceID(strings.TrimSpace(metered)); err != nil {
+				return nil, fmt.Errorf("%w: %s: price ID %v", ErrInvalidConfig, v+EnvMeteredSuffix, err)
+			}
+			list[i].MeteredPriceID = metered
+		}
+	}
+	return NewPrices(list...)
+}
+
+// Tier returns the tier named name (case-insensitive), and whether it
+// exists.
+func (p *Prices) Tier(name string) (Tier, bool) {
+	if p == nil {
 		return Tier{}, false
 	}
-	t, ok := c.byName[normalizeTier(name)]
+	t, ok := p.byName[normalizeTier(name)]
 	return t, ok
 }
 
-// TierByPrice returns the tier whose price or metered price is priceID, and
-// whether there is one. Use it to map a Stripe subscription item's price
-// back to a tier.
-func (c *Catalog) TierByPrice(priceID string) (Tier, bool) {
-	if c == nil {
-		return Tier{}, false
-	}
-	t, ok := c.byPrice[priceID]
-	return t, ok
-}
-
-// Tiers returns a copy of the catalog's tiers, sorted by name.
-func (c *Catalog) Tiers() []Tier {
-	if c == nil {
+// Tiers returns a new slice of the catalog's tier names, sorted.
+func (p *Prices) Tiers() []string {
+	if p == nil || len(p.names) == 0 {
 		return nil
 	}
-	return append([]Tier(nil), c.tiers...)
-}
-
-// Names returns the catalog's tier names, sorted.
-func (c *Catalog) Names() []string {
-	if c == nil {
-		return nil
-	}
-	names := make([]string, len(c.tiers))
-	for i, t := range c.tiers {
-		names[i] = t.Name
-	}
-	return names
-}
-
-// Len returns the number of tiers.
-func (c *Catalog) Len() int {
-	if c == nil {
-		return 0
-	}
-	return len(c.tiers)
+	return append([]string(nil), p.names...)
 }
 
 func normalizeTier(name string) string {

@@ -2,6 +2,7 @@ package checkout_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -9,7 +10,7 @@ import (
 	"github.com/billkit/billkit/checkout"
 )
 
-func TestNewCatalogErrors(t *testing.T) {
+func TestNewPricesErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name  string
@@ -35,72 +36,69 @@ func TestNewCatalogErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := checkout.NewCatalog(tt.tiers...)
-			if c != nil || !errors.Is(err, checkout.ErrInvalidCatalog) || !strings.Contains(err.Error(), tt.names) {
-				t.Errorf("NewCatalog = %v, %v; want ErrInvalidCatalog naming %s", c, err, tt.names)
+			c, err := checkout.NewPrices(tt.tiers...)
+			if c != nil || !errors.Is(err, checkout.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.names) {
+				t.Errorf("NewPrices = %v, %v; want ErrInvalidConfig naming %s", c, err, tt.names)
 			}
 		})
 	}
 }
 
-func TestCatalogLookups(t *testing.T) {
+func TestPricesLookups(t *testing.T) {
 	t.Parallel()
-	c, err := checkout.CatalogFromMap(map[string]string{"Starter": "price_s", " pro ": " price_p "})
+	c, err := checkout.NewPrices(
+		checkout.Tier{Name: "Starter", PriceID: "price_s"},
+		checkout.Tier{Name: " pro ", PriceID: " price_p ", MeteredPriceID: "price_pm "},
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := c.Names(), []string{"pro", "starter"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("Names = %v, want %v", got, want)
+	if got, want := c.Tiers(), []string{"pro", "starter"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Tiers = %v, want %v", got, want)
 	}
 	for _, name := range []string{"pro", "PRO", " Pro"} {
-		if tier, ok := c.Tier(name); !ok || tier.PriceID != "price_p" || tier.Name != "pro" {
+		if tier, ok := c.Tier(name); !ok || tier != (checkout.Tier{Name: "pro", PriceID: "price_p", MeteredPriceID: "price_pm"}) {
 			t.Errorf("Tier(%q) = %+v, %v", name, tier, ok)
 		}
 	}
-	if _, ok := c.Tier("gold"); ok {
-		t.Error("Tier(gold) found")
-	}
-	if tier, ok := c.TierByPrice("price_s"); !ok || tier.Name != "starter" {
-		t.Errorf("TierByPrice(price_s) = %+v, %v", tier, ok)
-	}
-	if _, ok := c.TierByPrice("price_unknown"); ok {
-		t.Error("TierByPrice(price_unknown) found")
-	}
-	tiers := c.Tiers()
-	tiers[0].PriceID = "price_mutated"
-	if tier, _ := c.Tier("pro"); tier.PriceID != "price_p" {
-		t.Error("Tiers() exposes the catalog's storage")
-	}
-	var zero checkout.Catalog
-	var nilCat *checkout.Catalog
-	for _, z := range []*checkout.Catalog{&zero, nilCat} {
-		if _, ok := z.Tier("pro"); ok || z.Len() != 0 || z.Names() != nil && len(z.Names()) != 0 {
-			t.Error("an empty catalog finds tiers")
-		}
-		if _, ok := z.TierByPrice("price_p"); ok {
-			t.Error("an empty catalog finds prices")
+	for _, name := range []string{"gold", "", "price_p"} {
+		if _, ok := c.Tier(name); ok {
+			t.Errorf("Tier(%q) found", name)
 		}
 	}
-	if _, err := checkout.CatalogFromMap(map[string]string{"pro": ""}); !errors.Is(err, checkout.ErrInvalidCatalog) || !strings.Contains(err.Error(), `tier "pro"`) {
-		t.Errorf("empty price: %v", err)
+	names := c.Tiers()
+	names[0] = "mutated"
+	if got := c.Tiers(); got[0] != "pro" {
+		t.Errorf("Tiers() hands out the catalog's storage: after a caller's write it is %v", got)
+	}
+	var zero checkout.Prices
+	var nilPrices *checkout.Prices
+	for _, z := range []*checkout.Prices{&zero, nilPrices} {
+		if _, ok := z.Tier("pro"); ok || len(z.Tiers()) != 0 {
+			t.Errorf("an empty catalog %#v finds tiers", z)
+		}
 	}
 }
 
-func TestTierByPriceMetered(t *testing.T) {
-	t.Parallel()
-	c := testCatalog(t)
-	for _, p := range []string{"price_pro456", "price_prometered789"} {
-		if tier, ok := c.TierByPrice(p); !ok || tier.Name != "pro" || tier.MeteredPriceID != "price_prometered789" {
-			t.Errorf("TierByPrice(%s) = %+v, %v", p, tier, ok)
+// tiersOf lists c's tiers in the order of its Tiers.
+func tiersOf(t *testing.T, c checkout.Catalog) []checkout.Tier {
+	t.Helper()
+	var all []checkout.Tier
+	for _, name := range c.Tiers() {
+		tier, ok := c.Tier(name)
+		if !ok {
+			t.Fatalf("Tier(%q) not found, though Tiers lists it", name)
 		}
+		all = append(all, tier)
 	}
+	return all
 }
 
 func lookupMap(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
-func TestCatalogFromEnv(t *testing.T) {
+func TestPricesFromEnv(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{
 		"PRICE_STARTER":          "price_s1",
@@ -111,7 +109,7 @@ func TestCatalogFromEnv(t *testing.T) {
 		"PRICE_BAD":              "sk_live_abcdefSECRET",
 		"PRICE_GOOD_METERED_BAD": "x",
 	}
-	c, err := checkout.CatalogFromEnv(lookupMap(env), "starter", "Pro", "team-annual")
+	c, err := checkout.PricesFromEnv(lookupMap(env), "starter", "Pro", "team-annual")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +118,7 @@ func TestCatalogFromEnv(t *testing.T) {
 		{Name: "starter", PriceID: "price_s1"},
 		{Name: "team-annual", PriceID: "price_ta1"},
 	}
-	if got := c.Tiers(); !reflect.DeepEqual(got, want) {
+	if got := tiersOf(t, c); !reflect.DeepEqual(got, want) {
 		t.Errorf("Tiers = %+v, want %+v", got, want)
 	}
 
@@ -138,9 +136,9 @@ func TestCatalogFromEnv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := checkout.CatalogFromEnv(lookupMap(env), tt.tiers...)
-			if !errors.Is(err, checkout.ErrInvalidCatalog) || !strings.Contains(err.Error(), tt.names) {
-				t.Fatalf("err = %v, want ErrInvalidCatalog naming %s", err, tt.names)
+			_, err := checkout.PricesFromEnv(lookupMap(env), tt.tiers...)
+			if !errors.Is(err, checkout.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.names) {
+				t.Fatalf("err = %v, want ErrInvalidConfig naming %s", err, tt.names)
 			}
 			if strings.Contains(err.Error(), "SECRET") {
 				t.Errorf("the error echoes a variable's value: %v", err)
@@ -148,17 +146,17 @@ func TestCatalogFromEnv(t *testing.T) {
 		})
 	}
 	env2 := map[string]string{"PRICE_PRO": "price_p", "PRICE_PRO_METERED": "nope"}
-	if _, err := checkout.CatalogFromEnv(lookupMap(env2), "pro"); err == nil || !strings.Contains(err.Error(), "PRICE_PRO_METERED") {
+	if _, err := checkout.PricesFromEnv(lookupMap(env2), "pro"); err == nil || !strings.Contains(err.Error(), "PRICE_PRO_METERED") {
 		t.Errorf("bad metered price: err = %v, want it to name PRICE_PRO_METERED", err)
 	}
-	if _, err := checkout.CatalogFromEnv(nil, "pro"); !errors.Is(err, checkout.ErrInvalidCatalog) {
+	if _, err := checkout.PricesFromEnv(nil, "pro"); !errors.Is(err, checkout.ErrInvalidConfig) {
 		t.Errorf("nil lookup: err = %v", err)
 	}
 }
 
-func TestCatalogFromEnviron(t *testing.T) {
+func TestPricesFromEnviron(t *testing.T) {
 	t.Parallel()
-	c, err := checkout.CatalogFromEnviron([]string{
+	c, err := checkout.PricesFromEnviron([]string{
 		"HOME=/root", "PATH=/bin", "PRICES=ignored",
 		"PRICE_PRO=price_p1", "PRICE_PRO_METERED=price_pm1", "PRICE_STARTER=price_s1",
 	})
@@ -169,7 +167,7 @@ func TestCatalogFromEnviron(t *testing.T) {
 		{Name: "pro", PriceID: "price_p1", MeteredPriceID: "price_pm1"},
 		{Name: "starter", PriceID: "price_s1"},
 	}
-	if got := c.Tiers(); !reflect.DeepEqual(got, want) {
+	if got := tiersOf(t, c); !reflect.DeepEqual(got, want) {
 		t.Errorf("Tiers = %+v, want %+v", got, want)
 	}
 
@@ -186,12 +184,15 @@ func TestCatalogFromEnviron(t *testing.T) {
 		{"orphan metered", []string{"PRICE_STARTER=price_s", "PRICE_PRO_METERED=price_pm"}, "PRICE_PRO_METERED is set but PRICE_PRO is not"},
 		{"bad metered", []string{"PRICE_PRO=price_p", "PRICE_PRO_METERED=prod_x"}, "PRICE_PRO_METERED: price ID must start"},
 		{"shared price", []string{"PRICE_A=price_1", "PRICE_B=price_1"}, `already belongs to tier "a"`},
+		{"shared metered price", []string{"PRICE_A=price_1", "PRICE_B=price_2", "PRICE_B_METERED=price_1"}, `already belongs to tier "a"`},
+		{"metered of a bad tier name", []string{"PRICE_PRO=price_p", "PRICE_A.B_METERED=price_m"}, "PRICE_A.B_METERED: tier name"},
+		{"one tier in two cases", []string{"PRICE_PRO=price_1", "PRICE_pro=price_2"}, `tier "pro" is defined twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := checkout.CatalogFromEnviron(tt.environ)
-			if !errors.Is(err, checkout.ErrInvalidCatalog) || !strings.Contains(err.Error(), tt.names) {
-				t.Fatalf("err = %v, want ErrInvalidCatalog naming %s", err, tt.names)
+			_, err := checkout.PricesFromEnviron(tt.environ)
+			if !errors.Is(err, checkout.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.names) {
+				t.Fatalf("err = %v, want ErrInvalidConfig naming %s", err, tt.names)
 			}
 			if strings.Contains(err.Error(), "SECRET") {
 				t.Errorf("the error echoes a variable's value: %v", err)
@@ -205,6 +206,54 @@ func TestEnvVar(t *testing.T) {
 	for in, want := range map[string]string{"pro": "PRICE_PRO", "Team-Annual": "PRICE_TEAM_ANNUAL", " x ": "PRICE_X"} {
 		if got := checkout.EnvVar(in); got != want {
 			t.Errorf("EnvVar(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPricesFromEnvironFirstWins: of two entries for one variable the
+// first counts, as for os.Getenv.
+func TestPricesFromEnvironFirstWins(t *testing.T) {
+	t.Parallel()
+	c, err := checkout.PricesFromEnviron([]string{"PRICE_PRO=price_first", "PRICE_PRO=price_second"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tiersOf(t, c), []checkout.Tier{{Name: "pro", PriceID: "price_first"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("tiers = %+v, want %+v", got, want)
+	}
+}
+
+// TestEnvParsersAgree: PricesFromEnv and PricesFromEnviron are one parser:
+// the same variables give the same catalog, and the same bad variable the
+// same error.
+func TestEnvParsersAgree(t *testing.T) {
+	t.Parallel()
+	for _, environ := range [][]string{
+		{"PRICE_STARTER=price_s1", "PRICE_PRO=price_p1", "PRICE_PRO_METERED=price_pm1", "PRICE_TEAM_ANNUAL= price_ta1 "},
+		{"PRICE_STARTER=price_s1", "PRICE_PRO=prod_p1"},
+		{"PRICE_STARTER=price_s1", "PRICE_PRO=price_p1", "PRICE_PRO_METERED="},
+		{"PRICE_STARTER=price_s1", "PRICE_PRO=price_p1", "PRICE_PRO_METERED=price_s1"},
+	} {
+		env := map[string]string{}
+		var tiers []string
+		for _, kv := range environ {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+			if name, ok := strings.CutPrefix(k, "PRICE_"); ok && !strings.HasSuffix(name, "_METERED") {
+				tiers = append(tiers, strings.ToLower(name))
+			}
+		}
+		a, errA := checkout.PricesFromEnv(lookupMap(env), tiers...)
+		b, errB := checkout.PricesFromEnviron(environ)
+		if fmt.Sprint(errA) != fmt.Sprint(errB) {
+			t.Errorf("%q: PricesFromEnv: %v; PricesFromEnviron: %v", environ, errA, errB)
+			continue
+		}
+		if errA == nil && !reflect.DeepEqual(tiersOf(t, a), tiersOf(t, b)) {
+			t.Errorf("%q: PricesFromEnv gives %+v, PricesFromEnviron %+v", environ, tiersOf(t, a), tiersOf(t, b))
+		}
+		if errA == nil && len(a.Tiers()) != len(tiers) {
+			t.Errorf("%q: %d tiers, want %d", environ, len(a.Tiers()), len(tiers))
 		}
 	}
 }

@@ -2,20 +2,27 @@
 // the pricing tiers of an API sold by subscription, and serves them over
 // HTTP.
 //
-// It imports no other billkit package; it needs only stripe-go.
+// It imports no other public billkit package, so it can be adopted alone;
+// it needs only stripe-go.
 //
 // # Catalog
 //
-// A [Catalog] maps tier names ("starter", "pro") to Stripe price IDs. The
-// prices come from configuration, never from code literals: from the
-// environment with [CatalogFromEnv] (PRICE_STARTER, PRICE_PRO, and an
-// optional PRICE_PRO_METERED for a usage-based price) or [CatalogFromEnviron]
-// (every PRICE_* variable), or from code with [NewCatalog] and
-// [CatalogFromMap]. The catalog is validated when built: an empty or
-// malformed price ID (one not starting with "price_") is an error that names
-// the variable or tier, and the value itself is never echoed. Tier names are
-// case-insensitive. [Catalog.TierByPrice] maps a subscription's price back
-// to its tier.
+// [Sessions] finds a tier's Stripe prices through a [Catalog], a small
+// interface: Tier(name) returns a [Tier] (its name, price and optional
+// metered price) and Tiers lists the valid names. [Prices] is the catalog
+// for users of checkout alone; billkit's billing plans implement Catalog
+// too, so one plan catalog configures checkout and billing alike.
+//
+// The prices come from configuration, never from code literals: from the
+// environment with [PricesFromEnv] (PRICE_STARTER, PRICE_PRO, and an
+// optional PRICE_PRO_METERED for a usage-based price, for the tiers named)
+// or [PricesFromEnviron] (every PRICE_* variable of an [os.Environ] list),
+// or from code with [NewPrices]. These are billkit's one parser of the
+// PRICE_* variables. A catalog is validated when built: an empty or
+// malformed price ID (one not starting with "price_") or a price shared by
+// two tiers is an error wrapping [ErrInvalidConfig] that names the variable
+// or tier, and the value itself is never echoed. Tier names are
+// case-insensitive: Sessions looks a tier up trimmed and in lower case.
 //
 // # Sessions
 //
@@ -52,13 +59,21 @@
 //
 // # HTTP handler
 //
-// [Handler] serves two POST endpoints. [Handler.ServeCheckout] takes
-// {"tier":"pro"} (and an optional "email") and answers
-// {"id":"cs_...","url":"https://checkout.stripe.com/..."};
-// [Handler.ServePortal] answers the same shape for the billing portal. The
+// [Handler] is a [net/http.Handler] for two POST endpoints, routed by the
+// last element of the request path, so that it mounts on a subtree:
+//
+//	mux.Handle("/billing/", h) // POST /billing/checkout, POST /billing/portal
+//
+// [Handler.Checkout] and [Handler.Portal] return each endpoint as an
+// http.Handler of its own, to mount on any path or wrap in middleware. The
+// checkout endpoint takes {"tier":"pro"} (and an optional "email") and
+// answers {"id":"cs_...","url":"https://checkout.stripe.com/..."}; the
+// portal endpoint answers the same shape for the billing portal. The
 // subject comes from the caller's authentication through a [SubjectFunc],
 // never from the body (a body with a "subject" field is rejected). The
 // portal finds the subject's Stripe customer through a [CustomerFunc].
+// [NotConfigured] returns a Handler for a server without Stripe that
+// answers every request with 503 and instructions.
 //
 // A client's Idempotency-Key header (1 to 255 printable ASCII characters) is
 // bound to the endpoint and the subject before it reaches Stripe, whose keys
@@ -72,17 +87,20 @@
 //	400  malformed JSON, unknown field, missing or unknown tier (the body
 //	     lists the valid tiers in "valid_tiers"), bad email or Idempotency-Key
 //	401  no subject
+//	404  a path that names neither endpoint (ServeHTTP only)
 //	405  not POST (with Allow: POST)
 //	409  portal for a subject with no Stripe customer yet; Idempotency-Key
 //	     reused with a different request
 //	413  body over HandlerConfig.MaxBodyBytes (default 64 KiB)
 //	415  Content-Type not application/json
-//	500  the SubjectFunc returned a subject longer than 200 bytes
+//	500  the SubjectFunc returned an invalid subject (over 200 bytes, or
+//	     holding '{', '}' or a control character)
 //	502  Stripe answered with an error, or could not be reached
 //	503  not configured (NotConfigured); customer lookup failed
 //	504  Stripe did not answer within Config.Timeout
 //
 // A 502 or 504 body holds a generic message and, when Stripe answered,
 // Stripe's request ID ("stripe_request_id") for support; never Stripe's own
-// message, and never a key. The full error is logged with log/slog.
+// message, and never a key. The full error is logged with log/slog, to
+// [HandlerConfig.Logger] (by default [log/slog.Default]).
 package checkout

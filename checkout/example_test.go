@@ -56,7 +56,7 @@ func exampleClient(stripeURL string) *client.API {
 
 // Prices come from the environment: PRICE_<TIER>, and PRICE_<TIER>_METERED
 // for a usage-based price. Pass os.LookupEnv in a real program.
-func ExampleCatalogFromEnv() {
+func ExamplePricesFromEnv() {
 	env := map[string]string{
 		"PRICE_STARTER":     "price_1StarterMonthly",
 		"PRICE_PRO":         "price_1ProMonthly",
@@ -64,28 +64,27 @@ func ExampleCatalogFromEnv() {
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 
-	cat, err := checkout.CatalogFromEnv(lookup, "starter", "pro")
+	prices, err := checkout.PricesFromEnv(lookup, "starter", "pro")
 	if err != nil {
 		log.Fatal(err)
 	}
-	for _, t := range cat.Tiers() {
+	for _, name := range prices.Tiers() {
+		t, _ := prices.Tier(name)
 		fmt.Println(strings.TrimSpace(t.Name + ": " + t.PriceID + " " + t.MeteredPriceID))
 	}
-	tier, _ := cat.TierByPrice("price_1ProPerRequest")
-	fmt.Println("price_1ProPerRequest belongs to", tier.Name)
 
-	_, err = checkout.CatalogFromEnv(lookup, "starter", "team")
+	_, err = checkout.PricesFromEnv(lookup, "starter", "team")
 	fmt.Println(err)
 	// Output:
 	// pro: price_1ProMonthly price_1ProPerRequest
 	// starter: price_1StarterMonthly
-	// price_1ProPerRequest belongs to pro
-	// checkout: invalid catalog: PRICE_TEAM is not set (the Stripe price ID of tier "team")
+	// checkout: invalid config: PRICE_TEAM is not set (the Stripe price ID of tier "team")
 }
 
-// CatalogFromEnviron discovers every PRICE_* variable; pass os.Environ().
-func ExampleCatalogFromEnviron() {
-	cat, err := checkout.CatalogFromEnviron([]string{
+// PricesFromEnviron discovers every PRICE_* variable; pass os.Environ().
+// Errors name the variable, never its value.
+func ExamplePricesFromEnviron() {
+	prices, err := checkout.PricesFromEnviron([]string{
 		"HOME=/home/api",
 		"PRICE_STARTER=price_1Starter",
 		"PRICE_PRO=price_1Pro",
@@ -93,26 +92,71 @@ func ExampleCatalogFromEnviron() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(cat.Names())
+	fmt.Println(prices.Tiers())
 
-	_, err = checkout.CatalogFromEnviron([]string{"PRICE_PRO=prod_1Pro"})
+	_, err = checkout.PricesFromEnviron([]string{"PRICE_PRO=sk_live_notAPrice"})
 	fmt.Println(err)
 	// Output:
 	// [pro starter]
-	// checkout: invalid catalog: PRICE_PRO: price ID must start with "price_"
+	// checkout: invalid config: PRICE_PRO: price ID must start with "price_"
+}
+
+// planTable is an application's own plan catalog. Implementing Catalog
+// lets checkout sell its tiers without a second list of prices; billkit's
+// billing plans do the same.
+type planTable []struct{ tier, price string }
+
+func (p planTable) Tier(name string) (checkout.Tier, bool) {
+	for _, row := range p {
+		if row.tier == name {
+			return checkout.Tier{Name: row.tier, PriceID: row.price}, true
+		}
+	}
+	return checkout.Tier{}, false
+}
+
+func (p planTable) Tiers() []string {
+	names := make([]string, len(p))
+	for i, row := range p {
+		names[i] = row.tier
+	}
+	return names
+}
+
+func ExampleCatalog() {
+	fake := exampleStripe()
+	defer fake.Close()
+
+	sessions, err := checkout.New(checkout.Config{
+		Stripe:     exampleClient(fake.URL),
+		Catalog:    planTable{{"hobby", "price_1Hobby"}, {"business", "price_1Business"}},
+		SuccessURL: "https://app.example.com/welcome",
+		CancelURL:  "https://app.example.com/pricing",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := sessions.CreateCheckoutSession(context.Background(), checkout.CheckoutRequest{Subject: "acct_7", Tier: "Business"}); err != nil {
+		log.Fatal(err)
+	}
+	_, err = sessions.CreateCheckoutSession(context.Background(), checkout.CheckoutRequest{Subject: "acct_7", Tier: "gold"})
+	fmt.Println(err)
+	// Output:
+	// stripe: mode=subscription price=price_1Business client_reference_id=acct_7 subscription_data.metadata.billkit_subject=acct_7
+	// checkout: unknown tier "gold" (valid tiers: hobby, business)
 }
 
 func ExampleSessions_CreateCheckoutSession() {
 	fake := exampleStripe()
 	defer fake.Close()
 
-	cat, err := checkout.NewCatalog(checkout.Tier{Name: "pro", PriceID: "price_1ProMonthly"})
+	prices, err := checkout.NewPrices(checkout.Tier{Name: "pro", PriceID: "price_1ProMonthly"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	sessions, err := checkout.New(checkout.Config{
 		Stripe:     exampleClient(fake.URL),
-		Catalog:    cat,
+		Catalog:    prices,
 		SuccessURL: "https://app.example.com/welcome?session_id={CHECKOUT_SESSION_ID}",
 		CancelURL:  "https://app.example.com/pricing",
 		TrialDays:  14,
@@ -134,14 +178,19 @@ func ExampleSessions_CreateCheckoutSession() {
 	// cs_test_a1 https://checkout.stripe.com/c/pay/cs_test_a1
 }
 
-func ExampleHandler() {
-	fake := exampleStripe()
-	defer fake.Close()
-
-	cat, _ := checkout.CatalogFromMap(map[string]string{"starter": "price_1Starter", "pro": "price_1Pro"})
+// exampleHandler builds a Handler for the examples: the subject comes from
+// the caller's authentication (here a fixed API key), never from the body.
+func exampleHandler(stripeURL string) *checkout.Handler {
+	prices, err := checkout.NewPrices(
+		checkout.Tier{Name: "starter", PriceID: "price_1Starter"},
+		checkout.Tier{Name: "pro", PriceID: "price_1Pro"},
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
 	sessions, err := checkout.New(checkout.Config{
-		Stripe:          exampleClient(fake.URL),
-		Catalog:         cat,
+		Stripe:          exampleClient(stripeURL),
+		Catalog:         prices,
 		SuccessURL:      "https://app.example.com/welcome",
 		CancelURL:       "https://app.example.com/pricing",
 		PortalReturnURL: "https://app.example.com/account",
@@ -151,7 +200,6 @@ func ExampleHandler() {
 	}
 	h, err := checkout.NewHandler(checkout.HandlerConfig{
 		Sessions: sessions,
-		// The subject comes from your authentication, never from the body.
 		Subject: func(r *http.Request) (string, error) {
 			if r.Header.Get("Authorization") != "Bearer demo-key" {
 				return "", fmt.Errorf("unauthenticated")
@@ -167,32 +215,72 @@ func ExampleHandler() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	return h
+}
+
+// examplePost posts body to url as the examples' authenticated client and
+// prints the answer.
+func examplePost(url, body string) {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer demo-key")
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "9f1c2b7e-order-1")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	fmt.Printf("%d %s %s", res.StatusCode, res.Header.Get("Content-Type"), b)
+}
+
+// A Handler mounted on a subtree serves both endpoints.
+func ExampleHandler() {
+	fake := exampleStripe()
+	defer fake.Close()
+
 	mux := http.NewServeMux()
-	mux.HandleFunc("/billing/checkout", h.ServeCheckout)
-	mux.HandleFunc("/billing/portal", h.ServePortal)
+	mux.Handle("/billing/", exampleHandler(fake.URL)) // POST /billing/checkout and /billing/portal
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	post := func(path, body string) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer demo-key")
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", "9f1c2b7e-order-1")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		fmt.Printf("%d %s %s", res.StatusCode, res.Header.Get("Content-Type"), b)
-	}
-	post("/billing/checkout", `{"tier":"pro"}`)
-	post("/billing/checkout", `{"tier":"gold"}`)
-	post("/billing/portal", ``)
+	examplePost(srv.URL+"/billing/checkout", `{"tier":"pro"}`)
+	examplePost(srv.URL+"/billing/checkout", `{"tier":"gold"}`)
+	examplePost(srv.URL+"/billing/portal", ``)
 	// Output:
 	// stripe: mode=subscription price=price_1Pro client_reference_id=acct_42 subscription_data.metadata.billkit_subject=acct_42
 	// 200 application/json {"id":"cs_test_a1","url":"https://checkout.stripe.com/c/pay/cs_test_a1"}
 	// 400 application/problem+json {"type":"about:blank","title":"Bad Request","status":400,"detail":"unknown tier \"gold\"; valid tiers: pro, starter","valid_tiers":["pro","starter"]}
+	// stripe: portal for customer=cus_42
+	// 200 application/json {"id":"bps_test_b2","url":"https://billing.stripe.com/p/session/test_b2"}
+}
+
+// Checkout and Portal mount each endpoint on a path of its own, here behind
+// a middleware.
+func ExampleHandler_Checkout() {
+	fake := exampleStripe()
+	defer fake.Close()
+
+	h := exampleHandler(fake.URL)
+	logged := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Println("request:", r.Method, r.URL.Path)
+			next.ServeHTTP(w, r)
+		})
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/subscribe", logged(h.Checkout()))
+	mux.Handle("/account/billing", logged(h.Portal()))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	examplePost(srv.URL+"/subscribe", `{"tier":"starter"}`)
+	examplePost(srv.URL+"/account/billing", `{}`)
+	// Output:
+	// request: POST /subscribe
+	// stripe: mode=subscription price=price_1Starter client_reference_id=acct_42 subscription_data.metadata.billkit_subject=acct_42
+	// 200 application/json {"id":"cs_test_a1","url":"https://checkout.stripe.com/c/pay/cs_test_a1"}
+	// request: POST /account/billing
 	// stripe: portal for customer=cus_42
 	// 200 application/json {"id":"bps_test_b2","url":"https://billing.stripe.com/p/session/test_b2"}
 }
@@ -202,7 +290,7 @@ func ExampleHandler() {
 func ExampleNotConfigured() {
 	h := checkout.NotConfigured("checkout is not configured: set STRIPE_SECRET_KEY and PRICE_<TIER>")
 	w := httptest.NewRecorder()
-	h.ServeCheckout(w, httptest.NewRequest(http.MethodPost, "/billing/checkout", strings.NewReader(`{"tier":"pro"}`)))
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/billing/checkout", strings.NewReader(`{"tier":"pro"}`)))
 	fmt.Print(w.Code, " ", w.Body)
 	// Output:
 	// 503 {"type":"about:blank","title":"Service Unavailable","status":503,"detail":"checkout is not configured: set STRIPE_SECRET_KEY and PRICE_<TIER>"}

@@ -116,16 +116,19 @@ func stripeError(w http.ResponseWriter, status int, reqID, typ, code, msg string
 }
 
 // newStripeClient returns a Stripe client for the API at baseURL, with
-// retries stripe-go's own and its logging off.
+// retries stripe-go's own and its logging off. stripe-go sleeps 0.5 s to 5 s
+// before a retry; its test switch SetNetworkRetriesSleep(false) retries at
+// once instead, so that the retry tests wait for nothing. Production code
+// never turns the sleep off.
 func newStripeClient(baseURL string, retries int64) *client.API {
-	return client.New(testSecretKey, &stripe.Backends{
-		API: stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{
-			URL:               stripe.String(baseURL),
-			MaxNetworkRetries: stripe.Int64(retries),
-			HTTPClient:        &http.Client{Timeout: 30 * time.Second},
-			LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
-		}),
+	backend := stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{
+		URL:               stripe.String(baseURL),
+		MaxNetworkRetries: stripe.Int64(retries),
+		HTTPClient:        &http.Client{Timeout: 30 * time.Second},
+		LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelNull},
 	})
+	backend.(*stripe.BackendImplementation).SetNetworkRetriesSleep(false)
+	return client.New(testSecretKey, &stripe.Backends{API: backend})
 }
 
 // recordingProxy is a reverse proxy that records each request's form body
@@ -145,8 +148,8 @@ func recordingProxy(t testing.TB, target string) (*httptest.Server, *recorder) {
 	return srv, rc
 }
 
-func testCatalog(t testing.TB) *checkout.Catalog {
-	c, err := checkout.NewCatalog(
+func testCatalog(t testing.TB) *checkout.Prices {
+	c, err := checkout.NewPrices(
 		checkout.Tier{Name: "Starter", PriceID: "price_starter123"},
 		checkout.Tier{Name: "pro", PriceID: "price_pro456", MeteredPriceID: "price_prometered789"},
 	)

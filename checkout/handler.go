@@ -23,8 +23,10 @@ const DefaultMaxBodyBytes = 64 << 10
 // SubjectFunc returns the authenticated subject (the application's account
 // ID) of r, from the caller's authentication: a session cookie, an API key,
 // a verified token. It must never trust a client-chosen value. An error or
-// an empty subject makes [Handler] answer 401. It must be safe for
-// concurrent use.
+// an empty subject makes [Handler] answer 401; a subject that breaks
+// billkit's subject rule (over 200 bytes, or holding '{', '}' or a control
+// character) is a server error, 500, that never reaches Stripe. It must be
+// safe for concurrent use.
 type SubjectFunc func(r *http.Request) (string, error)
 
 // CustomerFunc returns the Stripe customer ID of subject, for the billing
@@ -35,21 +37,23 @@ type SubjectFunc func(r *http.Request) (string, error)
 type CustomerFunc func(ctx context.Context, subject string) (customerID string, err error)
 
 // HandlerConfig configures [Handler]. Zero fields mean the documented
-// defaults.
+// defaults; the zero HandlerConfig is invalid, as Sessions and Subject are
+// required.
 type HandlerConfig struct {
 	// Sessions creates the sessions. Required.
 	Sessions *Sessions
 	// Subject authenticates a request. Required.
 	Subject SubjectFunc
 	// Customer finds a subject's Stripe customer. It is needed by
-	// [Handler.ServePortal] only: when it is nil, the portal answers 503
+	// [Handler.Portal] only: when it is nil, the portal answers 503
 	// and checkout creates sessions without a known customer.
 	Customer CustomerFunc
 	// MaxBodyBytes limits the request body; a larger body is answered with
 	// 413. The default value is [DefaultMaxBodyBytes] (64 KiB).
 	MaxBodyBytes int64
 	// Logger receives one record per failed Stripe call or lookup, never
-	// with a secret. The default value is [slog.Default].
+	// with a secret. The default value, nil, means [slog.Default] as it is
+	// when [NewHandler] is called.
 	Logger *slog.Logger
 }
 
@@ -62,10 +66,22 @@ func (c *HandlerConfig) setDefaults() {
 	}
 }
 
-// Handler serves two JSON endpoints: [Handler.ServeCheckout] creates a
-// Checkout session for the authenticated subject and [Handler.ServePortal]
-// a billing-portal session. Both accept POST only and answer errors with
-// application/problem+json bodies (RFC 9457) that hold no internal detail.
+// Handler serves checkout's two JSON endpoints, [Handler.Checkout], which
+// creates a Checkout session for the authenticated subject, and
+// [Handler.Portal], a billing-portal session. Both accept POST only and
+// answer errors with application/problem+json bodies (RFC 9457) that hold
+// no internal detail.
+//
+// A Handler is an [http.Handler] that routes both endpoints by the last
+// element of the request path: a path ending in "/checkout" (or equal to
+// "checkout") is served by Checkout, one ending in "/portal" by Portal, and
+// any other path gets 404. Mount it on a subtree, as in
+//
+//	mux.Handle("/billing/", h) // POST /billing/checkout, POST /billing/portal
+//
+// or mount [Handler.Checkout] and [Handler.Portal] on paths of their own.
+// Leave the method out of a mux pattern: the Handler answers other methods
+// with its own 405 problem.
 //
 // A Handler is safe for concurrent use. The zero value is not usable; build
 // one with [NewHandler], or with [NotConfigured] when Stripe is not set up.
@@ -73,6 +89,8 @@ type Handler struct {
 	cfg           HandlerConfig
 	notConfigured string // non-empty: every request gets 503 with this detail
 }
+
+var _ http.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler for cfg. It returns an error wrapping
 // [ErrInvalidConfig], naming the field, when cfg is invalid.
@@ -89,7 +107,8 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	return &Handler{cfg: cfg}, nil
 }
 
-// NotConfigured returns a Handler whose every response is 503 with a
+// NotConfigured returns a Handler whose every response, on every path and
+// through [Handler.Checkout] and [Handler.Portal] alike, is 503 with a
 // problem body whose detail is detail, for a server that runs without
 // Stripe; detail should say how to configure it, for example "set
 // STRIPE_SECRET_KEY and PRICE_<TIER> to enable checkout". An empty detail
@@ -105,21 +124,27 @@ func NotConfigured(detail string) *Handler {
 // by [NotConfigured]).
 func (h *Handler) Configured() bool { return h.notConfigured == "" }
 
-// CheckoutHandler returns [Handler.ServeCheckout] as an http.Handler.
-func (h *Handler) CheckoutHandler() http.Handler { return http.HandlerFunc(h.ServeCheckout) }
-
-// PortalHandler returns [Handler.ServePortal] as an http.Handler.
-func (h *Handler) PortalHandler() http.Handler { return http.HandlerFunc(h.ServePortal) }
-
-// checkoutBody is the JSON body of a checkout request. The subject is never
-// part of it: it comes from [SubjectFunc].
-type checkoutBody struct {
-	Tier  string `json:"tier"`
-	Email string `json:"email"`
+// ServeHTTP serves a request for either endpoint, routed by the last
+// element of its path (see [Handler]); another path gets 404.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.notConfigured != "" {
+		writeProblem(w, apiProblem{Status: http.StatusServiceUnavailable, Detail: h.notConfigured})
+		return
+	}
+	p := r.URL.Path
+	switch p[strings.LastIndexByte(p, '/')+1:] {
+	case "checkout":
+		h.serveCheckout(w, r)
+	case "portal":
+		h.servePortal(w, r)
+	default:
+		writeProblem(w, apiProblem{Status: http.StatusNotFound, Detail: "no such endpoint; POST to .../checkout or .../portal"})
+	}
 }
 
-// ServeCheckout handles POST with a JSON body {"tier":"pro"} (and an
-// optional "email" to prefill) and answers 200 with {"id":"cs_...",
+// Checkout returns the checkout endpoint, whatever the request's path. It
+// takes POST with a JSON body {"tier":"pro"} (and an optional "email" to
+// prefill) and answers 200 with {"id":"cs_...",
 // "url":"https://checkout.stripe.com/..."}. An Idempotency-Key header, when
 // present, makes retries of the same request return the same session; it is
 // scoped to the subject, so two subjects never share a Stripe key.
@@ -130,8 +155,28 @@ type checkoutBody struct {
 // tiers), a bad email or Idempotency-Key, 409 when an Idempotency-Key is
 // reused with another request, 502 when Stripe fails (the body carries
 // Stripe's request ID when there is one), 504 when Stripe does not answer
-// within the configured timeout, 503 when not configured.
-func (h *Handler) ServeCheckout(w http.ResponseWriter, r *http.Request) {
+// within the configured timeout, 503 when not configured or when the
+// customer lookup fails.
+func (h *Handler) Checkout() http.Handler { return http.HandlerFunc(h.serveCheckout) }
+
+// Portal returns the billing-portal endpoint, whatever the request's path.
+// It takes POST (with no body, or an empty JSON object) and answers 200
+// with {"id":"bps_...","url":"https://billing.stripe.com/..."} for the
+// authenticated subject's Stripe customer, found by
+// [HandlerConfig.Customer]. A subject without a Stripe customer gets 409
+// (it must complete a checkout first). The other errors are as for
+// [Handler.Checkout]; 503 also answers a handler without a [CustomerFunc].
+func (h *Handler) Portal() http.Handler { return http.HandlerFunc(h.servePortal) }
+
+// checkoutBody is the JSON body of a checkout request. The subject is never
+// part of it: it comes from [SubjectFunc].
+type checkoutBody struct {
+	Tier  string `json:"tier"`
+	Email string `json:"email"`
+}
+
+// serveCheckout serves [Handler.Checkout].
+func (h *Handler) serveCheckout(w http.ResponseWriter, r *http.Request) {
 	subject, ok := h.preamble(w, r)
 	if !ok {
 		return
@@ -144,17 +189,19 @@ func (h *Handler) ServeCheckout(w http.ResponseWriter, r *http.Request) {
 	if !h.decode(w, r, &body, true) {
 		return
 	}
-	cat := h.cfg.Sessions.Catalog()
+	cat := h.cfg.Sessions.cfg.Catalog
 	if strings.TrimSpace(body.Tier) == "" {
+		valid := cat.Tiers()
 		writeProblem(w, apiProblem{Status: http.StatusBadRequest,
-			Detail:     "tier is required; valid tiers: " + strings.Join(cat.Names(), ", "),
-			ValidTiers: cat.Names()})
+			Detail:     "tier is required; valid tiers: " + strings.Join(valid, ", "),
+			ValidTiers: valid})
 		return
 	}
-	if _, ok := cat.Tier(body.Tier); !ok {
+	if _, ok := cat.Tier(normalizeTier(body.Tier)); !ok {
+		valid := cat.Tiers()
 		writeProblem(w, apiProblem{Status: http.StatusBadRequest,
-			Detail:     fmt.Sprintf("unknown tier %q; valid tiers: %s", truncate(body.Tier, maxTierLen), strings.Join(cat.Names(), ", ")),
-			ValidTiers: cat.Names()})
+			Detail:     fmt.Sprintf("unknown tier %q; valid tiers: %s", truncate(body.Tier, maxTierLen), strings.Join(valid, ", ")),
+			ValidTiers: valid})
 		return
 	}
 	req := CheckoutRequest{Subject: subject, Tier: body.Tier, Email: body.Email, IdempotencyKey: key}
@@ -180,14 +227,8 @@ func (h *Handler) ServeCheckout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s)
 }
 
-// ServePortal handles POST (with no body, or an empty JSON object) and
-// answers 200 with {"id":"bps_...","url":"https://billing.stripe.com/..."}
-// for the authenticated subject's Stripe customer, found by
-// [HandlerConfig.Customer]. A subject without a Stripe customer gets 409
-// (it must complete a checkout first). The other errors are as for
-// [Handler.ServeCheckout]; 503 also answers a failed customer lookup and a
-// handler without a [CustomerFunc].
-func (h *Handler) ServePortal(w http.ResponseWriter, r *http.Request) {
+// servePortal serves [Handler.Portal].
+func (h *Handler) servePortal(w http.ResponseWriter, r *http.Request) {
 	subject, ok := h.preamble(w, r)
 	if !ok {
 		return

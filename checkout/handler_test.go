@@ -1,6 +1,7 @@
 package checkout_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,8 +44,12 @@ func customers(m map[string]string) checkout.CustomerFunc {
 }
 
 func newHandler(t testing.TB, cfg checkout.Config, edit func(*checkout.HandlerConfig)) *checkout.Handler {
+	return newHandlerFor(t, newSessions(t, cfg), edit)
+}
+
+func newHandlerFor(t testing.TB, s *checkout.Sessions, edit func(*checkout.HandlerConfig)) *checkout.Handler {
 	hc := checkout.HandlerConfig{
-		Sessions: newSessions(t, cfg),
+		Sessions: s,
 		Subject:  testSubject,
 		Customer: customers(map[string]string{"carol": "cus_carol"}),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -68,12 +73,14 @@ type problemBody struct {
 	StripeRequestID string   `json:"stripe_request_id"`
 }
 
+// call is one request to a Handler, through its ServeHTTP: path is the
+// endpoint under /billing/, "checkout" when empty.
 type call struct {
 	method, path, subject, contentType, body, key string
 	chunked                                       bool
 }
 
-func (c call) do(h *checkout.Handler) *httptest.ResponseRecorder {
+func (c call) do(h http.Handler) *httptest.ResponseRecorder {
 	method := c.method
 	if method == "" {
 		method = http.MethodPost
@@ -82,7 +89,11 @@ func (c call) do(h *checkout.Handler) *httptest.ResponseRecorder {
 	if c.chunked {
 		body = io.MultiReader(strings.NewReader(c.body)) // unknown length
 	}
-	r := httptest.NewRequest(method, "/billing/"+c.path, body)
+	path := c.path
+	if path == "" {
+		path = "checkout"
+	}
+	r := httptest.NewRequest(method, "/billing/"+path, body)
 	if c.chunked {
 		r.ContentLength = -1
 	}
@@ -100,11 +111,7 @@ func (c call) do(h *checkout.Handler) *httptest.ResponseRecorder {
 		r.Header.Set(checkout.IdempotencyHeader, c.key)
 	}
 	w := httptest.NewRecorder()
-	if c.path == "portal" {
-		h.ServePortal(w, r)
-	} else {
-		h.ServeCheckout(w, r)
-	}
+	h.ServeHTTP(w, r)
 	return w
 }
 
@@ -261,7 +268,8 @@ func TestHandlerErrors(t *testing.T) {
 }
 
 // TestHandlerNotConfigured: a handler without Stripe answers 503 with the
-// configured instructions, whatever the request.
+// configured instructions, whatever the request, on every path and through
+// each endpoint's own handler.
 func TestHandlerNotConfigured(t *testing.T) {
 	t.Parallel()
 	const detail = "set STRIPE_SECRET_KEY and PRICE_<TIER> to enable checkout"
@@ -269,16 +277,24 @@ func TestHandlerNotConfigured(t *testing.T) {
 	if h.Configured() {
 		t.Error("Configured() = true")
 	}
-	for _, c := range []call{
-		{subject: "alice", body: `{"tier":"pro"}`},
-		{path: "portal", subject: "carol"},
-		{method: http.MethodGet},
-	} {
-		w := c.do(h)
-		var p problemBody
-		json.Unmarshal(w.Body.Bytes(), &p)
-		if w.Code != 503 || p.Status != 503 || p.Detail != detail || w.Header().Get("Content-Type") != "application/problem+json" {
-			t.Errorf("%+v: got %d %s, want 503 problem with the instructions", c, w.Code, w.Body)
+	for _, hh := range []struct {
+		name string
+		h    http.Handler
+	}{{"Handler", h}, {"Checkout", h.Checkout()}, {"Portal", h.Portal()}} {
+		for _, c := range []call{
+			{subject: "alice", body: `{"tier":"pro"}`},
+			{path: "portal", subject: "carol"},
+			{path: "elsewhere", subject: "carol"},
+			{method: http.MethodGet},
+		} {
+			w := c.do(hh.h)
+			var p problemBody
+			if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil {
+				t.Errorf("%s %+v: body %q: %v", hh.name, c, w.Body, err)
+			}
+			if w.Code != 503 || p.Status != 503 || p.Detail != detail || w.Header().Get("Content-Type") != "application/problem+json" {
+				t.Errorf("%s %+v: got %d %s, want 503 problem with the instructions", hh.name, c, w.Code, w.Body)
+			}
 		}
 	}
 	if p := checkout.NotConfigured(""); p.Configured() {
@@ -392,8 +408,7 @@ func TestHandlerStripeMock(t *testing.T) {
 	proxy, rec := recordingProxy(t, mock.URL)
 	h := newHandler(t, testConfig(t, newStripeClient(proxy.URL, 2)), nil)
 	mux := http.NewServeMux()
-	mux.Handle("/billing/checkout", h.CheckoutHandler())
-	mux.Handle("/billing/portal", h.PortalHandler())
+	mux.Handle("/billing/", h)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 
@@ -452,15 +467,47 @@ func TestHandlerConfigErrors(t *testing.T) {
 	}
 }
 
-// TestHandlerSubjectTooLong: a SubjectFunc returning a subject Stripe cannot
-// hold is a server error, and nothing reaches Stripe.
-func TestHandlerSubjectTooLong(t *testing.T) {
+// TestHandlerInvalidSubject: a SubjectFunc returning a subject that breaks
+// billkit's subject rule (internal/subject) is a server error, on both
+// endpoints, and nothing reaches Stripe; the longest valid subject passes.
+func TestHandlerInvalidSubject(t *testing.T) {
 	t.Parallel()
-	f := newFakeStripe(t, nil)
-	h := newHandler(t, testConfig(t, newStripeClient(f.URL, 0)), nil)
-	w := call{subject: strings.Repeat("x", 201), body: `{"tier":"pro"}`}.do(h)
-	if w.Code != 500 || len(f.all()) != 0 {
-		t.Errorf("status %d, Stripe requests %d; want 500 and 0", w.Code, len(f.all()))
+	for _, tt := range []struct {
+		name, subject string
+		want          int
+	}{
+		{"201 bytes", strings.Repeat("x", 201), 500},
+		{"brace", "org{1}", 500},
+		{"control character", "a\x01b", 500},
+		{"tab", "a\tb", 500},
+		{"invalid UTF-8", "a\xffb", 500},
+		{"200 bytes", strings.Repeat("x", 200), 200},
+	} {
+		for _, path := range []string{"checkout", "portal"} {
+			t.Run(tt.name+"/"+path, func(t *testing.T) {
+				t.Parallel()
+				f := newFakeStripe(t, nil)
+				h := newHandler(t, testConfig(t, newStripeClient(f.URL, 0)), func(c *checkout.HandlerConfig) {
+					c.Subject = func(*http.Request) (string, error) { return tt.subject, nil }
+					c.Customer = func(context.Context, string) (string, error) { return "cus_1", nil }
+				})
+				body := `{"tier":"pro"}`
+				if path == "portal" {
+					body = `{}`
+				}
+				w := call{path: path, subject: "ignored", body: body}.do(h)
+				wantStripe := 0
+				if tt.want == 200 {
+					wantStripe = 1
+				}
+				if w.Code != tt.want || len(f.all()) != wantStripe {
+					t.Errorf("status %d, Stripe requests %d; want %d and %d", w.Code, len(f.all()), tt.want, wantStripe)
+				}
+				if tt.want == 500 && strings.Contains(w.Body.String(), tt.subject) {
+					t.Errorf("the body echoes the subject: %s", w.Body)
+				}
+			})
+		}
 	}
 }
 
@@ -506,11 +553,85 @@ func TestHandlerDoesNotMutateRequest(t *testing.T) {
 	r.Header.Set("Content-Type", "application/json")
 	r.Header.Set(subjectHeader, "alice")
 	w := httptest.NewRecorder()
-	h.ServeCheckout(w, r)
+	h.ServeHTTP(w, r)
 	if w.Code != http.StatusBadRequest {
 		t.Fatalf("status %d, want 400 (empty body); body %s", w.Code, w.Body)
 	}
 	if r.Body != nil {
 		t.Errorf("the caller's request Body was set to %v, want it left nil", r.Body)
+	}
+}
+
+// TestHandlerRoutes: ServeHTTP routes by the path's last element, whatever
+// the prefix it is mounted under; Checkout and Portal serve their endpoint
+// on any path. Each routed request is told apart by what reaches Stripe.
+func TestHandlerRoutes(t *testing.T) {
+	t.Parallel()
+	f := newFakeStripe(t, nil)
+	h := newHandler(t, testConfig(t, newStripeClient(f.URL, 0)), nil)
+	for _, tt := range []struct {
+		name       string
+		h          http.Handler
+		path       string
+		want       int
+		stripePath string // "" for no Stripe call
+	}{
+		{"checkout", h, "/billing/checkout", 200, "/v1/checkout/sessions"},
+		{"portal", h, "/billing/portal", 200, "/v1/billing_portal/sessions"},
+		{"other prefix", h, "/api/v2/pay/checkout", 200, "/v1/checkout/sessions"},
+		{"stripped prefix", h, "portal", 200, "/v1/billing_portal/sessions"},
+		{"unknown endpoint", h, "/billing/refund", 404, ""},
+		{"subtree root", h, "/billing/", 404, ""},
+		{"trailing slash", h, "/billing/checkout/", 404, ""},
+		{"prefix only", h, "/billing/checkouts", 404, ""},
+		{"Checkout on any path", h.Checkout(), "/pay", 200, "/v1/checkout/sessions"},
+		{"Checkout on the portal path", h.Checkout(), "/billing/portal", 200, "/v1/checkout/sessions"},
+		{"Portal on any path", h.Portal(), "/account/billing", 200, "/v1/billing_portal/sessions"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.all())
+			body := `{"tier":"pro"}`
+			if tt.stripePath == "/v1/billing_portal/sessions" {
+				body = `{}`
+			}
+			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+			r.URL.Path = tt.path
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set(subjectHeader, "carol")
+			w := httptest.NewRecorder()
+			tt.h.ServeHTTP(w, r)
+			if w.Code != tt.want {
+				t.Fatalf("status %d, want %d; body %s", w.Code, tt.want, w.Body)
+			}
+			all := f.all()
+			switch {
+			case tt.stripePath == "" && len(all) != before:
+				t.Errorf("Stripe got %d requests, want none", len(all)-before)
+			case tt.stripePath != "" && (len(all) != before+1 || all[len(all)-1].Path != tt.stripePath):
+				t.Errorf("Stripe got %d requests (last %+v), want one to %s", len(all)-before, f.last(t), tt.stripePath)
+			}
+			if tt.want == 404 && w.Header().Get("Content-Type") != "application/problem+json" {
+				t.Errorf("404 Content-Type = %q, want application/problem+json", w.Header().Get("Content-Type"))
+			}
+		})
+	}
+}
+
+// TestHandlerLoggerDefault: a nil Logger means slog.Default. It swaps the
+// default logger, so it does not run in parallel (parallel tests resume
+// only after it returns).
+func TestHandlerLoggerDefault(t *testing.T) {
+	var buf bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	defer slog.SetDefault(prev)
+
+	f := newFakeStripe(t, nil)
+	h := newHandler(t, testConfig(t, newStripeClient(f.URL, 0)), func(c *checkout.HandlerConfig) { c.Logger = nil })
+	if w := (call{path: "portal", subject: "broken"}).do(h); w.Code != 503 {
+		t.Fatalf("status %d, want 503 (customer lookup failed)", w.Code)
+	}
+	if !strings.Contains(buf.String(), "checkout: customer lookup failed") {
+		t.Errorf("slog.Default got %q, want the failed lookup's record", buf.String())
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/billkit/billkit/internal/subject"
 )
 
 // Metadata keys that checkout attaches to every Checkout session and, through
@@ -26,24 +28,22 @@ const (
 // [Config.Timeout] is zero.
 const DefaultTimeout = 10 * time.Second
 
-const (
-	maxSubjectLen = 200 // Stripe's limit for client_reference_id
-	maxTrialDays  = 730 // Stripe's limit for trial_period_days
-)
+const maxTrialDays = 730 // Stripe's limit for trial_period_days
 
 // Errors returned by checkout.
 var (
-	// ErrInvalidCatalog is returned when a catalog's configuration is
-	// invalid; the message names the variable or tier at fault.
-	ErrInvalidCatalog = errors.New("checkout: invalid catalog")
 	// ErrInvalidConfig is returned by [New] and [NewHandler] when a
-	// configuration field is invalid; the message names the field.
-	ErrInvalidConfig = errors.New("checkout: invalid configuration")
+	// configuration field is invalid, and by [NewPrices], [PricesFromEnv]
+	// and [PricesFromEnviron] when a tier or its prices are; the message
+	// names the field, tier or environment variable at fault, never a
+	// variable's value.
+	ErrInvalidConfig = errors.New("checkout: invalid config")
 	// ErrUnknownTier is returned when a request names a tier the catalog
 	// does not hold.
 	ErrUnknownTier = errors.New("checkout: unknown tier")
 	// ErrInvalidRequest is returned when a session request is malformed:
-	// no subject, a subject too long, a bad email or idempotency key.
+	// an invalid subject (empty, over 200 bytes, or holding '{', '}' or a
+	// control character), a bad email or idempotency key.
 	ErrInvalidRequest = errors.New("checkout: invalid request")
 	// ErrNoCustomer is returned by a [CustomerFunc] when the subject has no
 	// Stripe customer yet, and by [Sessions.CreatePortalSession] when no
@@ -57,15 +57,19 @@ var (
 	ErrTimeout = errors.New("checkout: Stripe request timed out")
 )
 
-// Config configures [Sessions]. Zero fields mean the documented defaults.
+// Config configures [Sessions]. Zero fields mean the documented defaults;
+// the zero Config is invalid, as Stripe, Catalog and the success and cancel
+// URLs are required.
 type Config struct {
 	// Stripe is the Stripe client, built by the caller. Required. Network
 	// retries are stripe-go's own: set MaxNetworkRetries on its backend
 	// (see the package documentation); they reuse the request's
 	// idempotency key.
 	Stripe *client.API
-	// Catalog maps tiers to prices. Required.
-	Catalog *Catalog
+	// Catalog maps tiers to prices: a [Prices] or any other [Catalog],
+	// such as billkit's billing plans. Required; it must hold at least one
+	// tier.
+	Catalog Catalog
 	// SuccessURL is where Stripe sends the customer after a completed
 	// checkout: an absolute http or https URL, which may contain
 	// {CHECKOUT_SESSION_ID}. Required.
@@ -103,12 +107,15 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: Config.Stripe is nil (build one with client.New)", ErrInvalidConfig)
 	case c.Stripe.CheckoutSessions == nil || c.Stripe.BillingPortalSessions == nil:
 		return fmt.Errorf("%w: Config.Stripe is not initialized (build it with client.New)", ErrInvalidConfig)
-	case c.Catalog == nil || c.Catalog.Len() == 0:
-		return fmt.Errorf("%w: Config.Catalog is empty", ErrInvalidConfig)
+	case c.Catalog == nil:
+		return fmt.Errorf("%w: Config.Catalog is nil (build one with checkout.NewPrices or checkout.PricesFromEnv)", ErrInvalidConfig)
 	case c.TrialDays < 0 || c.TrialDays > maxTrialDays:
 		return fmt.Errorf("%w: Config.TrialDays must be between 0 and %d, got %d", ErrInvalidConfig, maxTrialDays, c.TrialDays)
 	case c.Timeout < 0:
 		return fmt.Errorf("%w: Config.Timeout must not be negative", ErrInvalidConfig)
+	}
+	if err := validCatalog(c.Catalog); err != nil {
+		return fmt.Errorf("%w: Config.Catalog: %v", ErrInvalidConfig, err)
 	}
 	for _, f := range []struct {
 		name, value string
@@ -123,6 +130,27 @@ func (c *Config) validate() error {
 		}
 		if err := validURL(f.value); err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrInvalidConfig, f.name, err)
+		}
+	}
+	return nil
+}
+
+// validCatalog checks that c lists a tier, and that each tier it lists is
+// found under its name as Sessions looks it up, with a name and a price.
+func validCatalog(c Catalog) error {
+	names := c.Tiers()
+	if len(names) == 0 {
+		return errors.New("no tiers")
+	}
+	for _, name := range names {
+		t, ok := c.Tier(normalizeTier(name))
+		switch {
+		case !ok:
+			return fmt.Errorf("tier %q is listed but not found by Tier(%q)", name, normalizeTier(name))
+		case t.Name == "":
+			return fmt.Errorf("tier %q has no Name", name)
+		case t.PriceID == "":
+			return fmt.Errorf("tier %q has no PriceID", name)
 		}
 	}
 	return nil
@@ -161,16 +189,16 @@ func New(cfg Config) (*Sessions, error) {
 	return &Sessions{cfg: cfg}, nil
 }
 
-// Catalog returns the catalog the sessions are created from.
-func (s *Sessions) Catalog() *Catalog { return s.cfg.Catalog }
-
-// CheckoutRequest asks for a Checkout session.
+// CheckoutRequest asks for a Checkout session. The zero value is invalid:
+// Subject and Tier are required.
 type CheckoutRequest struct {
 	// Subject identifies the application's account that subscribes; it is
 	// attached as client_reference_id and as [MetadataSubject] metadata to
-	// the session and its subscription. Required, at most 200 bytes.
+	// the session and its subscription. Required: 1 to 200 bytes of
+	// UTF-8 without '{', '}' or control characters.
 	Subject string
-	// Tier names the tier to subscribe to (case-insensitive). Required.
+	// Tier names the tier to subscribe to. It is trimmed of spaces and
+	// lower-cased before the catalog lookup. Required.
 	Tier string
 	// CustomerID is the subject's existing Stripe customer, if known.
 	// Optional.
@@ -185,7 +213,8 @@ type CheckoutRequest struct {
 	IdempotencyKey string
 }
 
-// PortalRequest asks for a billing-portal session.
+// PortalRequest asks for a billing-portal session. The zero value is
+// invalid: CustomerID is required.
 type PortalRequest struct {
 	// CustomerID is the Stripe customer whose portal opens. Required.
 	CustomerID string
@@ -193,7 +222,9 @@ type PortalRequest struct {
 	IdempotencyKey string
 }
 
-// Session is a created Checkout or billing-portal session.
+// Session is a created Checkout or billing-portal session. Its JSON form,
+// {"id":...,"url":...}, is what [Handler] answers; the zero value is no
+// session.
 type Session struct {
 	// ID is the session's Stripe ID ("cs_..." or "bps_...").
 	ID string `json:"id"`
@@ -214,9 +245,9 @@ type Session struct {
 // called), and [ErrStripe] (plus [ErrTimeout] on the deadline) for a failed
 // call.
 func (s *Sessions) CreateCheckoutSession(ctx context.Context, req CheckoutRequest) (*Session, error) {
-	tier, ok := s.cfg.Catalog.Tier(req.Tier)
+	tier, ok := s.cfg.Catalog.Tier(normalizeTier(req.Tier))
 	if !ok {
-		return nil, &UnknownTierError{Tier: req.Tier, Valid: s.cfg.Catalog.Names()}
+		return nil, &UnknownTierError{Tier: req.Tier, Valid: s.cfg.Catalog.Tiers()}
 	}
 	if err := validSubject(req.Subject); err != nil {
 		return nil, err
@@ -304,7 +335,7 @@ func (s *Sessions) CreatePortalSession(ctx context.Context, req PortalRequest) (
 type UnknownTierError struct {
 	// Tier is the tier asked for.
 	Tier string
-	// Valid lists the catalog's tiers, sorted.
+	// Valid lists the catalog's tiers, in the order of [Catalog.Tiers].
 	Valid []string
 }
 
@@ -318,12 +349,11 @@ func (e *UnknownTierError) Unwrap() error { return ErrUnknownTier }
 
 var _ error = (*UnknownTierError)(nil)
 
-func validSubject(subject string) error {
-	switch {
-	case subject == "":
-		return fmt.Errorf("%w: empty subject", ErrInvalidRequest)
-	case len(subject) > maxSubjectLen:
-		return fmt.Errorf("%w: subject longer than %d bytes", ErrInvalidRequest, maxSubjectLen)
+// validSubject applies billkit's one subject rule, [subject.Check], whose
+// errors never hold the subject.
+func validSubject(s string) error {
+	if err := subject.Check(s); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
 	}
 	return nil
 }

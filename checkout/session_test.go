@@ -2,6 +2,7 @@ package checkout_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -68,7 +69,7 @@ func TestStripeMockCheckoutSession(t *testing.T) {
 			if r.IdempotencyKey == "" {
 				t.Error("no Idempotency-Key sent")
 			}
-			tier, _ := s.Catalog().Tier(tt.req.Tier)
+			tier, _ := cfg.Catalog.Tier(tt.req.Tier)
 			want := map[string]string{
 				"mode":                      "subscription",
 				"success_url":               cfg.SuccessURL,
@@ -132,9 +133,8 @@ func TestStripeMockPortalSession(t *testing.T) {
 }
 
 // TestRetryReusesIdempotencyKey: a 503 then a 200 is retried by stripe-go
-// (MaxNetworkRetries) with the same Idempotency-Key (C3). stripe-go sleeps
-// at least 500 ms before a retry; that backoff cannot be shortened through
-// its public configuration, so this test takes about half a second.
+// (MaxNetworkRetries) with the same Idempotency-Key (C3). The test client
+// retries without stripe-go's backoff sleep (see newStripeClient).
 func TestRetryReusesIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	for _, key := range []string{"", "caller-key-42"} {
@@ -280,6 +280,9 @@ func TestRequestValidation(t *testing.T) {
 		{"empty tier", checkout.CheckoutRequest{Subject: "a"}, checkout.ErrUnknownTier},
 		{"no subject", checkout.CheckoutRequest{Tier: "pro"}, checkout.ErrInvalidRequest},
 		{"subject too long", checkout.CheckoutRequest{Subject: strings.Repeat("a", 201), Tier: "pro"}, checkout.ErrInvalidRequest},
+		{"subject with a brace", checkout.CheckoutRequest{Subject: "a{b}", Tier: "pro"}, checkout.ErrInvalidRequest},
+		{"subject with a newline", checkout.CheckoutRequest{Subject: "a\nb", Tier: "pro"}, checkout.ErrInvalidRequest},
+		{"subject not UTF-8", checkout.CheckoutRequest{Subject: "a\xffb", Tier: "pro"}, checkout.ErrInvalidRequest},
 		{"bad email", checkout.CheckoutRequest{Subject: "a", Tier: "pro", Email: "not an email"}, checkout.ErrInvalidRequest},
 		{"named email", checkout.CheckoutRequest{Subject: "a", Tier: "pro", Email: "Al <a@example.com>"}, checkout.ErrInvalidRequest},
 		{"key with space", checkout.CheckoutRequest{Subject: "a", Tier: "pro", IdempotencyKey: "a b"}, checkout.ErrInvalidRequest},
@@ -318,7 +321,20 @@ func TestConfigErrors(t *testing.T) {
 		{"nil Stripe", func(c *checkout.Config) { c.Stripe = nil }, "Config.Stripe"},
 		{"uninitialized Stripe", func(c *checkout.Config) { c.Stripe = &client.API{} }, "Config.Stripe"},
 		{"nil catalog", func(c *checkout.Config) { c.Catalog = nil }, "Config.Catalog"},
-		{"empty catalog", func(c *checkout.Config) { c.Catalog = &checkout.Catalog{} }, "Config.Catalog"},
+		{"empty catalog", func(c *checkout.Config) { c.Catalog = &checkout.Prices{} }, "Config.Catalog: no tiers"},
+		{"nil Prices", func(c *checkout.Config) { c.Catalog = (*checkout.Prices)(nil) }, "Config.Catalog: no tiers"},
+		{"listed tier not found", func(c *checkout.Config) {
+			c.Catalog = listCatalog{names: []string{"pro", "gold"}, tiers: map[string]checkout.Tier{"pro": {Name: "pro", PriceID: "price_p"}}}
+		}, `Config.Catalog: tier "gold" is listed but not found`},
+		{"upper-case tier, exact lookup", func(c *checkout.Config) {
+			c.Catalog = listCatalog{names: []string{"Pro"}, tiers: map[string]checkout.Tier{"Pro": {Name: "Pro", PriceID: "price_p"}}}
+		}, `Config.Catalog: tier "Pro" is listed but not found by Tier("pro")`},
+		{"tier without a price", func(c *checkout.Config) {
+			c.Catalog = listCatalog{names: []string{"pro"}, tiers: map[string]checkout.Tier{"pro": {Name: "pro"}}}
+		}, `Config.Catalog: tier "pro" has no PriceID`},
+		{"tier without a name", func(c *checkout.Config) {
+			c.Catalog = listCatalog{names: []string{"pro"}, tiers: map[string]checkout.Tier{"pro": {PriceID: "price_p"}}}
+		}, `Config.Catalog: tier "pro" has no Name`},
 		{"no success URL", func(c *checkout.Config) { c.SuccessURL = "" }, "Config.SuccessURL"},
 		{"relative success URL", func(c *checkout.Config) { c.SuccessURL = "/done" }, "Config.SuccessURL"},
 		{"ftp cancel URL", func(c *checkout.Config) { c.CancelURL = "ftp://example.com/x" }, "Config.CancelURL"},
@@ -343,5 +359,55 @@ func TestConfigErrors(t *testing.T) {
 	cfg.PortalReturnURL = ""
 	if _, err := checkout.New(cfg); err != nil {
 		t.Errorf("an empty PortalReturnURL is optional: %v", err)
+	}
+}
+
+// listCatalog is a Catalog other than Prices, as billing's plans are one:
+// exact-match lookups, tiers listed in the order configured.
+type listCatalog struct {
+	names []string
+	tiers map[string]checkout.Tier
+}
+
+func (c listCatalog) Tier(name string) (checkout.Tier, bool) { t, ok := c.tiers[name]; return t, ok }
+func (c listCatalog) Tiers() []string                        { return append([]string(nil), c.names...) }
+
+// TestOtherCatalog: Sessions and Handler work from any Catalog: the tier is
+// looked up trimmed and lower-cased, its prices and Name reach Stripe, and
+// an unknown tier lists the valid ones in the catalog's own order.
+func TestOtherCatalog(t *testing.T) {
+	t.Parallel()
+	f := newFakeStripe(t, nil)
+	cfg := testConfig(t, newStripeClient(f.URL, 0))
+	cfg.Catalog = listCatalog{names: []string{"starter", "pro"}, tiers: map[string]checkout.Tier{
+		"starter": {Name: "starter", PriceID: "price_other_s"},
+		"pro":     {Name: "pro", PriceID: "price_other_p", MeteredPriceID: "price_other_pm"},
+	}}
+	s := newSessions(t, cfg)
+	if _, err := s.CreateCheckoutSession(context.Background(), checkout.CheckoutRequest{Subject: "alice", Tier: " PRO "}); err != nil {
+		t.Fatal(err)
+	}
+	r := f.last(t)
+	for k, v := range map[string]string{
+		"line_items[0][price]": "price_other_p", "line_items[1][price]": "price_other_pm",
+		"metadata[billkit_tier]": "pro", "subscription_data[metadata][billkit_tier]": "pro",
+	} {
+		if got := r.Form.Get(k); got != v {
+			t.Errorf("form %s = %q, want %q", k, got, v)
+		}
+	}
+	var ute *checkout.UnknownTierError
+	_, err := s.CreateCheckoutSession(context.Background(), checkout.CheckoutRequest{Subject: "alice", Tier: "gold"})
+	if !errors.As(err, &ute) || strings.Join(ute.Valid, ",") != "starter,pro" {
+		t.Errorf("err = %v, want an UnknownTierError listing starter,pro in the catalog's order", err)
+	}
+	h := newHandlerFor(t, s, nil)
+	w := call{subject: "alice", body: `{"tier":"gold"}`}.do(h)
+	var p problemBody
+	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || w.Code != 400 || strings.Join(p.ValidTiers, ",") != "starter,pro" {
+		t.Errorf("unknown tier: %d %s, want 400 with valid_tiers [starter pro]", w.Code, w.Body)
+	}
+	if n := len(f.all()); n != 1 {
+		t.Errorf("Stripe got %d requests, want 1", n)
 	}
 }

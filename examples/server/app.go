@@ -253,7 +253,7 @@ func (a *App) buildStripe() error {
 	for _, p := range a.cfg.Plans {
 		tiers = append(tiers, checkout.Tier{Name: p.Tier, PriceID: p.PriceID, MeteredPriceID: p.MeteredPriceID})
 	}
-	catalog, err := checkout.NewCatalog(tiers...)
+	catalog, err := checkout.NewPrices(tiers...)
 	if err != nil {
 		return err
 	}

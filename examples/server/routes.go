@@ -21,8 +21,8 @@ func (a *App) routes() http.Handler {
 	// The webhook and checkout handlers answer other methods with 405
 	// themselves.
 	mux.Handle("/billing/webhook", a.webhooks)
-	mux.Handle("/billing/checkout", auth(a.checkout.CheckoutHandler()))
-	mux.Handle("/billing/portal", auth(a.checkout.PortalHandler()))
+	mux.Handle("/billing/checkout", auth(a.checkout.Checkout()))
+	mux.Handle("/billing/portal", auth(a.checkout.Portal()))
 	// GET routes: another method gets 405, as problem+json like every
 	// other error (the mux's own 405 is text/plain).
 	get := func(path string, h http.Handler) {
