@@ -14,7 +14,7 @@
 // PRICE_<TIER>_METERED as the checkout catalog reads them, plus
 // PLAN_<TIER>_INCLUDED, _SOFT, _HARD, _OVERAGE, _METER_EVENT, _INTERVAL,
 // _BILL) or
-// JSON ([PlansFromJSON], [PlansFromFile]). Invalid configuration is an error
+// JSON ([PlansFromJSON]). Invalid configuration is an error
 // wrapping [ErrInvalidPlan] that names the variable or field.
 //
 // # Entitlements

@@ -421,7 +421,7 @@ func (l *Lifecycle) onInvoice(ctx context.Context, log *slog.Logger, ev *stripe.
 	f := invoiceFact{At: at, EventID: ev.ID, ID: inv.ID, SubscriptionID: inv.SubscriptionID,
 		CustomerID: inv.CustomerID, Paid: paid, FinalizedAt: inv.FinalizedAt}
 	for _, li := range inv.Lines {
-		if p, ok := l.cfg.Plans.ByPriceID(li.PriceID); ok {
+		if p, ok := l.cfg.Plans.byPriceID(li.PriceID); ok {
 			f.Tier, f.Period = p.Tier, li.Period
 			break
 		}
@@ -568,7 +568,7 @@ func (l *Lifecycle) snapshot(sub subscriptionView, at time.Time, eventID string)
 	f := subscriptionFact{At: at, EventID: eventID, ID: sub.ID, CustomerID: sub.CustomerID, Status: sub.Status}
 	var plan Plan
 	for _, it := range sub.Items {
-		if p, ok := l.cfg.Plans.ByPriceID(it.PriceID); ok {
+		if p, ok := l.cfg.Plans.byPriceID(it.PriceID); ok {
 			plan, f.Tier, f.PriceID = p, p.Tier, it.PriceID
 			break
 		}
@@ -579,7 +579,7 @@ func (l *Lifecycle) snapshot(sub subscriptionView, at time.Time, eventID string)
 	f.Period = sub.periodFor(plan.PriceID)
 	for _, it := range sub.Items {
 		if (plan.MeteredPriceID != "" && it.PriceID == plan.MeteredPriceID) ||
-			(plan.MeteredPriceID == "" && f.MeteredItemID == "" && l.cfg.Plans.IsMeteredPrice(it.PriceID)) {
+			(plan.MeteredPriceID == "" && f.MeteredItemID == "" && l.cfg.Plans.isMeteredPrice(it.PriceID)) {
 			f.MeteredItemID = it.ID
 		}
 	}

@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/billkit/billkit/checkout"
 	"github.com/billkit/billkit/quota"
 )
 
@@ -207,8 +206,8 @@ func (c *Plans) ByTier(tier string) (Plan, bool) {
 	return c.list[i], true
 }
 
-// ByPriceID returns the plan whose licensed price is priceID.
-func (c *Plans) ByPriceID(priceID string) (Plan, bool) {
+// byPriceID returns the plan whose licensed price is priceID.
+func (c *Plans) byPriceID(priceID string) (Plan, bool) {
 	if c == nil {
 		return Plan{}, false
 	}
@@ -219,8 +218,8 @@ func (c *Plans) ByPriceID(priceID string) (Plan, bool) {
 	return c.list[i], true
 }
 
-// IsMeteredPrice reports whether priceID is some plan's MeteredPriceID.
-func (c *Plans) IsMeteredPrice(priceID string) bool {
+// isMeteredPrice reports whether priceID is some plan's MeteredPriceID.
+func (c *Plans) isMeteredPrice(priceID string) bool {
 	if c == nil {
 		return false
 	}
@@ -228,13 +227,18 @@ func (c *Plans) IsMeteredPrice(priceID string) bool {
 	return ok
 }
 
-// All returns the plans in the order they were configured.
-func (c *Plans) All() []Plan {
-	if c == nil {
-		return nil
+// Tier returns the Stripe prices of tier for checkout: Plans is the
+// [checkout.Catalog] of billkit's plans, so that a plan's prices are
+// declared once.
+func (c *Plans) Tier(name string) (checkout.Tier, bool) {
+	p, ok := c.ByTier(name)
+	if !ok {
+		return checkout.Tier{}, false
 	}
-	return slices.Clone(c.list)
+	return checkout.Tier{Name: p.Tier, PriceID: p.PriceID, MeteredPriceID: p.MeteredPriceID}, true
 }
+
+var _ checkout.Catalog = (*Plans)(nil)
 
 // Tiers returns the tier names in the order they were configured.
 func (c *Plans) Tiers() []string {
@@ -283,18 +287,20 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 			env[k] = v
 		}
 	}
-	var keys []string
-	for k := range env {
-		rest, ok := strings.CutPrefix(k, envPricePrefix)
-		if ok && rest != "" && !strings.HasSuffix(rest, envMeteredSuffix) {
-			keys = append(keys, rest)
-		}
+	// The PRICE_* variables are checkout's: one parser for both.
+	prices, err := checkout.PricesFromEnviron(environ)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	slices.Sort(keys)
+	tiers := prices.Tiers()
+	keys := make([]string, len(tiers))
 	used := map[string]bool{}
-	plans := make([]Plan, 0, len(keys))
-	for _, key := range keys {
-		p := Plan{Tier: strings.ToLower(key), PriceID: strings.TrimSpace(env[envPricePrefix+key])}
+	plans := make([]Plan, 0, len(tiers))
+	for i, tier := range tiers {
+		t, _ := prices.Tier(tier)
+		key := strings.TrimPrefix(checkout.EnvVar(tier), checkout.EnvPrefix)
+		keys[i] = key
+		p := Plan{Tier: t.Name, PriceID: t.PriceID, MeteredPriceID: t.MeteredPriceID}
 		name := func(f string) string { used[envPlanPrefix+key+"_"+f] = true; return envPlanPrefix + key + "_" + f }
 		ints := []struct {
 			f   string
@@ -316,7 +322,6 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 			}
 			p.Overage = b
 		}
-		p.MeteredPriceID = strings.TrimSpace(env[envPricePrefix+key+envMeteredSuffix])
 		p.MeterEventName = strings.TrimSpace(env[name("METER_EVENT")])
 		if v, ok := env[name("INTERVAL")]; ok {
 			iv, err := parseInterval(v)
@@ -338,11 +343,6 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 		if strings.HasPrefix(k, envPlanPrefix) && !used[k] {
 			return nil, fmt.Errorf("%w: %s: not a PLAN_<TIER>_<FIELD> variable of a tier with a PRICE_<TIER> (fields: %s)",
 				ErrInvalidConfig, k, envPlanFieldNames)
-		}
-		if rest, ok := strings.CutPrefix(k, envPricePrefix); ok && strings.HasSuffix(rest, envMeteredSuffix) {
-			if _, ok := env[strings.TrimSuffix(k, envMeteredSuffix)]; !ok {
-				return nil, fmt.Errorf("%w: %s is set but %s is not", ErrInvalidConfig, k, strings.TrimSuffix(k, envMeteredSuffix))
-			}
 		}
 	}
 	envField := map[string]string{
@@ -424,15 +424,3 @@ func PlansFromJSON(data []byte) (*Plans, error) {
 	return newPlans(plans, func(i int, f string) string { return fmt.Sprintf("plans[%d].%s", i, jsonField[f]) })
 }
 
-// PlansFromFile reads a JSON file in the form of [PlansFromJSON].
-func PlansFromFile(path string) (*Plans, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("billing: read plans: %w", err)
-	}
-	c, err := PlansFromJSON(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}

@@ -2,12 +2,11 @@ package billing_test
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/checkout"
 	"github.com/billkit/billkit/quota"
 )
 
@@ -31,14 +30,15 @@ func TestPlansFromEnv(t *testing.T) {
 	if got, ok := plans.ByTier("pro"); !ok || got != want {
 		t.Fatalf("ByTier(pro) = %+v, want %+v", got, want)
 	}
-	if got, ok := plans.ByPriceID("price_starter"); !ok || got.Tier != "starter" || got.Interval != quota.Day {
-		t.Fatalf("ByPriceID(price_starter) = %+v", got)
+	if got, ok := plans.ByTier("starter"); !ok || got.PriceID != "price_starter" || got.Interval != quota.Day {
+		t.Fatalf("ByTier(starter) = %+v", got)
 	}
-	if _, ok := plans.ByPriceID("price_pro_m"); ok {
-		t.Fatal("ByPriceID found a metered price")
+	// The same prices are checkout's catalog.
+	if got, ok := plans.Tier("pro"); !ok || got != (checkout.Tier{Name: "pro", PriceID: "price_pro", MeteredPriceID: "price_pro_m"}) {
+		t.Fatalf("Tier(pro) = %+v, %v", got, ok)
 	}
-	if !plans.IsMeteredPrice("price_pro_m") {
-		t.Fatal("IsMeteredPrice(price_pro_m) = false")
+	if _, ok := plans.Tier("gold"); ok {
+		t.Fatal("Tier found an unknown tier")
 	}
 }
 
@@ -94,14 +94,10 @@ func TestPlanErrorsNameTheField(t *testing.T) {
 	}
 }
 
-func TestPlansFromFile(t *testing.T) {
+func TestPlansFromJSON(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "plans.json")
 	doc := `{"plans":[{"tier":"pro","price_id":"price_pro","included":10000,"hard":12000,"overage":true,"meter_event_name":"api_requests","interval":"month","bill":"overage"}]}`
-	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	plans, err := billing.PlansFromFile(path)
+	plans, err := billing.PlansFromJSON([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,9 +110,6 @@ func TestPlansFromFile(t *testing.T) {
 	}
 	if p.MeterEventName != "api_requests" || p.Included != 10000 {
 		t.Fatalf("plan = %+v; want api_requests with 10000 included", p)
-	}
-	if _, err := billing.PlansFromFile(filepath.Join(t.TempDir(), "missing.json")); err == nil {
-		t.Fatal("a missing file loaded")
 	}
 }
 
