@@ -423,4 +423,3 @@ func PlansFromJSON(data []byte) (*Plans, error) {
 	}
 	return newPlans(plans, func(i int, f string) string { return fmt.Sprintf("plans[%d].%s", i, jsonField[f]) })
 }
-
