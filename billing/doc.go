@@ -157,7 +157,7 @@
 //
 // [Lifecycle.Reconcile] lists every subscription from Stripe (status "all",
 // auto-paginated), applies each as a snapshot exactly as an event would, and
-// returns a [Report] of what it repaired, the subscriptions it could not
+// returns a [ReconcileReport] of what it repaired, the subscriptions it could not
 // map or read, the live entitlements whose subscription Stripe did not
 // list, and the parked events it applied or dropped. [Lifecycle.Run] runs
 // it at once and every Config.ReconcileEvery (default hourly); run it too

@@ -231,14 +231,10 @@ var lifecycleEvents = []stripe.EventType{
 // requests but handles no webhooks builds a Lifecycle for its Limits too.
 func (l *Lifecycle) Limits() *LimitsCache { return l.limits }
 
-// EventTypes returns the Stripe event types [Lifecycle.Register] handles;
-// enable them on the webhook endpoint.
-func (l *Lifecycle) EventTypes() []stripe.EventType {
-	return append([]stripe.EventType(nil), lifecycleEvents...)
-}
 
-// Register adds the lifecycle's handlers to h for every type of
-// [Lifecycle.EventTypes].
+// Register adds the lifecycle's handlers to h for the event types listed
+// in the package documentation (enable them on the Stripe webhook
+// endpoint).
 func (l *Lifecycle) Register(h *webhook.Handler) {
 	for _, t := range lifecycleEvents {
 		h.On(t, l.HandleEvent)

@@ -11,12 +11,13 @@ import (
 	"github.com/stripe/stripe-go/v76"
 )
 
-// Report is what [Lifecycle.Reconcile] found and did.
-type Report struct {
+// ReconcileReport is what [Lifecycle.Reconcile] found and did.
+type ReconcileReport struct {
 	// Listed is the number of subscriptions Stripe listed.
 	Listed int
-	// Changes are the entitlements that had drifted and were repaired.
-	Changes []Change
+	// Repaired are the subjects whose entitlement had drifted and was
+	// repaired; each repair is logged with the fields it changed.
+	Repaired []string
 	// Unmapped are the IDs of listed subscriptions that map to no subject
 	// (no billkit_subject metadata and an unknown customer).
 	Unmapped []string
@@ -36,18 +37,6 @@ type Report struct {
 	Dropped []string
 }
 
-// Change is one repaired entitlement.
-type Change struct {
-	// Subject is the subject whose entitlement was repaired.
-	Subject string
-	// SubscriptionID is the Stripe subscription it was repaired from.
-	SubscriptionID string
-	// Before and After are the entitlement before and after the repair.
-	Before, After Entitlement
-	// Fields names the derived fields that changed, such as "status" or
-	// "tier".
-	Fields []string
-}
 
 // Reconcile repairs entitlements that drifted because webhook events were
 // missed: it lists every subscription from Stripe (status "all", with
@@ -64,8 +53,8 @@ type Change struct {
 // It needs Config.Stripe. It is safe to run concurrently with event
 // handling and with itself; [Lifecycle.Run] runs it periodically, and it
 // is worth running after an outage of the webhook endpoint.
-func (l *Lifecycle) Reconcile(ctx context.Context) (Report, error) {
-	var rep Report
+func (l *Lifecycle) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	var rep ReconcileReport
 	if l.cfg.Stripe == nil {
 		return rep, fmt.Errorf("%w: Reconcile needs Stripe", ErrInvalidConfig)
 	}
@@ -126,7 +115,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context) (Report, error) {
 			return rep, err
 		}
 		if fields := changedFields(before, after); len(fields) > 0 {
-			rep.Changes = append(rep.Changes, Change{Subject: subject, SubscriptionID: v.ID, Before: before, After: after, Fields: fields})
+			rep.Repaired = append(rep.Repaired, subject)
 			log.InfoContext(ctx, "billing: reconcile repaired an entitlement", slog.String("subject", subject),
 				slog.String("subscription", v.ID), slog.Any("fields", fields))
 		}
@@ -206,7 +195,7 @@ func (l *Lifecycle) runOnce(ctx context.Context) {
 		log.ErrorContext(ctx, "billing: reconcile failed", "err", err)
 		return
 	}
-	log.InfoContext(ctx, "billing: reconciled", "listed", rep.Listed, "repaired", len(rep.Changes),
+	log.InfoContext(ctx, "billing: reconciled", "listed", rep.Listed, "repaired", len(rep.Repaired),
 		"unmapped", len(rep.Unmapped), "unreadable", len(rep.Unreadable), "missing", len(rep.Missing),
 		"unparked", rep.Unparked, "dropped", len(rep.Dropped))
 }
