@@ -231,7 +231,6 @@ var lifecycleEvents = []stripe.EventType{
 // requests but handles no webhooks builds a Lifecycle for its Limits too.
 func (l *Lifecycle) Limits() *LimitsCache { return l.limits }
 
-
 // Register adds the lifecycle's handlers to h for the event types listed
 // in the package documentation (enable them on the Stripe webhook
 // endpoint).

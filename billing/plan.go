@@ -42,10 +42,21 @@ type Plan struct {
 	// MeterEventName is the Stripe billing meter's event name that usage is
 	// reported under as meter events. Optional.
 	MeterEventName string `json:"meter_event_name,omitempty"`
-	// Bill says which units of a period the usage reporter reports: every
-	// counted unit ([BillAll], the zero value) or only those above
-	// Included ([BillOverage], which requires Overage). See [Billing].
-	Bill Billing `json:"bill,omitempty"`
+	// OverageOnly makes the usage reporter bill only the units above
+	// Included, max(0, counted − Included), for a flat price that includes
+	// Included units plus a metered price (or meter) for the overage; it
+	// requires Overage. The default value false bills every counted unit,
+	// for example through graduated tiers whose first tier is free up to
+	// Included. (Environment PLAN_<TIER>_BILL and JSON "bill": "all" or
+	// "overage".)
+	//
+	// The units reported for a period never decrease: when a tier change
+	// raises Included within a period, what was already reported stands
+	// and nothing more is reported until the counter passes it again;
+	// when it lowers Included, the units between the two are reported. A
+	// period is billed with the Included of the tier it ended on
+	// (Entitlement.PreviousTier once it is the previous period).
+	OverageOnly bool `json:"-"`
 	// Interval is the counting interval used when no subscription period is
 	// known. The zero value is quota.Month.
 	Interval quota.Interval `json:"-"`
@@ -65,34 +76,16 @@ func (p Plan) Limits(period quota.Period) quota.Limits {
 	}
 }
 
-// Billing says which of a period's counted units a plan reports to
-// Stripe. The zero value means [BillAll].
-type Billing string
-
-const (
-	// BillAll reports every counted unit: the metered price (or meter)
-	// bills all of them, for example with graduated tiers whose first
-	// tier is free up to Included.
-	BillAll Billing = "all"
-	// BillOverage reports only the units above Included, max(0, counted −
-	// Included), for a flat price that includes Included units plus a
-	// metered price for the overage.
-	//
-	// The units reported for a period never decrease: when a tier change
-	// raises Included within a period, what was already reported stands
-	// and nothing more is reported until the counter passes it again;
-	// when it lowers Included, the units between the two are reported. A
-	// period is billed with the Included of the tier it ended on
-	// (Entitlement.PreviousTier once it is the previous period).
-	BillOverage Billing = "overage"
-)
-
-func parseBilling(s string) (Billing, error) {
-	switch b := Billing(strings.ToLower(strings.TrimSpace(s))); b {
-	case "", BillAll, BillOverage:
-		return b, nil
+// parseBill reads the "all" or "overage" of PLAN_<TIER>_BILL and JSON
+// "bill": whether the plan bills overage only.
+func parseBill(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "all":
+		return false, nil
+	case "overage":
+		return true, nil
 	}
-	return "", fmt.Errorf("%q is not all or overage", s)
+	return false, fmt.Errorf("%q is not all or overage", s)
 }
 
 var tierRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
@@ -134,10 +127,8 @@ func (p Plan) validate(field func(string) string) error {
 		return bad("MeteredPriceID", "must differ from PriceID")
 	case p.Interval != quota.Month && p.Interval != quota.Day:
 		return bad("Interval", "unknown interval %d", p.Interval)
-	case p.Bill != "" && p.Bill != BillAll && p.Bill != BillOverage:
-		return bad("Bill", "%q is not all or overage", p.Bill)
-	case p.Bill == BillOverage && !p.Overage:
-		return bad("Bill", "overage billing needs Overage: without it no unit above Included is allowed")
+	case p.OverageOnly && !p.Overage:
+		return bad("OverageOnly", "overage billing needs Overage: without it no unit above Included is allowed")
 	}
 	return nil
 }
@@ -331,11 +322,11 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 			p.Interval = iv
 		}
 		if v, ok := env[name("BILL")]; ok {
-			b, err := parseBilling(v)
+			b, err := parseBill(v)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, name("BILL"), err)
 			}
-			p.Bill = b
+			p.OverageOnly = b
 		}
 		plans = append(plans, p)
 	}
@@ -347,7 +338,7 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 	}
 	envField := map[string]string{
 		"Included": "_INCLUDED", "Soft": "_SOFT", "Hard": "_HARD",
-		"Overage": "_OVERAGE", "MeterEventName": "_METER_EVENT", "Interval": "_INTERVAL", "Bill": "_BILL",
+		"Overage": "_OVERAGE", "MeterEventName": "_METER_EVENT", "Interval": "_INTERVAL", "OverageOnly": "_BILL",
 	}
 	return newPlans(plans, func(i int, f string) string {
 		switch f {
@@ -387,7 +378,7 @@ type planJSON struct {
 var jsonField = map[string]string{
 	"Tier": "tier", "PriceID": "price_id", "Included": "included", "Soft": "soft", "Hard": "hard",
 	"Overage": "overage", "MeteredPriceID": "metered_price_id", "MeterEventName": "meter_event_name", "Interval": "interval",
-	"Bill": "bill",
+	"OverageOnly": "bill",
 }
 
 // PlansFromJSON builds the catalog from JSON of the form
@@ -414,12 +405,12 @@ func PlansFromJSON(data []byte) (*Plans, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: plans[%d].interval: %v", ErrInvalidConfig, i, err)
 		}
-		bill, err := parseBilling(pj.Bill)
+		bill, err := parseBill(pj.Bill)
 		if err != nil {
 			return nil, fmt.Errorf("%w: plans[%d].bill: %v", ErrInvalidConfig, i, err)
 		}
 		plans[i] = Plan{Tier: pj.Tier, PriceID: pj.PriceID, Included: pj.Included, Soft: pj.Soft, Hard: pj.Hard,
-			Overage: pj.Overage, MeteredPriceID: pj.MeteredPriceID, MeterEventName: pj.MeterEventName, Interval: iv, Bill: bill}
+			Overage: pj.Overage, MeteredPriceID: pj.MeteredPriceID, MeterEventName: pj.MeterEventName, Interval: iv, OverageOnly: bill}
 	}
 	return newPlans(plans, func(i int, f string) string { return fmt.Sprintf("plans[%d].%s", i, jsonField[f]) })
 }

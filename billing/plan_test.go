@@ -26,7 +26,7 @@ func TestPlansFromEnv(t *testing.T) {
 		t.Fatalf("tiers = %s, want pro,starter", got)
 	}
 	want := billing.Plan{Tier: "pro", PriceID: "price_pro", Included: 10000, Soft: 8000, Hard: 20000, Overage: true,
-		MeteredPriceID: "price_pro_m", MeterEventName: "api_requests", Bill: billing.BillOverage}
+		MeteredPriceID: "price_pro_m", MeterEventName: "api_requests", OverageOnly: true}
 	if got, ok := plans.ByTier("pro"); !ok || got != want {
 		t.Fatalf("ByTier(pro) = %+v, want %+v", got, want)
 	}
@@ -76,7 +76,7 @@ func TestPlanErrorsNameTheField(t *testing.T) {
 		{"env bad bill", env("PRICE_PRO=price_1", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_BILL=some"), "PLAN_PRO_BILL"},
 		{"env overage bill without overage", env("PRICE_PRO=price_1", "PRICE_PRO_METERED=price_2", "PLAN_PRO_INCLUDED=10", "PLAN_PRO_BILL=overage"), "PLAN_PRO_BILL"},
 		{"json bad bill", js(`{"plans":[{"tier":"pro","price_id":"p","included":1,"bill":"excess"}]}`), "plans[0].bill"},
-		{"code bad bill", code(billing.Plan{Tier: "pro", PriceID: "a", Included: 1, Bill: "over"}), "plans[0].Bill"},
+		{"code overage only without overage", code(billing.Plan{Tier: "pro", PriceID: "a", Included: 1, OverageOnly: true}), "plans[0].OverageOnly"},
 		{"json unknown key", js(`{"plans":[{"tier":"pro","price_id":"p","included":1,"hrad":3}]}`), "hrad"},
 		{"json negative soft", js(`{"plans":[{"tier":"pro","price_id":"p","included":1,"soft":-1}]}`), "plans[0].soft"},
 		{"json soft above hard", js(`{"plans":[{"tier":"pro","price_id":"p","included":10,"soft":11}]}`), "plans[0].soft"},
@@ -105,8 +105,8 @@ func TestPlansFromJSON(t *testing.T) {
 	if got := p.Limits(quota.Period{}); got.Limit() != 12000 || got.Included != 10000 || got.Plan != "pro" {
 		t.Fatalf("limits = %+v", got)
 	}
-	if p.Bill != billing.BillOverage {
-		t.Fatalf("bill = %q, want overage", p.Bill)
+	if !p.OverageOnly {
+		t.Fatal("bill: overage not read")
 	}
 	if p.MeterEventName != "api_requests" || p.Included != 10000 {
 		t.Fatalf("plan = %+v; want api_requests with 10000 included", p)

@@ -37,7 +37,6 @@ type ReconcileReport struct {
 	Dropped []string
 }
 
-
 // Reconcile repairs entitlements that drifted because webhook events were
 // missed: it lists every subscription from Stripe (status "all", with
 // auto-pagination) and applies each as a snapshot, exactly as an event

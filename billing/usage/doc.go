@@ -23,7 +23,7 @@
 //     aggregate_usage "sum" (the default) or "last_during_period".
 //
 // One catalog may mix both while accounts migrate; a plan with both bills
-// meter events. A plan that bills overage only ([billing.BillOverage])
+// meter events. A plan that bills overage only (Plan.OverageOnly)
 // reports max(0, used − Included); what a period reported never decreases,
 // even when a tier change raises Included. A previous period is billed
 // with the tier it ended on.

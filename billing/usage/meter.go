@@ -20,7 +20,7 @@ type meterFunc func(e billing.Entitlement) (meterSpec, bool)
 // has a MeterEventName (reported as meter events under that name) or a
 // MeteredPriceID (reported as usage records to the subscription item of
 // that price); when a plan has both, meter events win. Included is set to
-// the plan's Included when the plan bills overage only ([billing.BillOverage]).
+// the plan's Included when the plan bills overage only (Plan.OverageOnly).
 func planMeters(plans *billing.Plans, meter string) meterFunc {
 	if meter == "" {
 		meter = quota.DefaultMeter
@@ -37,7 +37,7 @@ func planMeters(plans *billing.Plans, meter string) meterFunc {
 		if um.EventName == "" {
 			um.PriceID = p.MeteredPriceID
 		}
-		if p.Bill == billing.BillOverage {
+		if p.OverageOnly {
 			um.Included = p.Included
 		}
 		return um, true

@@ -57,7 +57,7 @@ func TestReporterCrashes(t *testing.T) {
 		// Without key replay (keys expire after 24 hours), a resend meets
 		// Stripe's duplicate-identifier refusal instead.
 		{"meter-events-duplicate-answer", reportDeltas, false, 60},
-		// billing.Plans that bill overage only (billing.BillOverage): 8 units of each
+		// billing.Plans that bill overage only (Plan.OverageOnly): 8 units of each
 		// period are not reported.
 		{"usage-records-overage", reportTotals, true, 60},
 		{"meter-events-overage", reportDeltas, true, 60},

@@ -81,7 +81,7 @@ type meterSpec struct {
 	// reported: the period's reported quantity is max(0, counted −
 	// Included). The zero value reports every counted unit. [planMeters]
 	// sets it to billing.Plan.Included for plans that bill overage only
-	// ([BillOverage]).
+	// (Plan.OverageOnly).
 	Included int64
 }
 
