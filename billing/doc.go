@@ -94,7 +94,7 @@
 //     [ErrUnmapped].
 //
 // The grace policy ([GracePolicy]) decides what a past_due subject keeps:
-// [KeepAccess] (the default, for [DefaultGracePeriod], 7 days, counted from
+// [KeepAccess] (the default, for 7 days, counted from
 // the failed invoice's finalization), [DowngradeTo] a named tier for a
 // time, or [Suspend] at once.
 //
