@@ -53,3 +53,13 @@ func (l *LimitsCache) For(e Entitlement, now time.Time) (quota.Limits, error) {
 // Key and CustomerKey expose the Redis store's keys to the external tests.
 func (s *RedisStore) Key(subject string) string            { return s.key(subject) }
 func (s *RedisStore) CustomerKey(customerID string) string { return s.customerKey(customerID) }
+
+// Waiting returns how many callers wait on the read of subject in flight.
+func (l *LimitsCache) Waiting(subject string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c, ok := l.calls[subject]; ok {
+		return c.waiters
+	}
+	return 0
+}

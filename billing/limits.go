@@ -75,6 +75,9 @@ type loadCall struct {
 	ent   Entitlement
 	found bool
 	err   error
+	// waiters counts the callers that joined the read (under l.mu), for
+	// tests.
+	waiters int
 }
 
 // limitsConfig is what a LimitsCache needs of the lifecycle's Config,
@@ -143,6 +146,7 @@ func (l *LimitsCache) entitlement(ctx context.Context, subject string) (Entitlem
 		return c.ent, c.found, nil
 	}
 	if call, ok := l.calls[subject]; ok {
+		call.waiters++
 		l.mu.Unlock()
 		select {
 		case <-call.done:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -102,10 +103,13 @@ func TestLimitsMissesShareOneRead(t *testing.T) {
 			errs <- err
 		}()
 	}
-	for store.gets.Load() == 0 {
-		time.Sleep(time.Millisecond) // wait for the first miss to reach the store
+	// Every other miss joins the first one's read, in flight until
+	// release.
+	for deadline := time.Now().Add(10 * time.Second); l.Waiting("alice") < n-1; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d misses joined the read in flight", l.Waiting("alice"), n-1)
+		}
 	}
-	time.Sleep(10 * time.Millisecond) // let the others queue behind it
 	close(store.release)
 	wg.Wait()
 	close(errs)
@@ -244,9 +248,11 @@ type ctxStore struct {
 	started chan struct{}
 	release chan struct{}
 	once    sync.Once
+	reads   atomic.Int32
 }
 
 func (s *ctxStore) Get(ctx context.Context, subject string) (billing.Entitlement, error) {
+	s.reads.Add(1)
 	s.once.Do(func() { close(s.started) })
 	<-s.release
 	if err := ctx.Err(); err != nil {
@@ -275,9 +281,13 @@ func TestLimitsLeaderCanceled(t *testing.T) {
 		}
 		waiter <- err
 	}()
-	// Let the waiter reach the shared read (if it comes later it reads
-	// by itself, and the test proves nothing but still passes).
-	time.Sleep(20 * time.Millisecond)
+	// The waiter must have joined the leader's read, or the test would
+	// prove nothing.
+	for deadline := time.Now().Add(10 * time.Second); l.Waiting("alice") == 0; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("the second caller never joined the read in flight")
+		}
+	}
 	cancel()
 	close(store.release)
 	if err := <-leaderErr; !errors.Is(err, context.Canceled) {
@@ -285,5 +295,8 @@ func TestLimitsLeaderCanceled(t *testing.T) {
 	}
 	if err := <-waiter; err != nil {
 		t.Fatalf("waiter: %v, want pro", err)
+	}
+	if n := store.reads.Load(); n != 2 {
+		t.Fatalf("%d store reads, want 2: the canceled shared read, then the waiter's own", n)
 	}
 }
