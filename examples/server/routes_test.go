@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-
-	"github.com/billkit/billkit/internal/problem"
 )
 
 // TestRoutingErrorsAreProblems checks that unknown paths and wrong methods
@@ -50,7 +48,7 @@ func TestRoutingErrorsAreProblems(t *testing.T) {
 			if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
 				t.Errorf("Content-Type %q, want application/problem+json", ct)
 			}
-			var p problem.Details
+			var p problem
 			if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || p.Status != tt.code || p.Type == "" || p.Title == "" {
 				t.Errorf("body %q is not a problem with status %d (%v)", rec.Body, tt.code, err)
 			}
