@@ -122,7 +122,7 @@ func lateRenewal(t *testing.T, mode UsageMode, reportBeforeRenewal bool) {
 		now := clock.Now()
 		p := lim.PeriodAt(now)
 		if _, err := counters.Take(ctx, quota.TakeRequest{Subject: e.Subject, Meter: testMeter, Period: p,
-			Cost: n, Limit: lim.Limit(), ExpireAt: p.End.Add(quota.DefaultRetention)}); err != nil {
+			Cost: n, Limit: lim.Limit(), Unlimited: lim.Unlimited(), ExpireAt: p.End.Add(quota.DefaultRetention)}); err != nil {
 			t.Fatal(err)
 		}
 		counted += n

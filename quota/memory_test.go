@@ -16,7 +16,7 @@ func TestMemoryStoreExpiry(t *testing.T) {
 	st := quota.NewMemoryStore(quota.MemoryOptions{Now: clk.Now, SweepInterval: time.Hour})
 	take := func(subject string, expireAt time.Time) {
 		t.Helper()
-		if _, err := st.Take(ctx, quota.TakeRequest{Subject: subject, Meter: "requests", Period: november, Cost: 1, ExpireAt: expireAt}); err != nil {
+		if _, err := st.Take(ctx, quota.TakeRequest{Subject: subject, Meter: "requests", Period: november, Cost: 1, Unlimited: true, ExpireAt: expireAt}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -236,17 +236,19 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	capped := !lim.Unlimited()
 	var res TakeResult
 	if capped && limit == 0 {
-		// The plan allows nothing. A store reads Limit 0 as no cap, so
-		// it is not asked: the request is denied and nothing is counted.
+		// The plan allows nothing: the decision needs no store, so the
+		// store is not asked (no round trip, no 503 or fail-open pass
+		// while it is down) and nothing is counted.
 		err = validSubject(subject)
 	} else {
 		res, err = cfg.Store.Take(ctx, TakeRequest{
-			Subject:  subject,
-			Meter:    cfg.Meter,
-			Period:   period,
-			Cost:     cost,
-			Limit:    limit,
-			ExpireAt: period.End.Add(cfg.Retention),
+			Subject:   subject,
+			Meter:     cfg.Meter,
+			Period:    period,
+			Cost:      cost,
+			Limit:     limit,
+			Unlimited: !capped,
+			ExpireAt:  period.End.Add(cfg.Retention),
 		})
 	}
 	cancel()
@@ -262,16 +264,17 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 
 	dc := &decisionCtx{Context: r.Context(), d: Decision{
-		Subject:  subject,
-		Plan:     lim.Plan,
-		Meter:    cfg.Meter,
-		Allowed:  res.Allowed,
-		Cost:     cost,
-		Limit:    limit,
-		Included: lim.Included,
-		Soft:     lim.Soft,
-		Used:     res.Used,
-		Period:   period,
+		Subject:   subject,
+		Plan:      lim.Plan,
+		Meter:     cfg.Meter,
+		Allowed:   res.Allowed,
+		Cost:      cost,
+		Limit:     limit,
+		Unlimited: !capped,
+		Included:  lim.Included,
+		Soft:      lim.Soft,
+		Used:      res.Used,
+		Period:    period,
 	}}
 	d := &dc.d
 	d.Remaining = -1
@@ -342,7 +345,9 @@ func isInputError(err error) bool {
 }
 
 // Decision is the outcome of metering one request. Handlers behind the
-// middleware read it with [FromContext].
+// middleware read it with [FromContext]. Its zero value is a denial of an
+// unknown subject under a plan that allows nothing; [FromContext] reports
+// whether a decision was made at all.
 type Decision struct {
 	// Subject is who the request is metered against.
 	Subject string
@@ -358,15 +363,20 @@ type Decision struct {
 	Degraded bool
 	// Cost is the request's units.
 	Cost int64
-	// Limit is the effective hard limit ([Limits.Limit]); 0 means no cap
-	// when Remaining is -1, and a plan that allows nothing otherwise.
+	// Limit is the effective hard limit ([Limits.Limit]). Zero is a plan
+	// that allows nothing, unless Unlimited is set (Limit is then 0).
 	Limit int64
+	// Unlimited reports that the plan has no hard limit
+	// ([Limits.Unlimited]). It is false in a Degraded decision, where the
+	// plan is unknown.
+	Unlimited bool
 	// Included and Soft are the plan's included units and soft limit.
 	Included, Soft int64
 	// Used is the period's billable count after this request (0 when the
 	// plan allows nothing: the store is then not asked).
 	Used int64
-	// Remaining is Limit - Used, at least 0; -1 when there is no cap.
+	// Remaining is Limit - Used, at least 0; -1 when Unlimited or
+	// Degraded.
 	Remaining int64
 	// Overage is the units above Included counted this period, when the
 	// plan allows overage.

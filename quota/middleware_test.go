@@ -429,8 +429,8 @@ func TestMiddlewareOverage(t *testing.T) {
 				t.Fatalf("status %d, want 200 (no cap)", w.Code)
 			}
 		}
-		if last.Overage != 8 || last.Remaining != -1 || last.Limit != 0 {
-			t.Fatalf("decision %+v, want Overage 8, Remaining -1, Limit 0", last)
+		if last.Overage != 8 || last.Remaining != -1 || last.Limit != 0 || !last.Unlimited {
+			t.Fatalf("decision %+v, want Overage 8, Remaining -1, Limit 0, Unlimited", last)
 		}
 		if w.Header().Get("RateLimit") != "" || w.Header().Get("RateLimit-Policy") != "" {
 			t.Errorf("RateLimit fields on an uncapped plan: %v", w.Header())

@@ -18,39 +18,42 @@ const (
 )
 
 // takeSource checks, counts and extends the expiry of one counter in one
-// step. KEYS[1] is the counter (a hash); ARGV is cost, limit (0 = no cap)
-// and the Unix second at which the counter may expire. It returns one
-// integer: used (>= 1) when the request is allowed, -1-used when it is
-// denied (see [decodeTake]); one integer rather than an array keeps the
-// reply to a single value.
+// step. KEYS[1] is the counter (a hash); ARGV is cost, limit and the Unix
+// second at which the counter may expire. A limit of -1 means no cap (an
+// [TakeRequest.Unlimited] request; a TakeRequest's own Limit is never
+// negative); a limit of 0 allows nothing. It returns one integer: used
+// (>= 1) when the request is allowed, -1-used when it is denied (see
+// [decodeTake]); one integer rather than an array keeps the reply to a
+// single value.
 //
 // An allowed request costs two commands: HINCRBY adds the cost first, and
 // the script takes it back (and counts it as denied) only when that went
 // over the limit; no caller ever sees the intermediate count, since a
-// script runs atomically. A cost above the limit never fits and is denied
-// without touching "used"; an increment that would leave the int64 range
-// is a denial when there is a limit (and Redis's error otherwise).
-// Integers go to Redis as the ARGV strings, never through Lua's float
-// formatting.
+// script runs atomically. A cost above the limit never fits (with limit 0,
+// no cost does) and is denied without touching "used"; an increment that
+// would leave the int64 range is a denial when there is a limit (and
+// Redis's error otherwise). Integers go to Redis as the ARGV strings, never
+// through Lua's float formatting.
 //
 // The expiry is set when the key has none (a PERSIST by hand is undone by
 // the next call) and only ever moved later, never earlier. EXPIRETIME needs
 // Redis 7.0.
 const takeSource = `
 local key, cost, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local capped = limit >= 0
 local res
-if limit > 0 and cost > limit then
+if capped and cost > limit then
   res = -1 - tonumber(redis.call('HGET', key, 'used') or '0')
   redis.call('HINCRBY', key, 'denied', ARGV[1])
 else
   local used = redis.pcall('HINCRBY', key, 'used', ARGV[1])
   if type(used) == 'table' then
-    if limit == 0 then
+    if not capped then
       return used
     end
     res = -1 - tonumber(redis.call('HGET', key, 'used') or '0')
     redis.call('HINCRBY', key, 'denied', ARGV[1])
-  elseif limit > 0 and used > limit then
+  elseif capped and used > limit then
     redis.call('HINCRBY', key, 'used', '-' .. ARGV[1])
     redis.call('HINCRBY', key, 'denied', ARGV[1])
     res = -1 - (used - cost)
@@ -63,6 +66,9 @@ if redis.call('EXPIRETIME', key) < tonumber(ARGV[3]) then
 end
 return res
 `
+
+// noCap is the script's limit argument for an unlimited request.
+const noCap = -1
 
 // decodeTake turns the script's reply into a TakeResult.
 func decodeTake(n int64) TakeResult {
@@ -178,6 +184,9 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 		cost:  req.Cost,
 		limit: req.Limit,
 		exp:   unixCeil(req.ExpireAt),
+	}
+	if req.Unlimited {
+		c.limit = noCap
 	}
 	c.args = [7]any{"evalsha", s.sha, 1, &c.key, &c.cost, &c.limit, &c.exp}
 	n, err := s.run(ctx, c.args[:])

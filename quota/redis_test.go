@@ -160,7 +160,7 @@ func testExpiryNeverShortened(t *testing.T, c redis.UniversalClient, st *quota.R
 	sub := quotatest.Subject(t)
 	p := quota.CalendarPeriod(quota.Month, time.Now())
 	key := st.Key(sub, "requests", p)
-	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, ExpireAt: p.End.Add(10 * 24 * time.Hour)}
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Unlimited: true, ExpireAt: p.End.Add(10 * 24 * time.Hour)}
 	expireTime := func() int64 {
 		t.Helper()
 		v, err := c.ExpireTime(ctx, key).Result()
@@ -315,7 +315,7 @@ func testNearInt64Range(t *testing.T, c redis.UniversalClient, st *quota.RedisSt
 	if res, err := st.Take(ctx, req); err != nil || res.Allowed {
 		t.Fatalf("Take near the limit = %+v, %v; want denied", res, err)
 	}
-	req.Limit = 0
+	req.Limit, req.Unlimited = 0, true
 	if _, err := st.Take(ctx, req); err == nil {
 		t.Fatal("Take without a limit past the int64 range: no error")
 	}

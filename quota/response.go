@@ -101,7 +101,7 @@ func (m *Middleware) setRateLimit(h http.Header, dc *decisionCtx, now time.Time)
 		dc.hdr[1] = itoa(max(reset, 1))
 		h[headerRetry] = dc.hdr[1:2:2]
 	}
-	if d.Remaining < 0 { // no cap
+	if d.Unlimited {
 		return
 	}
 	name := policyName(d)

@@ -62,6 +62,7 @@ func TestStore(t *testing.T, o Options) {
 		{"StrictLimit", s.strictLimit},
 		{"DeniedIsNotBillable", s.deniedIsNotBillable},
 		{"NoCap", s.noCap},
+		{"ZeroLimitAllowsNothing", s.zeroLimit},
 		{"Isolation", s.isolation},
 		{"ClosedPeriodReadable", s.closedPeriodReadable},
 		{"MissingCounterIsZero", s.missingIsZero},
@@ -98,12 +99,20 @@ func Subject(t testing.TB) string {
 
 func (s suite) period() quota.Period { return quota.CalendarPeriod(quota.Month, s.o.Now()) }
 
+// req is a request with the hard limit limit (0 allows nothing).
 func (s suite) req(subject string, cost, limit int64) quota.TakeRequest {
 	p := s.period()
 	return quota.TakeRequest{
 		Subject: subject, Meter: "requests", Period: p,
 		Cost: cost, Limit: limit, ExpireAt: p.End.Add(35 * 24 * time.Hour),
 	}
+}
+
+// unlimited is a request without a hard limit.
+func (s suite) unlimited(subject string, cost int64) quota.TakeRequest {
+	r := s.req(subject, cost, 0)
+	r.Unlimited = true
+	return r
 }
 
 func take(t *testing.T, st quota.Store, req quota.TakeRequest) quota.TakeResult {
@@ -129,7 +138,7 @@ func (s suite) countsCost(t *testing.T) {
 	var want int64
 	for _, cost := range []int64{1, 1, 5, 100, 1} {
 		want += cost
-		res := take(t, st, s.req(sub, cost, 0))
+		res := take(t, st, s.unlimited(sub, cost))
 		if !res.Allowed || res.Used != want {
 			t.Fatalf("Take(cost %d) = %+v, want allowed with Used %d", cost, res, want)
 		}
@@ -181,9 +190,31 @@ func (s suite) deniedIsNotBillable(t *testing.T) {
 func (s suite) noCap(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
 	for i := 1; i <= 20; i++ {
-		if res := take(t, st, s.req(sub, 1000, 0)); !res.Allowed || res.Used != int64(i)*1000 {
+		if res := take(t, st, s.unlimited(sub, 1000)); !res.Allowed || res.Used != int64(i)*1000 {
 			t.Fatalf("Take %d with no cap = %+v", i, res)
 		}
+	}
+}
+
+// zeroLimit: a Limit of 0 without Unlimited allows nothing, whatever the
+// count; the denied units are counted apart, never as billable.
+func (s suite) zeroLimit(t *testing.T) {
+	st, sub := s.o.New(t), Subject(t)
+	take(t, st, s.unlimited(sub, 4))
+	for i, cost := range []int64{1, 1, 7} {
+		if res := take(t, st, s.req(sub, cost, 0)); res.Allowed || res.Used != 4 {
+			t.Fatalf("Take %d (cost %d, limit 0) = %+v, want denied with Used 4", i, cost, res)
+		}
+	}
+	fresh := Subject(t)
+	if res := take(t, st, s.req(fresh, 1, 0)); res.Allowed || res.Used != 0 {
+		t.Fatalf("Take(cost 1, limit 0) on a new counter = %+v, want denied with Used 0", res)
+	}
+	if got, want := usage(t, st, sub, "requests", s.period()), (quota.Usage{Used: 4, Denied: 9}); got != want {
+		t.Fatalf("Usage = %+v, want %+v", got, want)
+	}
+	if got, want := usage(t, st, fresh, "requests", s.period()), (quota.Usage{Denied: 1}); got != want {
+		t.Fatalf("Usage of the new counter = %+v, want %+v", got, want)
 	}
 }
 
@@ -191,13 +222,13 @@ func (s suite) isolation(t *testing.T) {
 	st, a, b := s.o.New(t), Subject(t), Subject(t)
 	p := s.period()
 	next := quota.CalendarPeriod(quota.Month, p.End)
-	take(t, st, s.req(a, 1, 0))
-	r := s.req(a, 2, 0)
+	take(t, st, s.unlimited(a, 1))
+	r := s.unlimited(a, 2)
 	r.Meter = "tokens"
 	take(t, st, r)
-	r = s.req(b, 4, 0)
+	r = s.unlimited(b, 4)
 	take(t, st, r)
-	r = s.req(a, 8, 0)
+	r = s.unlimited(a, 8)
 	r.Period, r.ExpireAt = next, next.End.Add(time.Hour)
 	take(t, st, r)
 	for _, c := range []struct {
@@ -218,7 +249,7 @@ func (s suite) closedPeriodReadable(t *testing.T) {
 	// A day-long explicit period that ended an hour ago, kept for a week.
 	now := s.o.Now()
 	closed := quota.Period{Start: now.Add(-25 * time.Hour).Truncate(time.Second), End: now.Add(-time.Hour).Truncate(time.Second)}
-	r := s.req(sub, 7, 0)
+	r := s.unlimited(sub, 7)
 	r.Period, r.ExpireAt = closed, now.Add(7*24*time.Hour)
 	take(t, st, r)
 	if got := usage(t, st, sub, "requests", closed); got.Used != 7 {
@@ -259,7 +290,7 @@ func (s suite) run(t *testing.T, st quota.Store, req quota.TakeRequest) (allowed
 func (s suite) concurrentExact(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
 	n := int64(s.o.Goroutines * s.o.PerGoroutine)
-	allowed, errs := s.run(t, st, s.req(sub, 1, 0))
+	allowed, errs := s.run(t, st, s.unlimited(sub, 1))
 	if errs != 0 || allowed != n {
 		t.Fatalf("allowed %d with %d errors, want %d and 0", allowed, errs, n)
 	}
@@ -296,7 +327,7 @@ func (s suite) hugeCost(t *testing.T) {
 
 func (s suite) invalidInput(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
-	good := s.req(sub, 1, 0)
+	good := s.unlimited(sub, 1)
 	for _, c := range []struct {
 		name string
 		edit func(*quota.TakeRequest)
@@ -311,6 +342,7 @@ func (s suite) invalidInput(t *testing.T) {
 		{"zero cost", func(r *quota.TakeRequest) { r.Cost = 0 }, quota.ErrInvalidCost},
 		{"negative cost", func(r *quota.TakeRequest) { r.Cost = -5 }, quota.ErrInvalidCost},
 		{"negative limit", func(r *quota.TakeRequest) { r.Limit = -1 }, quota.ErrInvalidRequest},
+		{"limit on an unlimited request", func(r *quota.TakeRequest) { r.Limit = 10 }, quota.ErrInvalidRequest},
 		{"empty period", func(r *quota.TakeRequest) { r.Period = quota.Period{} }, quota.ErrInvalidRequest},
 		{"expiry before period end", func(r *quota.TakeRequest) { r.ExpireAt = r.Period.End.Add(-time.Second) }, quota.ErrInvalidRequest},
 	} {
@@ -332,7 +364,7 @@ func (s suite) canceledContext(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := st.Take(ctx, s.req(sub, 1, 0)); err == nil {
+	if _, err := st.Take(ctx, s.unlimited(sub, 1)); err == nil {
 		t.Fatal("Take with a canceled context succeeded, want an error")
 	}
 }
