@@ -148,10 +148,10 @@ func (c *Config) withDefaults() (Config, error) {
 // A Middleware is safe for concurrent use. The zero value is not usable.
 type Middleware struct {
 	cfg        Config
-	retryAfter []string // precomputed Retry-After of a 503
+	retryAfter string // precomputed Retry-After of a 503
 
 	mu       sync.RWMutex
-	policies map[policyKey][]string // RateLimit-Policy values
+	policies map[policyKey]string // RateLimit-Policy values
 }
 
 type policyKey struct {
@@ -173,8 +173,8 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	return &Middleware{
 		cfg:        c,
-		retryAfter: []string{itoa(ceilSeconds(c.RetryAfter))},
-		policies:   make(map[policyKey][]string),
+		retryAfter: itoa(ceilSeconds(c.RetryAfter)),
+		policies:   make(map[policyKey]string),
 	}, nil
 }
 
@@ -332,7 +332,9 @@ func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next ht
 	}
 	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
 		slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
-	w.Header()["Retry-After"] = m.retryAfter
+	// A slice of its own: a header map's values may be written to
+	// downstream, so none is shared between responses.
+	w.Header()[headerRetry] = []string{m.retryAfter}
 	writeProblem(w, http.StatusServiceUnavailable, ProblemUnavailable, "Service unavailable",
 		"The request could not be metered. Retry later.", nil)
 }
@@ -397,12 +399,14 @@ type decisionKey struct{}
 // decisionCtx is a context carrying a Decision: one allocation where
 // context.WithValue and a *Decision would be two. Every other lookup goes
 // to the parent, so cancellation and values propagate as usual. The
-// middleware also keeps the response's per-request header values in it
-// (see [Middleware.setRateLimit]), which spares their []string.
+// middleware also keeps the response's header values in it (see
+// [Middleware.setRateLimit]), which spares their []string: each response's
+// header slices are backed by its own decisionCtx, so a handler that
+// writes to one changes that response only.
 type decisionCtx struct {
 	context.Context
 	d   Decision
-	hdr [2]string // RateLimit; Retry-After when denied, else Quota-Soft-Limit
+	hdr [3]string // RateLimit; Retry-After when denied, else Quota-Soft-Limit; RateLimit-Policy
 }
 
 func (c *decisionCtx) Value(key any) any {

@@ -543,6 +543,110 @@ func TestMiddlewareHeaderValuesIndependent(t *testing.T) {
 	}
 }
 
+// TestMiddlewareHeaderValuesNotShared: a handler, DenyFunc or outer
+// ResponseWriter that overwrites the values it finds in the header map
+// (h[k][0] = ...) changes its own response only. A value slice shared
+// between responses (such as a cached RateLimit-Policy []string) would
+// carry one request's write into every later response (and be a data race
+// between concurrent requests): every request checks, before it tampers,
+// that its values are the middleware's own, which fails deterministically
+// on a shared slot, whether or not -race sees the accesses unordered (the
+// store's lock often orders them).
+func TestMiddlewareHeaderValuesNotShared(t *testing.T) {
+	t.Parallel()
+	const goroutines, perG = 8, 100
+	tamper := func(t *testing.T, h http.Header, want map[string]string) {
+		for k, v := range want {
+			got := h[k]
+			if len(got) != 1 || got[0] != v {
+				t.Errorf("%s = %q before this request wrote to it, want [%q]", k, got, v)
+				continue
+			}
+			got[0] = "tampered"
+		}
+	}
+	clk := newClock(nov30)
+	for _, c := range []struct {
+		name   string
+		cfg    quota.Config
+		status int
+		want   map[string]string
+	}{
+		{"allowed", quota.Config{Limits: quota.StaticLimits{Plan: "pro", Included: 1 << 40, Soft: 1}}, http.StatusOK, map[string]string{
+			"Ratelimit-Policy": `"pro";q=1099511627776;w=2592000`,
+			"Quota-Soft-Limit": "1",
+		}},
+		{"denied", quota.Config{Limits: quota.StaticLimits{Plan: "none"}}, http.StatusPaymentRequired, map[string]string{
+			"Ratelimit-Policy": `"none";q=0;w=2592000`,
+			"Ratelimit":        `"none";r=0;t=86400`,
+			"Retry-After":      "86400",
+		}},
+		{"unavailable", quota.Config{Store: &errStore{err: errors.New("down")}, Limits: quota.StaticLimits{Included: 5}}, http.StatusServiceUnavailable, map[string]string{
+			"Retry-After": "1",
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := c.cfg
+			cfg.Now = clk.Now
+			if cfg.Store == nil {
+				cfg.Store = quota.NewMemoryStore(quota.MemoryOptions{Now: clk.Now})
+			}
+			// Allowed requests tamper in the handler, denied ones in the
+			// DenyFunc, 503s in the ResponseWriter (the middleware calls
+			// neither of the others).
+			cfg.Deny = func(w http.ResponseWriter, r *http.Request, d quota.Decision) {
+				tamper(t, w.Header(), c.want)
+				w.WriteHeader(http.StatusPaymentRequired)
+			}
+			h := newMiddleware(t, cfg).Handle(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if rl := w.Header().Get("Ratelimit"); !strings.HasPrefix(rl, `"pro";r=`) {
+					t.Errorf("RateLimit = %q before this request wrote to it", rl)
+				}
+				w.Header()["Ratelimit"][0] = "tampered"
+				tamper(t, w.Header(), c.want)
+				w.WriteHeader(http.StatusOK)
+			}))
+			var wg sync.WaitGroup
+			for g := 0; g < goroutines; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < perG; i++ {
+						w := &tamperWriter{onWriteHeader: func(h http.Header) {
+							if c.status == http.StatusServiceUnavailable {
+								tamper(t, h, c.want)
+							}
+						}}
+						r := httptest.NewRequest(http.MethodGet, "/v1/thing", nil)
+						r.Header.Set("X-Subject", "alice")
+						h.ServeHTTP(w, r)
+						if w.code != c.status {
+							t.Errorf("status %d, want %d", w.code, c.status)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// tamperWriter is a codeWriter that calls onWriteHeader with the header
+// map when the status is written.
+type tamperWriter struct {
+	codeWriter
+	onWriteHeader func(http.Header)
+}
+
+func (w *tamperWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.onWriteHeader(w.Header())
+	}
+	w.codeWriter.WriteHeader(code)
+}
+
 func TestMiddlewarePolicyName(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ plan, want string }{
