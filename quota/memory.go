@@ -127,9 +127,9 @@ func (s *MemoryStore) Usage(ctx context.Context, subject, meter string, period P
 	return Usage{Used: c.used, Denied: c.denied}, nil
 }
 
-// Len returns the number of counters held, including expired ones that the
-// next sweep will remove.
-func (s *MemoryStore) Len() int {
+// counters returns the number of counters held, including expired ones
+// that the next sweep will remove.
+func (s *MemoryStore) counters() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.m)

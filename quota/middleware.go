@@ -327,7 +327,7 @@ func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next ht
 		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
 			slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
 		d := Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}
-		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), d)))
+		next.ServeHTTP(w, r.WithContext(newContext(r.Context(), d)))
 		return
 	}
 	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
@@ -416,13 +416,14 @@ func (c *decisionCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// NewContext returns a copy of ctx carrying d.
-func NewContext(ctx context.Context, d Decision) context.Context {
+// newContext returns a copy of ctx carrying d.
+func newContext(ctx context.Context, d Decision) context.Context {
 	return &decisionCtx{Context: ctx, d: d}
 }
 
-// FromContext returns the decision that the middleware (or [NewContext])
-// stored in ctx.
+// FromContext returns the decision that the middleware stored in ctx: the
+// context of a request that the middleware let through, or handed to a
+// [DenyFunc]. It reports false for any other context.
 func FromContext(ctx context.Context) (Decision, bool) {
 	d, ok := ctx.Value(decisionKey{}).(*Decision)
 	if !ok {

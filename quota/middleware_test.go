@@ -208,8 +208,8 @@ func TestMiddlewareBadInput(t *testing.T) {
 				if got := w.Header().Get("Retry-After"); (got != "") != c.retry {
 					t.Errorf("Retry-After %q, want present: %v", got, c.retry)
 				}
-				if st.Len() != 0 {
-					t.Errorf("store holds %d counters, want nothing counted", st.Len())
+				if quota.MemoryLen(st) != 0 {
+					t.Errorf("store holds %d counters, want nothing counted", quota.MemoryLen(st))
 				}
 			})
 		}

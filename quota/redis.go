@@ -96,8 +96,9 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 // RedisStore is a [Store] backed by Redis 7.0 or later: standalone,
 // Sentinel or Cluster alike.
 //
-// Each counter is a hash at PREFIX:{SUBJECT}:usage:METER:PERIODID (see
-// [RedisStore.Key]) with the fields "used" (billable units) and "denied"
+// Each counter is a hash at PREFIX:{SUBJECT}:usage:METER:PERIODID (such as
+// billkit:{alice}:usage:requests:20261101; see the package documentation)
+// with the fields "used" (billable units) and "denied"
 // (units of denied requests). [RedisStore.Take] is one Lua script run with
 // EVALSHA (one round trip) that checks the limit, counts, and sets the
 // key's expiry to [TakeRequest.ExpireAt] if that is later than the current
@@ -146,10 +147,10 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	return &RedisStore{client: client, prefix: o.Prefix, src: takeSource, sha: redis.NewScript(takeSource).Hash()}, nil
 }
 
-// Key returns the Redis key of a counter, such as
+// key returns the Redis key of a counter, such as
 // billkit:{alice}:usage:requests:20261101. It does not validate its
 // arguments.
-func (s *RedisStore) Key(subject, meter string, period Period) string {
+func (s *RedisStore) key(subject, meter string, period Period) string {
 	var b strings.Builder
 	b.Grow(len(s.prefix) + len(subject) + len(meter) + 28)
 	b.WriteString(s.prefix)
@@ -180,7 +181,7 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 		return TakeResult{}, err
 	}
 	c := &takeCall{
-		key:   s.Key(req.Subject, req.Meter, req.Period),
+		key:   s.key(req.Subject, req.Meter, req.Period),
 		cost:  req.Cost,
 		limit: req.Limit,
 		exp:   unixCeil(req.ExpireAt),
@@ -215,7 +216,7 @@ func (s *RedisStore) Usage(ctx context.Context, subject, meter string, period Pe
 	if err := validateUsage(subject, meter); err != nil {
 		return Usage{}, err
 	}
-	vals, err := s.client.HMGet(ctx, s.Key(subject, meter, period), fieldUsed, fieldDenied).Result()
+	vals, err := s.client.HMGet(ctx, s.key(subject, meter, period), fieldUsed, fieldDenied).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Usage{}, fmt.Errorf("quota: redis usage: %w", err)
 	}

@@ -57,11 +57,11 @@ func TestRedisStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := quota.CalendarPeriod(quota.Month, time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))
-		if got, want := st.Key("alice", "requests", p), "acme:{alice}:usage:requests:20261101"; got != want {
+		if got, want := quota.RedisKey(st, "alice", "requests", p), "acme:{alice}:usage:requests:20261101"; got != want {
 			t.Fatalf("Key = %q, want %q", got, want)
 		}
 		p.Start = p.Start.Add(90*time.Minute + 5*time.Second)
-		if got, want := st.Key("alice", "requests", p), "acme:{alice}:usage:requests:20261101T013005Z"; got != want {
+		if got, want := quota.RedisKey(st, "alice", "requests", p), "acme:{alice}:usage:requests:20261101T013005Z"; got != want {
 			t.Fatalf("Key = %q, want %q", got, want)
 		}
 	})
@@ -159,7 +159,7 @@ func testExpiryNeverShortened(t *testing.T, c redis.UniversalClient, st *quota.R
 	ctx := context.Background()
 	sub := quotatest.Subject(t)
 	p := quota.CalendarPeriod(quota.Month, time.Now())
-	key := st.Key(sub, "requests", p)
+	key := quota.RedisKey(st, sub, "requests", p)
 	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Unlimited: true, ExpireAt: p.End.Add(10 * 24 * time.Hour)}
 	expireTime := func() int64 {
 		t.Helper()
@@ -305,7 +305,7 @@ func testNearInt64Range(t *testing.T, c redis.UniversalClient, st *quota.RedisSt
 	ctx := context.Background()
 	sub := quotatest.Subject(t)
 	p := quota.CalendarPeriod(quota.Month, time.Now())
-	key := st.Key(sub, "requests", p)
+	key := quota.RedisKey(st, sub, "requests", p)
 	if err := c.HSet(ctx, key, "used", math.MaxInt64-1).Err(); err != nil {
 		t.Fatal(err)
 	}
