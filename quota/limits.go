@@ -3,7 +3,10 @@ package quota
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/billkit/billkit/internal/subject"
 )
 
 // Errors returned by quota. A decision that denies a request is a result, not
@@ -15,9 +18,11 @@ var (
 	ErrNoPlan = errors.New("quota: subject has no active plan")
 	// ErrInvalidCost is returned when a request's cost is zero or negative.
 	ErrInvalidCost = errors.New("quota: cost must be positive")
-	// ErrInvalidSubject is returned by a [Store] for a subject that cannot
-	// be part of a storage key: empty, longer than [MaxSubjectLen] bytes, or
-	// containing '{' or '}' (which would break the Redis Cluster hash tag).
+	// ErrInvalidSubject is returned (wrapped) by a [Store] for a subject
+	// that billkit does not accept in a storage key: every billkit package
+	// takes subjects of 1 to 200 bytes of valid UTF-8 without '{' or '}'
+	// (they would break the Redis Cluster hash tag) and without control
+	// characters. The error never contains the subject.
 	ErrInvalidSubject = errors.New("quota: invalid subject")
 	// ErrInvalidMeter is returned for a meter name that is empty, longer
 	// than [MaxMeterLen] bytes, or contains ':', '{' or '}'.
@@ -39,23 +44,15 @@ var (
 	ErrNoContextTimeout = errors.New("quota: redis client must have ContextTimeoutEnabled set")
 )
 
-// Limits on the names that go into storage keys.
-const (
-	// MaxSubjectLen is the longest subject, in bytes, a store accepts.
-	MaxSubjectLen = 256
-	// MaxMeterLen is the longest meter name, in bytes.
-	MaxMeterLen = 64
-)
+// MaxMeterLen is the longest meter name, in bytes.
+const MaxMeterLen = 64
 
-// validSubject reports whether s can be used as a subject in a key.
-func validSubject(s string) error {
-	if s == "" || len(s) > MaxSubjectLen {
-		return ErrInvalidSubject
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '{' || c == '}' {
-			return ErrInvalidSubject
-		}
+// checkSubject reports whether s can be used as a subject in a key: the
+// rule of every billkit package, internal/subject, wrapped in
+// [ErrInvalidSubject].
+func checkSubject(s string) error {
+	if err := subject.Check(s); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSubject, err)
 	}
 	return nil
 }

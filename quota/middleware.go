@@ -239,7 +239,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		// The plan allows nothing: the decision needs no store, so the
 		// store is not asked (no round trip, no 503 or fail-open pass
 		// while it is down) and nothing is counted.
-		err = validSubject(subject)
+		err = checkSubject(subject)
 	} else {
 		res, err = cfg.Store.Take(ctx, TakeRequest{
 			Subject:   subject,

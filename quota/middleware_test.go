@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/billkit/billkit/internal/subject"
 	"github.com/billkit/billkit/quota"
 )
 
@@ -159,7 +160,9 @@ func TestMiddlewareBadInput(t *testing.T) {
 		{name: "negative cost", subject: "alice", cfg: quota.Config{Cost: func(*http.Request) (int64, error) { return -3, nil }}, status: 500, typ: "about:blank", failOpen: true},
 		{name: "cost error", subject: "alice", cfg: quota.Config{Cost: func(*http.Request) (int64, error) { return 1, boom }}, status: 500, typ: "about:blank", failOpen: true},
 		{name: "subject with brace", subject: "al{ice}", status: 500, typ: "about:blank", failOpen: true},
-		{name: "overlong subject", subject: strings.Repeat("a", quota.MaxSubjectLen+1), status: 500, typ: "about:blank", failOpen: true},
+		{name: "overlong subject", subject: strings.Repeat("a", subject.MaxLen+1), status: 500, typ: "about:blank", failOpen: true},
+		{name: "subject with brace, plan allowing nothing", subject: "al{ice}", cfg: quota.Config{Limits: quota.StaticLimits{Plan: "none"}}, status: 500, typ: "about:blank", failOpen: true},
+		{name: "subject with control character", subject: "al\tice", status: 500, typ: "about:blank", failOpen: true},
 		{name: "no plan", subject: "alice", cfg: quota.Config{Limits: quota.LimitsFunc(func(context.Context, string) (quota.Limits, error) {
 			return quota.Limits{}, fmt.Errorf("billing: subject alice: %w", quota.ErrNoPlan)
 		})}, status: 402, typ: quota.ProblemNoPlan, failOpen: true},

@@ -75,7 +75,7 @@ type Usage struct {
 // period and an expiry no earlier than the period's end (so a counter
 // cannot vanish before its period could be reported).
 func (req *TakeRequest) validate() error {
-	if err := validSubject(req.Subject); err != nil {
+	if err := checkSubject(req.Subject); err != nil {
 		return err
 	}
 	if err := validMeter(req.Meter); err != nil {
@@ -101,7 +101,7 @@ func (req *TakeRequest) validate() error {
 
 // validateUsage reports whether a Usage query's names are valid.
 func validateUsage(subject, meter string) error {
-	if err := validSubject(subject); err != nil {
+	if err := checkSubject(subject); err != nil {
 		return err
 	}
 	return validMeter(meter)

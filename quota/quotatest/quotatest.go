@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/billkit/billkit/internal/subject"
 	"github.com/billkit/billkit/quota"
 )
 
@@ -336,7 +337,9 @@ func (s suite) invalidInput(t *testing.T) {
 		{"empty subject", func(r *quota.TakeRequest) { r.Subject = "" }, quota.ErrInvalidSubject},
 		{"open brace", func(r *quota.TakeRequest) { r.Subject = sub + "{x" }, quota.ErrInvalidSubject},
 		{"close brace", func(r *quota.TakeRequest) { r.Subject = sub + "}" }, quota.ErrInvalidSubject},
-		{"overlong subject", func(r *quota.TakeRequest) { r.Subject = strings.Repeat("a", quota.MaxSubjectLen+1) }, quota.ErrInvalidSubject},
+		{"overlong subject", func(r *quota.TakeRequest) { r.Subject = strings.Repeat("a", subject.MaxLen+1) }, quota.ErrInvalidSubject},
+		{"control character in subject", func(r *quota.TakeRequest) { r.Subject = sub + "\n" }, quota.ErrInvalidSubject},
+		{"invalid UTF-8 in subject", func(r *quota.TakeRequest) { r.Subject = sub + "\xff" }, quota.ErrInvalidSubject},
 		{"empty meter", func(r *quota.TakeRequest) { r.Meter = "" }, quota.ErrInvalidMeter},
 		{"meter with colon", func(r *quota.TakeRequest) { r.Meter = "a:b" }, quota.ErrInvalidMeter},
 		{"zero cost", func(r *quota.TakeRequest) { r.Cost = 0 }, quota.ErrInvalidCost},
