@@ -34,14 +34,11 @@ var (
 	// would leave the int64 range ([RedisStore.Take] returns Redis's own
 	// error for it).
 	ErrCounterOverflow = errors.New("quota: counter would overflow")
-	// ErrInvalidConfig is returned by [New] and the store constructors for
-	// a configuration that cannot work; the wrapping error names the field.
-	ErrInvalidConfig = errors.New("quota: invalid configuration")
-	// ErrNoContextTimeout is returned by [NewRedisStore] for a go-redis
-	// client built without ContextTimeoutEnabled: such a client ignores
-	// the context's deadline on reads, so a slow Redis could hold a
-	// decision past [Config.Deadline].
-	ErrNoContextTimeout = errors.New("quota: redis client must have ContextTimeoutEnabled set")
+	// ErrInvalidConfig is returned, wrapped, by [New] and [NewRedisStore]
+	// for a configuration that cannot work, such as a missing required
+	// field or a go-redis client without ContextTimeoutEnabled; the
+	// wrapping error names the field.
+	ErrInvalidConfig = errors.New("quota: invalid config")
 )
 
 // MaxMeterLen is the longest meter name, in bytes.

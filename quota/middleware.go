@@ -94,8 +94,9 @@ type Config struct {
 	// Deny writes the response to a denied request. The default is
 	// [DefaultDeny]: 402 with an application/problem+json body.
 	Deny DenyFunc
-	// Logger receives store failures (warn) and configuration errors
-	// (error). The default is slog.Default().
+	// Logger receives failures to decide (warn) and server bugs (error: a
+	// failing cost function, a subject the store cannot key). The default
+	// (nil) is slog.Default().
 	Logger *slog.Logger
 	// Now is the clock that picks the period. The default is time.Now.
 	Now func() time.Time
@@ -112,8 +113,12 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("%w: Limits is required", ErrInvalidConfig)
 	case out.Store == nil:
 		return out, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
-	case out.Deadline < 0, out.Retention < 0, out.RetryAfter < 0:
-		return out, fmt.Errorf("%w: negative duration", ErrInvalidConfig)
+	case out.Deadline < 0:
+		return out, fmt.Errorf("%w: Deadline is negative", ErrInvalidConfig)
+	case out.Retention < 0:
+		return out, fmt.Errorf("%w: Retention is negative", ErrInvalidConfig)
+	case out.RetryAfter < 0:
+		return out, fmt.Errorf("%w: RetryAfter is negative", ErrInvalidConfig)
 	}
 	if out.Meter == "" {
 		out.Meter = DefaultMeter

@@ -671,17 +671,23 @@ func TestNewValidates(t *testing.T) {
 	st := quota.NewMemoryStore(quota.MemoryOptions{})
 	lim := quota.StaticLimits{Included: 1}
 	for _, c := range []struct {
-		name string
-		cfg  quota.Config
+		name    string
+		cfg     quota.Config
+		mention string // the field the error names
 	}{
-		{"no subject", quota.Config{Limits: lim, Store: st}},
-		{"no limits", quota.Config{Subject: headerSubject, Store: st}},
-		{"no store", quota.Config{Subject: headerSubject, Limits: lim}},
-		{"bad meter", quota.Config{Subject: headerSubject, Limits: lim, Store: st, Meter: "a:b"}},
-		{"negative deadline", quota.Config{Subject: headerSubject, Limits: lim, Store: st, Deadline: -time.Second}},
+		{"no subject", quota.Config{Limits: lim, Store: st}, "Subject"},
+		{"no limits", quota.Config{Subject: headerSubject, Store: st}, "Limits"},
+		{"no store", quota.Config{Subject: headerSubject, Limits: lim}, "Store"},
+		{"bad meter", quota.Config{Subject: headerSubject, Limits: lim, Store: st, Meter: "a:b"}, "Meter"},
+		{"negative deadline", quota.Config{Subject: headerSubject, Limits: lim, Store: st, Deadline: -time.Second}, "Deadline"},
+		{"negative retention", quota.Config{Subject: headerSubject, Limits: lim, Store: st, Retention: -time.Second}, "Retention"},
+		{"negative retry after", quota.Config{Subject: headerSubject, Limits: lim, Store: st, RetryAfter: -time.Second}, "RetryAfter"},
 	} {
-		if _, err := quota.New(c.cfg); !errors.Is(err, quota.ErrInvalidConfig) {
+		_, err := quota.New(c.cfg)
+		if !errors.Is(err, quota.ErrInvalidConfig) {
 			t.Errorf("%s: New error = %v, want ErrInvalidConfig", c.name, err)
+		} else if !strings.Contains(err.Error(), c.mention) {
+			t.Errorf("%s: New error %q does not name %s", c.name, err, c.mention)
 		}
 	}
 }

@@ -78,17 +78,20 @@ func decodeTake(n int64) TakeResult {
 	return TakeResult{Used: -1 - n}
 }
 
+// DefaultPrefix starts every Redis key when [RedisOptions.Prefix] is empty.
+const DefaultPrefix = "billkit"
+
 // RedisOptions configures a [RedisStore]. The zero value uses the defaults.
 type RedisOptions struct {
-	// Prefix starts every key. The default is "billkit". It must not
-	// contain '{' or '}'.
+	// Prefix starts every key. The default (the empty string) is
+	// [DefaultPrefix]. It must not contain '{' or '}'.
 	Prefix string
 }
 
 func (o *RedisOptions) withDefaults() RedisOptions {
 	out := *o
 	if out.Prefix == "" {
-		out.Prefix = "billkit"
+		out.Prefix = DefaultPrefix
 	}
 	return out
 }
@@ -118,19 +121,21 @@ type RedisStore struct {
 
 var _ Store = (*RedisStore)(nil)
 
-// NewRedisStore returns a RedisStore using client.
+// NewRedisStore returns a RedisStore using client, or an error wrapping
+// [ErrInvalidConfig] for a nil client, a Prefix with a brace, or a client
+// that does not honour context deadlines.
 //
 // The client must honour context deadlines, or a slow Redis could hold a
-// decision past [Config.Deadline]: for *redis.Client, *redis.ClusterClient
-// and *redis.Ring (what redis.NewUniversalClient returns) it returns
-// [ErrNoContextTimeout] unless their options set ContextTimeoutEnabled.
+// decision past [Config.Deadline]: *redis.Client, *redis.ClusterClient and
+// *redis.Ring (what redis.NewUniversalClient returns) must be built with
+// ContextTimeoutEnabled set in their options.
 func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidConfig)
 	}
 	o := opts.withDefaults()
 	if strings.ContainsAny(o.Prefix, "{}") {
-		return nil, fmt.Errorf("%w: key prefix %q contains a brace", ErrInvalidConfig, o.Prefix)
+		return nil, fmt.Errorf("%w: Prefix %q contains a brace", ErrInvalidConfig, o.Prefix)
 	}
 	ctxTimeout := true
 	switch c := client.(type) {
@@ -142,7 +147,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 		ctxTimeout = c.Options().ContextTimeoutEnabled
 	}
 	if !ctxTimeout {
-		return nil, ErrNoContextTimeout
+		return nil, fmt.Errorf("%w: redis client without ContextTimeoutEnabled: it would ignore the decision deadline (Config.Deadline) on reads, so set ContextTimeoutEnabled in its options", ErrInvalidConfig)
 	}
 	return &RedisStore{client: client, prefix: o.Prefix, src: takeSource, sha: redis.NewScript(takeSource).Hash()}, nil
 }

@@ -354,21 +354,31 @@ func TestNewRedisStoreValidates(t *testing.T) {
 	_, good := miniredisClient(t)
 	noCtx := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { noCtx.Close() })
+	noCtxCluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	t.Cleanup(func() { noCtxCluster.Close() })
+	noCtxRing := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	t.Cleanup(func() { noCtxRing.Close() })
 	for _, c := range []struct {
-		name   string
-		client redis.UniversalClient
-		opts   quota.RedisOptions
-		want   error
+		name    string
+		client  redis.UniversalClient
+		opts    quota.RedisOptions
+		want    error
+		mention string // the field the error names
 	}{
-		{"nil client", nil, quota.RedisOptions{}, quota.ErrInvalidConfig},
-		{"no context timeout", noCtx, quota.RedisOptions{}, quota.ErrNoContextTimeout},
-		{"brace in prefix", good, quota.RedisOptions{Prefix: "a{b"}, quota.ErrInvalidConfig},
-		{"ok", good, quota.RedisOptions{}, nil},
+		{"nil client", nil, quota.RedisOptions{}, quota.ErrInvalidConfig, "client"},
+		{"no context timeout", noCtx, quota.RedisOptions{}, quota.ErrInvalidConfig, "ContextTimeoutEnabled"},
+		{"cluster without context timeout", noCtxCluster, quota.RedisOptions{}, quota.ErrInvalidConfig, "ContextTimeoutEnabled"},
+		{"ring without context timeout", noCtxRing, quota.RedisOptions{}, quota.ErrInvalidConfig, "ContextTimeoutEnabled"},
+		{"brace in prefix", good, quota.RedisOptions{Prefix: "a{b"}, quota.ErrInvalidConfig, "Prefix"},
+		{"ok", good, quota.RedisOptions{}, nil, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := quota.NewRedisStore(c.client, c.opts)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("NewRedisStore error = %v, want %v", err, c.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), c.mention) {
+				t.Errorf("NewRedisStore error %q does not name %s", err, c.mention)
 			}
 		})
 	}
