@@ -269,7 +269,7 @@ func TestMiddlewareDeadline(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		set, want time.Duration
-	}{{0, quota.DefaultDeadline}, {30 * time.Millisecond, 30 * time.Millisecond}} {
+	}{{0, quota.DefaultDeadline}, {50 * time.Millisecond, 50 * time.Millisecond}} {
 		t.Run(c.want.String(), func(t *testing.T) {
 			t.Parallel()
 			st := &slowStore{}
@@ -285,9 +285,7 @@ func TestMiddlewareDeadline(t *testing.T) {
 			if st.deadline.IsZero() || st.deadline.Sub(st.start) > c.want || st.deadline.Sub(start) < c.want {
 				t.Errorf("store context deadline %v after start, want %v", st.deadline.Sub(start), c.want)
 			}
-			if elapsed > c.want+2*time.Second { // generous: only catches a missing deadline
-				t.Errorf("decision took %v, deadline %v", elapsed, c.want)
-			}
+			assertDecidedWithin(t, elapsed, c.want)
 		})
 	}
 }
@@ -301,8 +299,8 @@ func TestMiddlewareParentDeadline(t *testing.T) {
 		name             string
 		parent, deadline time.Duration
 	}{
-		{"parent sooner", 30 * time.Millisecond, time.Minute},
-		{"parent later", time.Minute, 30 * time.Millisecond},
+		{"parent sooner", 50 * time.Millisecond, time.Minute},
+		{"parent later", time.Minute, 50 * time.Millisecond},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -329,9 +327,7 @@ func TestMiddlewareParentDeadline(t *testing.T) {
 			} else if st.deadline.IsZero() || st.deadline.Sub(start) < want || st.deadline.Sub(st.start) > want {
 				t.Errorf("store context deadline %v after start, want %v", st.deadline.Sub(start), want)
 			}
-			if elapsed := time.Since(start); elapsed > want+2*time.Second { // generous: only catches a missing deadline
-				t.Errorf("decision took %v, deadline %v", elapsed, want)
-			}
+			assertDecidedWithin(t, time.Since(start), want)
 		})
 	}
 }
