@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -724,8 +726,8 @@ func TestMiddlewareZeroLimitDeniesAll(t *testing.T) {
 			if calls.Load() != 0 {
 				t.Fatalf("handler called %d times, want 0", calls.Load())
 			}
-			if u, _ := st.Usage(context.Background(), "alice", "requests", november); u.Used != 0 {
-				t.Errorf("Usage = %+v, want nothing billable", u)
+			if u, _ := st.Usage(context.Background(), "alice", "requests", november); u != (quota.Usage{}) {
+				t.Errorf("Usage = %+v, want nothing counted (the store is not asked)", u)
 			}
 		})
 	}
@@ -794,4 +796,42 @@ func TestMiddlewareContextPropagates(t *testing.T) {
 	if !errors.Is(context.Cause(child), context.Canceled) {
 		t.Errorf("Cause = %v, want context.Canceled", context.Cause(child))
 	}
+}
+
+// TestLoggerDefault: a nil Config.Logger logs to slog.Default(). Not
+// parallel: it swaps the process's default logger.
+func TestLoggerDefault(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	m, err := quota.New(quota.Config{
+		Subject: headerSubject,
+		Limits:  quota.StaticLimits{Included: 1},
+		Store:   quota.NewMemoryStore(quota.MemoryOptions{}),
+		Cost:    func(*http.Request) (int64, error) { return 0, errors.New("no cost") },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := do(m.Handle(okHandler()), "alice"); w.Code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500", w.Code)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), "quota: cost function failed") {
+		t.Fatalf("slog.Default() got %q, want the cost function's failure", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }
