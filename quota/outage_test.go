@@ -19,8 +19,8 @@ import (
 // failure state, so the first request after Redis returns is decided by it.
 func TestRedisOutage(t *testing.T) {
 	srv := testserver.StartRedis(t)
-	// PoolSize above the outage's failed dials (10): after PoolSize
-	// consecutive dial errors go-redis stops dialing for requests and
+	// PoolSize above the outage's failed dials (at most 10): once
+	// PoolSize dials have failed, go-redis stops dialing for requests and
 	// probes the server once a second in a goroutine of its own, which
 	// would make the recovery go-redis's (up to a second) rather than the
 	// middleware's, and the test wait for it.
