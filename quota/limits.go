@@ -67,7 +67,8 @@ func validMeter(m string) error {
 	return nil
 }
 
-// Interval is the length of a calendar period, in UTC.
+// Interval is the length of a calendar period, in UTC. Its zero value is
+// [Month].
 type Interval int
 
 const (
@@ -80,6 +81,10 @@ const (
 // Period is the half-open time range [Start, End) over which usage is
 // counted. A counter's key carries its period's [Period.ID], so a reset at
 // End is exact and a closed period's total stays readable for billing.
+//
+// A Period is a plain value, safe to copy and share. Its zero value is the
+// empty period ([Period.IsZero]): in [Limits.Period] it means "use the
+// calendar period", and a [Store] refuses it in a [TakeRequest].
 type Period struct {
 	Start, End time.Time
 }
@@ -143,7 +148,8 @@ func (p Period) Contains(t time.Time) bool {
 	return !t.Before(p.Start) && t.Before(p.End)
 }
 
-// Limits is what a subject's plan allows in one period.
+// Limits is what a subject's plan allows in one period. It is a plain
+// value, safe to copy and share.
 //
 // The zero value allows nothing: a request against it is denied.
 type Limits struct {
@@ -211,12 +217,14 @@ func (l Limits) PeriodAt(t time.Time) Period {
 //
 // Limits returns [ErrNoPlan] (possibly wrapped) when the subject has no
 // active plan; any other error is a failure of the source and is answered
-// like a store failure (503 when fail-closed).
+// like a store failure (503 when fail-closed). Implementations must be safe
+// for concurrent use.
 type LimitsSource interface {
 	Limits(ctx context.Context, subject string) (Limits, error)
 }
 
-// LimitsFunc adapts a function to [LimitsSource].
+// LimitsFunc adapts a function to [LimitsSource]; it is as safe for
+// concurrent use as the function. A nil LimitsFunc is not usable.
 type LimitsFunc func(ctx context.Context, subject string) (Limits, error)
 
 // Limits calls f(ctx, subject).
@@ -230,6 +238,8 @@ var (
 )
 
 // StaticLimits is a [LimitsSource] that gives every subject the same limits.
+// It is safe for concurrent use. Its zero value gives every subject the
+// zero [Limits], which allow nothing.
 type StaticLimits Limits
 
 // Limits returns l for every subject.

@@ -21,16 +21,19 @@ type SubjectFunc func(*http.Request) (string, error)
 
 // CostFunc returns the number of units a request uses. A result of zero or
 // less, or an error, is a bug in the server (not in the request): the
-// middleware answers 500 and counts nothing. The default cost is 1.
+// middleware answers 500 and counts nothing. A nil CostFunc in [Config]
+// counts 1 per request. It must be safe for concurrent use.
 type CostFunc func(*http.Request) (int64, error)
 
 // HookFunc is called with a decision. It runs synchronously on the request's
 // goroutine, before the response is written, so it must be quick; ctx is the
-// request's context.
+// request's context. It must be safe for concurrent use. A nil HookFunc in
+// [Config] is not called.
 type HookFunc func(ctx context.Context, d Decision)
 
 // DenyFunc writes the response to a request that is over its hard limit.
-// [DefaultDeny] is the default. r carries d (see [FromContext]).
+// r carries d (see [FromContext]). It must be safe for concurrent use. A
+// nil DenyFunc in [Config] means [DefaultDeny].
 type DenyFunc func(w http.ResponseWriter, r *http.Request, d Decision)
 
 // Defaults of [Config].

@@ -1,7 +1,10 @@
 // Package quotatest is a conformance suite for implementations of
 // [quota.Store]. billkit runs it against [quota.MemoryStore] and
 // [quota.RedisStore] on miniredis, a real redis-server and a Redis Cluster;
-// run it against your own store to check that it has the same semantics:
+// run it against your own store to check that it has the same semantics
+// (atomic check and count, exact under concurrency; a Limit of 0 allows
+// nothing and [quota.TakeRequest.Unlimited] lifts the cap; denied units
+// apart from billable ones; billkit's subject and meter rules):
 //
 //	func TestMyStore(t *testing.T) {
 //		quotatest.TestStore(t, quotatest.Options{New: func(t *testing.T) quota.Store { return newMyStore(t) }})
@@ -24,7 +27,8 @@ import (
 	"github.com/billkit/billkit/quota"
 )
 
-// Options configures [TestStore].
+// Options configures [TestStore]. New is required, so the zero value is
+// not usable; every other zero field means its documented default.
 type Options struct {
 	// New returns the store under test. It is called once per subtest;
 	// it may return the same store every time, since every subtest uses
