@@ -267,8 +267,10 @@ func (s *slowStore) Take(ctx context.Context, _ quota.TakeRequest) (quota.TakeRe
 	return quota.TakeResult{}, ctx.Err()
 }
 
+// TestMiddlewareDeadline: the store's context ends at the deadline, and
+// the decision comes within twice the deadline. Not parallel, like every
+// test that times a decision (see [assertDecidedWithin]).
 func TestMiddlewareDeadline(t *testing.T) {
-	t.Parallel()
 	for _, c := range []struct {
 		set, want time.Duration
 	}{{0, quota.DefaultDeadline}, {50 * time.Millisecond, 50 * time.Millisecond}} {
@@ -294,9 +296,8 @@ func TestMiddlewareDeadline(t *testing.T) {
 
 // TestMiddlewareParentDeadline: a request whose context ends sooner than
 // Deadline is decided within its own deadline; one whose context ends later
-// still gets Deadline.
+// still gets Deadline. Not parallel: it times decisions.
 func TestMiddlewareParentDeadline(t *testing.T) {
-	t.Parallel()
 	for _, c := range []struct {
 		name             string
 		parent, deadline time.Duration

@@ -19,7 +19,7 @@ const (
 
 // takeSource checks, counts and extends the expiry of one counter in one
 // step. KEYS[1] is the counter (a hash); ARGV is cost, limit and the Unix
-// second at which the counter may expire. A limit of -1 means no cap (an
+// second at which the counter may expire. A limit of -1 means no cap (a
 // [TakeRequest.Unlimited] request; a TakeRequest's own Limit is never
 // negative); a limit of 0 allows nothing. It returns one integer: used
 // (>= 1) when the request is allowed, -1-used when it is denied (see
