@@ -42,7 +42,7 @@ func TestReportInEveryShape(t *testing.T) {
 		counters := quota.NewMemoryStore(quota.MemoryOptions{Now: h.clock.Now})
 		const n = 37
 		if _, err := counters.Take(ctx, quota.TakeRequest{Subject: "alice", Meter: quota.DefaultMeter,
-			Period: lim.PeriodAt(h.clock.Now()), Cost: n, Limit: lim.Limit(), ExpireAt: period.End.Add(quota.DefaultRetention)}); err != nil {
+			Period: lim.PeriodAt(h.clock.Now()), Cost: n, Limit: lim.Limit(), Unlimited: lim.Unlimited(), ExpireAt: period.End.Add(quota.DefaultRetention)}); err != nil {
 			t.Fatal(err)
 		}
 

@@ -23,6 +23,14 @@
 // Handlers behind the middleware read the decision (subject, plan, limit,
 // used, remaining, period) with [FromContext].
 //
+// # Stores
+//
+// A [Store] decides and counts in one atomic step ([Store.Take]). A
+// [TakeRequest] carries the hard limit: Limit is the cap, zero allows
+// nothing, and Unlimited (with Limit 0) lifts the cap; the middleware
+// sets them from [Limits.Limit] and [Limits.Unlimited]. The package
+// quotatest checks that a Store of your own has the same semantics.
+//
 // # Periods
 //
 // Usage is counted per subject, meter and period. The period is the plan's
@@ -53,7 +61,8 @@
 //     response; [Config.OnDeny] observes it.
 //   - A plan that allows nothing (a zero [Limits.Limit] without
 //     [Limits.Unlimited], such as the zero Limits): 402 as above, with
-//     "limit": 0; the store is not asked and nothing is counted.
+//     "limit": 0; the store is not asked (the decision needs no round trip
+//     and holds while Redis is down) and nothing is counted.
 //   - No active plan ([ErrNoPlan] from the limits source): 402 with the
 //     distinct type [ProblemNoPlan]; nothing is counted. 402 rather than 403
 //     because subscribing grants access; the type tells it from a used-up
@@ -73,21 +82,27 @@
 // [Decision] whose Degraded field is set, and the failure is logged at warn
 // level. Nothing is retried in the background and no goroutine is started,
 // so the middleware recovers on the first request after Redis returns.
+// (go-redis itself, once PoolSize dials have failed, stops dialing for
+// requests and probes the server once a second until it answers, so its
+// recovery may take up to a second more.)
 //
 // # Redis
 //
 // [RedisStore] needs Redis 7.0 or later (standalone, Sentinel or Cluster)
 // and a go-redis client with ContextTimeoutEnabled, so that the deadline
-// reaches the socket. Each counter is one hash:
+// reaches the socket ([NewRedisStore] refuses a client without it with
+// [ErrInvalidConfig]). Each counter is one hash:
 //
 //	key:     PREFIX:{SUBJECT}:usage:METER:PERIODID   (billkit:{alice}:usage:requests:20261101)
 //	fields:  used    billable units of allowed requests
 //	         denied  units of denied requests (not billable)
 //	expiry:  EXPIREAT period end + retention, set on every write, only ever extended
 //
-// PERIODID is the period's UTC start, 20061102 at midnight or
-// 20061102T150405Z otherwise. The subject is the Cluster hash tag, so it may
-// not contain '{' or '}'. A decision is one EVALSHA of a Lua script that
+// PREFIX is [RedisOptions.Prefix], [DefaultPrefix] by default. PERIODID is
+// the period's UTC start, 20061102 at midnight or 20061102T150405Z
+// otherwise. The subject is the Cluster hash tag, so it may not contain '{'
+// or '}' (see [ErrInvalidSubject] for the whole rule, which every billkit
+// package shares). A decision is one EVALSHA of a Lua script that
 // checks the limit, counts and sets the expiry atomically: one round trip,
 // in which the script runs HINCRBY and EXPIRETIME for an allowed request
 // (plus EXPIREAT when the expiry must move). [RedisStore.Usage] is one

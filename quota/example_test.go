@@ -64,7 +64,9 @@ func Example() {
 }
 
 // ExampleRedisStore_Usage reads the counter that the billing usage reporter
-// reports: billable units and, apart, the units of denied requests.
+// reports: billable units and, apart, the units of denied requests. The
+// counter is one Redis hash, which expires DefaultRetention after its
+// period's end.
 func ExampleRedisStore_Usage() {
 	mr, _ := miniredis.Run()
 	defer mr.Close()
@@ -73,7 +75,9 @@ func ExampleRedisStore_Usage() {
 	store, _ := quota.NewRedisStore(rdb, quota.RedisOptions{})
 
 	ctx := context.Background()
-	period := quota.CalendarPeriod(quota.Month, time.Now())
+	now := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+	mr.SetTime(now) // miniredis expires keys by this time
+	period := quota.CalendarPeriod(quota.Month, now)
 	for i := 0; i < 4; i++ {
 		store.Take(ctx, quota.TakeRequest{
 			Subject: "alice", Meter: "requests", Period: period,
@@ -82,10 +86,12 @@ func ExampleRedisStore_Usage() {
 	}
 	u, _ := store.Usage(ctx, "alice", "requests", period)
 	fmt.Printf("used %d, denied %d\n", u.Used, u.Denied)
-	fmt.Println(store.Key("alice", "requests", quota.CalendarPeriod(quota.Month, time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))))
+	for _, k := range mr.Keys() {
+		fmt.Println(k, "expires in", mr.TTL(k))
+	}
 	// Output:
 	// used 3, denied 1
-	// billkit:{alice}:usage:requests:20261101
+	// billkit:{alice}:usage:requests:20261101 expires in 864h0m0s
 }
 
 // ExampleFromContext shows a handler reading the decision.

@@ -1,7 +1,6 @@
 package quota_test
 
 import (
-	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/billkit/billkit/internal/fakeclock"
 	"github.com/billkit/billkit/quota"
 )
 
@@ -19,12 +19,6 @@ import (
 type clock = fakeclock.Clock
 
 func newClock(t time.Time) *clock { return fakeclock.New(t) }
-
-// thisMonth returns a time inside the current real month, so that counters
-// written with it expire in the future on a real Redis.
-func thisMonth() time.Time {
-	return quota.CalendarPeriod(quota.Month, time.Now()).Start.Add(36 * time.Hour)
-}
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

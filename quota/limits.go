@@ -3,7 +3,10 @@ package quota
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/billkit/billkit/internal/subject"
 )
 
 // Errors returned by quota. A decision that denies a request is a result, not
@@ -15,9 +18,11 @@ var (
 	ErrNoPlan = errors.New("quota: subject has no active plan")
 	// ErrInvalidCost is returned when a request's cost is zero or negative.
 	ErrInvalidCost = errors.New("quota: cost must be positive")
-	// ErrInvalidSubject is returned by a [Store] for a subject that cannot
-	// be part of a storage key: empty, longer than [MaxSubjectLen] bytes, or
-	// containing '{' or '}' (which would break the Redis Cluster hash tag).
+	// ErrInvalidSubject is returned (wrapped) by a [Store] for a subject
+	// that billkit does not accept in a storage key: every billkit package
+	// takes subjects of 1 to 200 bytes of valid UTF-8 without '{' or '}'
+	// (they would break the Redis Cluster hash tag) and without control
+	// characters. The error never contains the subject.
 	ErrInvalidSubject = errors.New("quota: invalid subject")
 	// ErrInvalidMeter is returned for a meter name that is empty, longer
 	// than [MaxMeterLen] bytes, or contains ':', '{' or '}'.
@@ -29,33 +34,22 @@ var (
 	// would leave the int64 range ([RedisStore.Take] returns Redis's own
 	// error for it).
 	ErrCounterOverflow = errors.New("quota: counter would overflow")
-	// ErrInvalidConfig is returned by [New] and the store constructors for
-	// a configuration that cannot work; the wrapping error names the field.
-	ErrInvalidConfig = errors.New("quota: invalid configuration")
-	// ErrNoContextTimeout is returned by [NewRedisStore] for a go-redis
-	// client built without ContextTimeoutEnabled: such a client ignores
-	// the context's deadline on reads, so a slow Redis could hold a
-	// decision past [Config.Deadline].
-	ErrNoContextTimeout = errors.New("quota: redis client must have ContextTimeoutEnabled set")
+	// ErrInvalidConfig is returned, wrapped, by [New] and [NewRedisStore]
+	// for a configuration that cannot work, such as a missing required
+	// field or a go-redis client without ContextTimeoutEnabled; the
+	// wrapping error names the field.
+	ErrInvalidConfig = errors.New("quota: invalid config")
 )
 
-// Limits on the names that go into storage keys.
-const (
-	// MaxSubjectLen is the longest subject, in bytes, a store accepts.
-	MaxSubjectLen = 256
-	// MaxMeterLen is the longest meter name, in bytes.
-	MaxMeterLen = 64
-)
+// MaxMeterLen is the longest meter name, in bytes.
+const MaxMeterLen = 64
 
-// validSubject reports whether s can be used as a subject in a key.
-func validSubject(s string) error {
-	if s == "" || len(s) > MaxSubjectLen {
-		return ErrInvalidSubject
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c == '{' || c == '}' {
-			return ErrInvalidSubject
-		}
+// checkSubject reports whether s can be used as a subject in a key: the
+// rule of every billkit package, internal/subject, wrapped in
+// [ErrInvalidSubject].
+func checkSubject(s string) error {
+	if err := subject.Check(s); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSubject, err)
 	}
 	return nil
 }
@@ -73,7 +67,8 @@ func validMeter(m string) error {
 	return nil
 }
 
-// Interval is the length of a calendar period, in UTC.
+// Interval is the length of a calendar period, in UTC. Its zero value is
+// [Month].
 type Interval int
 
 const (
@@ -86,6 +81,10 @@ const (
 // Period is the half-open time range [Start, End) over which usage is
 // counted. A counter's key carries its period's [Period.ID], so a reset at
 // End is exact and a closed period's total stays readable for billing.
+//
+// A Period is a plain value, safe to copy and share. Its zero value is the
+// empty period ([Period.IsZero]): in [Limits.Period] it means "use the
+// calendar period", and a [Store] refuses it in a [TakeRequest].
 type Period struct {
 	Start, End time.Time
 }
@@ -149,7 +148,8 @@ func (p Period) Contains(t time.Time) bool {
 	return !t.Before(p.Start) && t.Before(p.End)
 }
 
-// Limits is what a subject's plan allows in one period.
+// Limits is what a subject's plan allows in one period. It is a plain
+// value, safe to copy and share.
 //
 // The zero value allows nothing: a request against it is denied.
 type Limits struct {
@@ -217,12 +217,14 @@ func (l Limits) PeriodAt(t time.Time) Period {
 //
 // Limits returns [ErrNoPlan] (possibly wrapped) when the subject has no
 // active plan; any other error is a failure of the source and is answered
-// like a store failure (503 when fail-closed).
+// like a store failure (503 when fail-closed). Implementations must be safe
+// for concurrent use.
 type LimitsSource interface {
 	Limits(ctx context.Context, subject string) (Limits, error)
 }
 
-// LimitsFunc adapts a function to [LimitsSource].
+// LimitsFunc adapts a function to [LimitsSource]; it is as safe for
+// concurrent use as the function. A nil LimitsFunc is not usable.
 type LimitsFunc func(ctx context.Context, subject string) (Limits, error)
 
 // Limits calls f(ctx, subject).
@@ -236,6 +238,8 @@ var (
 )
 
 // StaticLimits is a [LimitsSource] that gives every subject the same limits.
+// It is safe for concurrent use. Its zero value gives every subject the
+// zero [Limits], which allow nothing.
 type StaticLimits Limits
 
 // Limits returns l for every subject.

@@ -94,7 +94,7 @@ func (s *MemoryStore) Take(ctx context.Context, req TakeRequest) (TakeResult, er
 	// Written so that no sum can wrap around: c.used and c.denied are
 	// never negative, and an increment past the int64 range is an error,
 	// as Redis's HINCRBY makes it.
-	allowed := req.Limit == 0 || req.Cost <= req.Limit-c.used
+	allowed := req.Unlimited || req.Cost <= req.Limit-c.used
 	n := &c.denied
 	if allowed {
 		n = &c.used
@@ -127,9 +127,9 @@ func (s *MemoryStore) Usage(ctx context.Context, subject, meter string, period P
 	return Usage{Used: c.used, Denied: c.denied}, nil
 }
 
-// Len returns the number of counters held, including expired ones that the
-// next sweep will remove.
-func (s *MemoryStore) Len() int {
+// counters returns the number of counters held, including expired ones
+// that the next sweep will remove.
+func (s *MemoryStore) counters() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.m)

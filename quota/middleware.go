@@ -21,16 +21,19 @@ type SubjectFunc func(*http.Request) (string, error)
 
 // CostFunc returns the number of units a request uses. A result of zero or
 // less, or an error, is a bug in the server (not in the request): the
-// middleware answers 500 and counts nothing. The default cost is 1.
+// middleware answers 500 and counts nothing. A nil CostFunc in [Config]
+// counts 1 per request. It must be safe for concurrent use.
 type CostFunc func(*http.Request) (int64, error)
 
 // HookFunc is called with a decision. It runs synchronously on the request's
 // goroutine, before the response is written, so it must be quick; ctx is the
-// request's context.
+// request's context. It must be safe for concurrent use. A nil HookFunc in
+// [Config] is not called.
 type HookFunc func(ctx context.Context, d Decision)
 
 // DenyFunc writes the response to a request that is over its hard limit.
-// [DefaultDeny] is the default. r carries d (see [FromContext]).
+// r carries d (see [FromContext]). It must be safe for concurrent use. A
+// nil DenyFunc in [Config] means [DefaultDeny].
 type DenyFunc func(w http.ResponseWriter, r *http.Request, d Decision)
 
 // Defaults of [Config].
@@ -94,8 +97,9 @@ type Config struct {
 	// Deny writes the response to a denied request. The default is
 	// [DefaultDeny]: 402 with an application/problem+json body.
 	Deny DenyFunc
-	// Logger receives store failures (warn) and configuration errors
-	// (error). The default is slog.Default().
+	// Logger receives failures to decide (warn) and server bugs (error: a
+	// failing cost function, a subject the store cannot key). The default
+	// (nil) is slog.Default().
 	Logger *slog.Logger
 	// Now is the clock that picks the period. The default is time.Now.
 	Now func() time.Time
@@ -112,8 +116,12 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("%w: Limits is required", ErrInvalidConfig)
 	case out.Store == nil:
 		return out, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
-	case out.Deadline < 0, out.Retention < 0, out.RetryAfter < 0:
-		return out, fmt.Errorf("%w: negative duration", ErrInvalidConfig)
+	case out.Deadline < 0:
+		return out, fmt.Errorf("%w: Deadline is negative", ErrInvalidConfig)
+	case out.Retention < 0:
+		return out, fmt.Errorf("%w: Retention is negative", ErrInvalidConfig)
+	case out.RetryAfter < 0:
+		return out, fmt.Errorf("%w: RetryAfter is negative", ErrInvalidConfig)
 	}
 	if out.Meter == "" {
 		out.Meter = DefaultMeter
@@ -148,10 +156,10 @@ func (c *Config) withDefaults() (Config, error) {
 // A Middleware is safe for concurrent use. The zero value is not usable.
 type Middleware struct {
 	cfg        Config
-	retryAfter []string // precomputed Retry-After of a 503
+	retryAfter string // precomputed Retry-After of a 503
 
 	mu       sync.RWMutex
-	policies map[policyKey][]string // RateLimit-Policy values
+	policies map[policyKey]string // RateLimit-Policy values
 }
 
 type policyKey struct {
@@ -173,8 +181,8 @@ func New(cfg Config) (*Middleware, error) {
 	}
 	return &Middleware{
 		cfg:        c,
-		retryAfter: []string{itoa(ceilSeconds(c.RetryAfter))},
-		policies:   make(map[policyKey][]string),
+		retryAfter: itoa(ceilSeconds(c.RetryAfter)),
+		policies:   make(map[policyKey]string),
 	}, nil
 }
 
@@ -236,17 +244,19 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	capped := !lim.Unlimited()
 	var res TakeResult
 	if capped && limit == 0 {
-		// The plan allows nothing. A store reads Limit 0 as no cap, so
-		// it is not asked: the request is denied and nothing is counted.
-		err = validSubject(subject)
+		// The plan allows nothing: the decision needs no store, so the
+		// store is not asked (no round trip, no 503 or fail-open pass
+		// while it is down) and nothing is counted.
+		err = checkSubject(subject)
 	} else {
 		res, err = cfg.Store.Take(ctx, TakeRequest{
-			Subject:  subject,
-			Meter:    cfg.Meter,
-			Period:   period,
-			Cost:     cost,
-			Limit:    limit,
-			ExpireAt: period.End.Add(cfg.Retention),
+			Subject:   subject,
+			Meter:     cfg.Meter,
+			Period:    period,
+			Cost:      cost,
+			Limit:     limit,
+			Unlimited: !capped,
+			ExpireAt:  period.End.Add(cfg.Retention),
 		})
 	}
 	cancel()
@@ -262,16 +272,17 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 
 	dc := &decisionCtx{Context: r.Context(), d: Decision{
-		Subject:  subject,
-		Plan:     lim.Plan,
-		Meter:    cfg.Meter,
-		Allowed:  res.Allowed,
-		Cost:     cost,
-		Limit:    limit,
-		Included: lim.Included,
-		Soft:     lim.Soft,
-		Used:     res.Used,
-		Period:   period,
+		Subject:   subject,
+		Plan:      lim.Plan,
+		Meter:     cfg.Meter,
+		Allowed:   res.Allowed,
+		Cost:      cost,
+		Limit:     limit,
+		Unlimited: !capped,
+		Included:  lim.Included,
+		Soft:      lim.Soft,
+		Used:      res.Used,
+		Period:    period,
 	}}
 	d := &dc.d
 	d.Remaining = -1
@@ -324,12 +335,14 @@ func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next ht
 		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
 			slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
 		d := Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}
-		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), d)))
+		next.ServeHTTP(w, r.WithContext(newContext(r.Context(), d)))
 		return
 	}
 	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
 		slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
-	w.Header()["Retry-After"] = m.retryAfter
+	// A slice of its own: a header map's values may be written to
+	// downstream, so none is shared between responses.
+	w.Header()[headerRetry] = []string{m.retryAfter}
 	writeProblem(w, http.StatusServiceUnavailable, ProblemUnavailable, "Service unavailable",
 		"The request could not be metered. Retry later.", nil)
 }
@@ -342,7 +355,9 @@ func isInputError(err error) bool {
 }
 
 // Decision is the outcome of metering one request. Handlers behind the
-// middleware read it with [FromContext].
+// middleware read it with [FromContext]. Its zero value is a denial of an
+// unknown subject under a plan that allows nothing; [FromContext] reports
+// whether a decision was made at all.
 type Decision struct {
 	// Subject is who the request is metered against.
 	Subject string
@@ -358,15 +373,20 @@ type Decision struct {
 	Degraded bool
 	// Cost is the request's units.
 	Cost int64
-	// Limit is the effective hard limit ([Limits.Limit]); 0 means no cap
-	// when Remaining is -1, and a plan that allows nothing otherwise.
+	// Limit is the effective hard limit ([Limits.Limit]). Zero is a plan
+	// that allows nothing, unless Unlimited is set (Limit is then 0).
 	Limit int64
+	// Unlimited reports that the plan has no hard limit
+	// ([Limits.Unlimited]). It is false in a Degraded decision, where the
+	// plan is unknown.
+	Unlimited bool
 	// Included and Soft are the plan's included units and soft limit.
 	Included, Soft int64
 	// Used is the period's billable count after this request (0 when the
 	// plan allows nothing: the store is then not asked).
 	Used int64
-	// Remaining is Limit - Used, at least 0; -1 when there is no cap.
+	// Remaining is Limit - Used, at least 0; -1 when Unlimited or
+	// Degraded.
 	Remaining int64
 	// Overage is the units above Included counted this period, when the
 	// plan allows overage.
@@ -387,12 +407,14 @@ type decisionKey struct{}
 // decisionCtx is a context carrying a Decision: one allocation where
 // context.WithValue and a *Decision would be two. Every other lookup goes
 // to the parent, so cancellation and values propagate as usual. The
-// middleware also keeps the response's per-request header values in it
-// (see [Middleware.setRateLimit]), which spares their []string.
+// middleware also keeps the response's header values in it (see
+// [Middleware.setRateLimit]), which spares their []string: each response's
+// header slices are backed by its own decisionCtx, so a handler that
+// writes to one changes that response only.
 type decisionCtx struct {
 	context.Context
 	d   Decision
-	hdr [2]string // RateLimit; Retry-After when denied, else Quota-Soft-Limit
+	hdr [3]string // RateLimit; Retry-After when denied, else Quota-Soft-Limit; RateLimit-Policy
 }
 
 func (c *decisionCtx) Value(key any) any {
@@ -402,13 +424,14 @@ func (c *decisionCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// NewContext returns a copy of ctx carrying d.
-func NewContext(ctx context.Context, d Decision) context.Context {
+// newContext returns a copy of ctx carrying d.
+func newContext(ctx context.Context, d Decision) context.Context {
 	return &decisionCtx{Context: ctx, d: d}
 }
 
-// FromContext returns the decision that the middleware (or [NewContext])
-// stored in ctx.
+// FromContext returns the decision that the middleware stored in ctx: the
+// context of a request that the middleware let through, or handed to a
+// [DenyFunc]. It reports false for any other context.
 func FromContext(ctx context.Context) (Decision, bool) {
 	d, ok := ctx.Value(decisionKey{}).(*Decision)
 	if !ok {

@@ -57,11 +57,11 @@ func TestRedisStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := quota.CalendarPeriod(quota.Month, time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC))
-		if got, want := st.Key("alice", "requests", p), "acme:{alice}:usage:requests:20261101"; got != want {
+		if got, want := quota.RedisKey(st, "alice", "requests", p), "acme:{alice}:usage:requests:20261101"; got != want {
 			t.Fatalf("Key = %q, want %q", got, want)
 		}
 		p.Start = p.Start.Add(90*time.Minute + 5*time.Second)
-		if got, want := st.Key("alice", "requests", p), "acme:{alice}:usage:requests:20261101T013005Z"; got != want {
+		if got, want := quota.RedisKey(st, "alice", "requests", p), "acme:{alice}:usage:requests:20261101T013005Z"; got != want {
 			t.Fatalf("Key = %q, want %q", got, want)
 		}
 	})
@@ -159,8 +159,8 @@ func testExpiryNeverShortened(t *testing.T, c redis.UniversalClient, st *quota.R
 	ctx := context.Background()
 	sub := quotatest.Subject(t)
 	p := quota.CalendarPeriod(quota.Month, time.Now())
-	key := st.Key(sub, "requests", p)
-	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, ExpireAt: p.End.Add(10 * 24 * time.Hour)}
+	key := quota.RedisKey(st, sub, "requests", p)
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Unlimited: true, ExpireAt: p.End.Add(10 * 24 * time.Hour)}
 	expireTime := func() int64 {
 		t.Helper()
 		v, err := c.ExpireTime(ctx, key).Result()
@@ -305,7 +305,7 @@ func testNearInt64Range(t *testing.T, c redis.UniversalClient, st *quota.RedisSt
 	ctx := context.Background()
 	sub := quotatest.Subject(t)
 	p := quota.CalendarPeriod(quota.Month, time.Now())
-	key := st.Key(sub, "requests", p)
+	key := quota.RedisKey(st, sub, "requests", p)
 	if err := c.HSet(ctx, key, "used", math.MaxInt64-1).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func testNearInt64Range(t *testing.T, c redis.UniversalClient, st *quota.RedisSt
 	if res, err := st.Take(ctx, req); err != nil || res.Allowed {
 		t.Fatalf("Take near the limit = %+v, %v; want denied", res, err)
 	}
-	req.Limit = 0
+	req.Limit, req.Unlimited = 0, true
 	if _, err := st.Take(ctx, req); err == nil {
 		t.Fatal("Take without a limit past the int64 range: no error")
 	}
@@ -354,21 +354,31 @@ func TestNewRedisStoreValidates(t *testing.T) {
 	_, good := miniredisClient(t)
 	noCtx := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { noCtx.Close() })
+	noCtxCluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	t.Cleanup(func() { noCtxCluster.Close() })
+	noCtxRing := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	t.Cleanup(func() { noCtxRing.Close() })
 	for _, c := range []struct {
-		name   string
-		client redis.UniversalClient
-		opts   quota.RedisOptions
-		want   error
+		name    string
+		client  redis.UniversalClient
+		opts    quota.RedisOptions
+		want    error
+		mention string // the field the error names
 	}{
-		{"nil client", nil, quota.RedisOptions{}, quota.ErrInvalidConfig},
-		{"no context timeout", noCtx, quota.RedisOptions{}, quota.ErrNoContextTimeout},
-		{"brace in prefix", good, quota.RedisOptions{Prefix: "a{b"}, quota.ErrInvalidConfig},
-		{"ok", good, quota.RedisOptions{}, nil},
+		{"nil client", nil, quota.RedisOptions{}, quota.ErrInvalidConfig, "client"},
+		{"no context timeout", noCtx, quota.RedisOptions{}, quota.ErrInvalidConfig, "ContextTimeoutEnabled"},
+		{"cluster without context timeout", noCtxCluster, quota.RedisOptions{}, quota.ErrInvalidConfig, "ContextTimeoutEnabled"},
+		{"ring without context timeout", noCtxRing, quota.RedisOptions{}, quota.ErrInvalidConfig, "ContextTimeoutEnabled"},
+		{"brace in prefix", good, quota.RedisOptions{Prefix: "a{b"}, quota.ErrInvalidConfig, "Prefix"},
+		{"ok", good, quota.RedisOptions{}, nil, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := quota.NewRedisStore(c.client, c.opts)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("NewRedisStore error = %v, want %v", err, c.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), c.mention) {
+				t.Errorf("NewRedisStore error %q does not name %s", err, c.mention)
 			}
 		})
 	}

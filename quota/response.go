@@ -93,7 +93,9 @@ func policyName(d *Decision) string {
 //
 // The values' slices are backed by dc.hdr, one element each with no spare
 // capacity, so that a later Header.Add reallocates rather than writes into
-// dc.
+// dc. No slice is shared with another response: a handler may write to
+// the values it finds in its header map (h[k][0] = ...), so the cached
+// RateLimit-Policy is a string, copied into this response's own slot.
 func (m *Middleware) setRateLimit(h http.Header, dc *decisionCtx, now time.Time) {
 	d := &dc.d
 	reset := ceilSeconds(d.Period.End.Sub(now))
@@ -101,11 +103,12 @@ func (m *Middleware) setRateLimit(h http.Header, dc *decisionCtx, now time.Time)
 		dc.hdr[1] = itoa(max(reset, 1))
 		h[headerRetry] = dc.hdr[1:2:2]
 	}
-	if d.Remaining < 0 { // no cap
+	if d.Unlimited {
 		return
 	}
 	name := policyName(d)
-	h[headerPolicy] = m.policy(name, d.Limit, ceilSeconds(d.Period.End.Sub(d.Period.Start)))
+	dc.hdr[2] = m.policy(name, d.Limit, ceilSeconds(d.Period.End.Sub(d.Period.Start)))
+	h[headerPolicy] = dc.hdr[2:3:3]
 	var buf [80]byte
 	b := appendSFString(buf[:0], name)
 	b = append(b, ";r="...)
@@ -116,8 +119,9 @@ func (m *Middleware) setRateLimit(h http.Header, dc *decisionCtx, now time.Time)
 	h[headerRateLimit] = dc.hdr[0:1:1]
 }
 
-// policy returns the cached RateLimit-Policy value.
-func (m *Middleware) policy(name string, quota, window int64) []string {
+// policy returns the RateLimit-Policy value, cached: strings are
+// immutable, so every response may share one.
+func (m *Middleware) policy(name string, quota, window int64) string {
 	k := policyKey{name, quota, window}
 	m.mu.RLock()
 	v, ok := m.policies[k]
@@ -130,7 +134,7 @@ func (m *Middleware) policy(name string, quota, window int64) []string {
 	b = strconv.AppendInt(b, quota, 10)
 	b = append(b, ";w="...)
 	b = strconv.AppendInt(b, window, 10)
-	v = []string{string(b)}
+	v = string(b)
 	m.mu.Lock()
 	if len(m.policies) >= maxPolicies {
 		clear(m.policies)

@@ -27,21 +27,33 @@ type Store interface {
 }
 
 // TakeRequest is one metering decision.
+//
+// Its zero value is not a valid request (it has no subject); every field
+// below says what its own zero value means.
 type TakeRequest struct {
+	// Subject is who is metered; see [ErrInvalidSubject] for the rule.
 	Subject string
-	Meter   string
-	Period  Period
+	// Meter names what is counted; see [ErrInvalidMeter] for the rule.
+	Meter string
+	// Period is the counting period; it must not be empty.
+	Period Period
 	// Cost is the number of units the request uses; it must be positive.
 	Cost int64
 	// Limit is the hard limit: the request is allowed only if the period's
-	// billable count plus Cost stays at or below Limit. Zero means no cap.
+	// billable count plus Cost stays at or below Limit. Zero allows
+	// nothing: every request is denied and its cost counted as denied. It
+	// must be zero when Unlimited is set.
 	Limit int64
+	// Unlimited lifts the hard limit: every request is allowed and
+	// counted. The zero value (false) means Limit applies.
+	Unlimited bool
 	// ExpireAt is when the counter may expire: the period's end plus the
 	// retention that lets the billing package report it.
 	ExpireAt time.Time
 }
 
-// TakeResult is the outcome of [Store.Take].
+// TakeResult is the outcome of [Store.Take]. Its zero value is a denial
+// with nothing counted.
 type TakeResult struct {
 	// Allowed reports whether the request was admitted and counted.
 	Allowed bool
@@ -49,7 +61,8 @@ type TakeResult struct {
 	Used int64
 }
 
-// Usage is the state of one counter.
+// Usage is the state of one counter. Its zero value is a counter with
+// nothing counted, which is also what a missing counter reads as.
 type Usage struct {
 	// Used is the billable count: the units of allowed requests.
 	Used int64
@@ -58,11 +71,11 @@ type Usage struct {
 }
 
 // validate reports whether req can be taken: a valid subject and meter, a
-// positive cost, a non-negative limit, a non-empty period and an expiry no
-// earlier than the period's end (so a counter cannot vanish before its
-// period could be reported).
+// positive cost, a non-negative limit (zero when unlimited), a non-empty
+// period and an expiry no earlier than the period's end (so a counter
+// cannot vanish before its period could be reported).
 func (req *TakeRequest) validate() error {
-	if err := validSubject(req.Subject); err != nil {
+	if err := checkSubject(req.Subject); err != nil {
 		return err
 	}
 	if err := validMeter(req.Meter); err != nil {
@@ -73,6 +86,9 @@ func (req *TakeRequest) validate() error {
 	}
 	if req.Limit < 0 {
 		return fmt.Errorf("%w: negative limit", ErrInvalidRequest)
+	}
+	if req.Unlimited && req.Limit != 0 {
+		return fmt.Errorf("%w: limit set on an unlimited request", ErrInvalidRequest)
 	}
 	if !req.Period.End.After(req.Period.Start) {
 		return fmt.Errorf("%w: empty period", ErrInvalidRequest)
@@ -85,7 +101,7 @@ func (req *TakeRequest) validate() error {
 
 // validateUsage reports whether a Usage query's names are valid.
 func validateUsage(subject, meter string) error {
-	if err := validSubject(subject); err != nil {
+	if err := checkSubject(subject); err != nil {
 		return err
 	}
 	return validMeter(meter)

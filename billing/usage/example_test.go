@@ -51,7 +51,7 @@ func ExampleReporter() {
 	counters := quota.NewMemoryStore(quota.MemoryOptions{})
 	count := func(n int64) {
 		counters.Take(ctx, quota.TakeRequest{Subject: "alice", Meter: quota.DefaultMeter, Period: period,
-			Cost: n, ExpireAt: period.End.Add(35 * 24 * time.Hour)})
+			Cost: n, Unlimited: true, ExpireAt: period.End.Add(35 * 24 * time.Hour)})
 	}
 	ents := billing.NewMemoryStore(billing.MemoryOptions{})
 	ents.Update(ctx, "alice", func(e *billing.Entitlement) error {

@@ -60,7 +60,7 @@ func lateRenewal(t *testing.T, mode reportMode, reportBeforeRenewal bool) {
 		now := clock.Now()
 		p := lim.PeriodAt(now)
 		if _, err := counters.Take(ctx, quota.TakeRequest{Subject: e.Subject, Meter: testMeter, Period: p,
-			Cost: n, Limit: lim.Limit(), ExpireAt: p.End.Add(quota.DefaultRetention)}); err != nil {
+			Cost: n, Limit: lim.Limit(), Unlimited: lim.Unlimited(), ExpireAt: p.End.Add(quota.DefaultRetention)}); err != nil {
 			t.Fatal(err)
 		}
 		counted += n

@@ -190,7 +190,7 @@ func take(t testing.TB, st quota.Store, subject string, p quota.Period, n int64)
 		return
 	}
 	_, err := st.Take(context.Background(), quota.TakeRequest{
-		Subject: subject, Meter: testMeter, Period: p, Cost: n, ExpireAt: p.End.Add(35 * 24 * time.Hour),
+		Subject: subject, Meter: testMeter, Period: p, Cost: n, Unlimited: true, ExpireAt: p.End.Add(35 * 24 * time.Hour),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,10 @@
 // Package quotatest is a conformance suite for implementations of
 // [quota.Store]. billkit runs it against [quota.MemoryStore] and
 // [quota.RedisStore] on miniredis, a real redis-server and a Redis Cluster;
-// run it against your own store to check that it has the same semantics:
+// run it against your own store to check that it has the same semantics
+// (atomic check and count, exact under concurrency; a Limit of 0 allows
+// nothing and [quota.TakeRequest.Unlimited] lifts the cap; denied units
+// apart from billable ones; billkit's subject and meter rules):
 //
 //	func TestMyStore(t *testing.T) {
 //		quotatest.TestStore(t, quotatest.Options{New: func(t *testing.T) quota.Store { return newMyStore(t) }})
@@ -20,10 +23,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/billkit/billkit/internal/subject"
 	"github.com/billkit/billkit/quota"
 )
 
-// Options configures [TestStore].
+// Options configures [TestStore]. New is required, so the zero value is
+// not usable; every other zero field means its documented default.
 type Options struct {
 	// New returns the store under test. It is called once per subtest;
 	// it may return the same store every time, since every subtest uses
@@ -62,6 +67,7 @@ func TestStore(t *testing.T, o Options) {
 		{"StrictLimit", s.strictLimit},
 		{"DeniedIsNotBillable", s.deniedIsNotBillable},
 		{"NoCap", s.noCap},
+		{"ZeroLimitAllowsNothing", s.zeroLimit},
 		{"Isolation", s.isolation},
 		{"ClosedPeriodReadable", s.closedPeriodReadable},
 		{"MissingCounterIsZero", s.missingIsZero},
@@ -98,12 +104,20 @@ func Subject(t testing.TB) string {
 
 func (s suite) period() quota.Period { return quota.CalendarPeriod(quota.Month, s.o.Now()) }
 
+// req is a request with the hard limit limit (0 allows nothing).
 func (s suite) req(subject string, cost, limit int64) quota.TakeRequest {
 	p := s.period()
 	return quota.TakeRequest{
 		Subject: subject, Meter: "requests", Period: p,
 		Cost: cost, Limit: limit, ExpireAt: p.End.Add(35 * 24 * time.Hour),
 	}
+}
+
+// unlimited is a request without a hard limit.
+func (s suite) unlimited(subject string, cost int64) quota.TakeRequest {
+	r := s.req(subject, cost, 0)
+	r.Unlimited = true
+	return r
 }
 
 func take(t *testing.T, st quota.Store, req quota.TakeRequest) quota.TakeResult {
@@ -129,7 +143,7 @@ func (s suite) countsCost(t *testing.T) {
 	var want int64
 	for _, cost := range []int64{1, 1, 5, 100, 1} {
 		want += cost
-		res := take(t, st, s.req(sub, cost, 0))
+		res := take(t, st, s.unlimited(sub, cost))
 		if !res.Allowed || res.Used != want {
 			t.Fatalf("Take(cost %d) = %+v, want allowed with Used %d", cost, res, want)
 		}
@@ -181,9 +195,31 @@ func (s suite) deniedIsNotBillable(t *testing.T) {
 func (s suite) noCap(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
 	for i := 1; i <= 20; i++ {
-		if res := take(t, st, s.req(sub, 1000, 0)); !res.Allowed || res.Used != int64(i)*1000 {
+		if res := take(t, st, s.unlimited(sub, 1000)); !res.Allowed || res.Used != int64(i)*1000 {
 			t.Fatalf("Take %d with no cap = %+v", i, res)
 		}
+	}
+}
+
+// zeroLimit: a Limit of 0 without Unlimited allows nothing, whatever the
+// count; the denied units are counted apart, never as billable.
+func (s suite) zeroLimit(t *testing.T) {
+	st, sub := s.o.New(t), Subject(t)
+	take(t, st, s.unlimited(sub, 4))
+	for i, cost := range []int64{1, 1, 7} {
+		if res := take(t, st, s.req(sub, cost, 0)); res.Allowed || res.Used != 4 {
+			t.Fatalf("Take %d (cost %d, limit 0) = %+v, want denied with Used 4", i, cost, res)
+		}
+	}
+	fresh := Subject(t)
+	if res := take(t, st, s.req(fresh, 1, 0)); res.Allowed || res.Used != 0 {
+		t.Fatalf("Take(cost 1, limit 0) on a new counter = %+v, want denied with Used 0", res)
+	}
+	if got, want := usage(t, st, sub, "requests", s.period()), (quota.Usage{Used: 4, Denied: 9}); got != want {
+		t.Fatalf("Usage = %+v, want %+v", got, want)
+	}
+	if got, want := usage(t, st, fresh, "requests", s.period()), (quota.Usage{Denied: 1}); got != want {
+		t.Fatalf("Usage of the new counter = %+v, want %+v", got, want)
 	}
 }
 
@@ -191,13 +227,13 @@ func (s suite) isolation(t *testing.T) {
 	st, a, b := s.o.New(t), Subject(t), Subject(t)
 	p := s.period()
 	next := quota.CalendarPeriod(quota.Month, p.End)
-	take(t, st, s.req(a, 1, 0))
-	r := s.req(a, 2, 0)
+	take(t, st, s.unlimited(a, 1))
+	r := s.unlimited(a, 2)
 	r.Meter = "tokens"
 	take(t, st, r)
-	r = s.req(b, 4, 0)
+	r = s.unlimited(b, 4)
 	take(t, st, r)
-	r = s.req(a, 8, 0)
+	r = s.unlimited(a, 8)
 	r.Period, r.ExpireAt = next, next.End.Add(time.Hour)
 	take(t, st, r)
 	for _, c := range []struct {
@@ -218,7 +254,7 @@ func (s suite) closedPeriodReadable(t *testing.T) {
 	// A day-long explicit period that ended an hour ago, kept for a week.
 	now := s.o.Now()
 	closed := quota.Period{Start: now.Add(-25 * time.Hour).Truncate(time.Second), End: now.Add(-time.Hour).Truncate(time.Second)}
-	r := s.req(sub, 7, 0)
+	r := s.unlimited(sub, 7)
 	r.Period, r.ExpireAt = closed, now.Add(7*24*time.Hour)
 	take(t, st, r)
 	if got := usage(t, st, sub, "requests", closed); got.Used != 7 {
@@ -259,7 +295,7 @@ func (s suite) run(t *testing.T, st quota.Store, req quota.TakeRequest) (allowed
 func (s suite) concurrentExact(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
 	n := int64(s.o.Goroutines * s.o.PerGoroutine)
-	allowed, errs := s.run(t, st, s.req(sub, 1, 0))
+	allowed, errs := s.run(t, st, s.unlimited(sub, 1))
 	if errs != 0 || allowed != n {
 		t.Fatalf("allowed %d with %d errors, want %d and 0", allowed, errs, n)
 	}
@@ -296,7 +332,7 @@ func (s suite) hugeCost(t *testing.T) {
 
 func (s suite) invalidInput(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
-	good := s.req(sub, 1, 0)
+	good := s.unlimited(sub, 1)
 	for _, c := range []struct {
 		name string
 		edit func(*quota.TakeRequest)
@@ -305,12 +341,15 @@ func (s suite) invalidInput(t *testing.T) {
 		{"empty subject", func(r *quota.TakeRequest) { r.Subject = "" }, quota.ErrInvalidSubject},
 		{"open brace", func(r *quota.TakeRequest) { r.Subject = sub + "{x" }, quota.ErrInvalidSubject},
 		{"close brace", func(r *quota.TakeRequest) { r.Subject = sub + "}" }, quota.ErrInvalidSubject},
-		{"overlong subject", func(r *quota.TakeRequest) { r.Subject = strings.Repeat("a", quota.MaxSubjectLen+1) }, quota.ErrInvalidSubject},
+		{"overlong subject", func(r *quota.TakeRequest) { r.Subject = strings.Repeat("a", subject.MaxLen+1) }, quota.ErrInvalidSubject},
+		{"control character in subject", func(r *quota.TakeRequest) { r.Subject = sub + "\n" }, quota.ErrInvalidSubject},
+		{"invalid UTF-8 in subject", func(r *quota.TakeRequest) { r.Subject = sub + "\xff" }, quota.ErrInvalidSubject},
 		{"empty meter", func(r *quota.TakeRequest) { r.Meter = "" }, quota.ErrInvalidMeter},
 		{"meter with colon", func(r *quota.TakeRequest) { r.Meter = "a:b" }, quota.ErrInvalidMeter},
 		{"zero cost", func(r *quota.TakeRequest) { r.Cost = 0 }, quota.ErrInvalidCost},
 		{"negative cost", func(r *quota.TakeRequest) { r.Cost = -5 }, quota.ErrInvalidCost},
 		{"negative limit", func(r *quota.TakeRequest) { r.Limit = -1 }, quota.ErrInvalidRequest},
+		{"limit on an unlimited request", func(r *quota.TakeRequest) { r.Limit = 10 }, quota.ErrInvalidRequest},
 		{"empty period", func(r *quota.TakeRequest) { r.Period = quota.Period{} }, quota.ErrInvalidRequest},
 		{"expiry before period end", func(r *quota.TakeRequest) { r.ExpireAt = r.Period.End.Add(-time.Second) }, quota.ErrInvalidRequest},
 	} {
@@ -332,7 +371,7 @@ func (s suite) canceledContext(t *testing.T) {
 	st, sub := s.o.New(t), Subject(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := st.Take(ctx, s.req(sub, 1, 0)); err == nil {
+	if _, err := st.Take(ctx, s.unlimited(sub, 1)); err == nil {
 		t.Fatal("Take with a canceled context succeeded, want an error")
 	}
 }
