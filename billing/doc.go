@@ -1,9 +1,11 @@
 // Package billing turns a Stripe subscription into what a subject (an
 // account of your application) may use, and reports what it used back to
 // Stripe. It plugs into billkit's other packages: its lifecycle handlers
-// register on a [webhook.Handler], its [Limits] is the quota middleware's
-// [quota.LimitsSource], and it reads the tier prices the checkout package
-// sells.
+// register on a [webhook.Handler], its [LimitsCache] ([Lifecycle.Limits])
+// is the quota middleware's [quota.LimitsSource], and its [Plans] are the
+// checkout package's [checkout.Catalog], so a plan's prices are declared
+// once. Usage reporting lives in package
+// [github.com/billkit/billkit/billing/usage].
 //
 // # Plans
 //
@@ -11,11 +13,10 @@
 // soft and hard limits, and whether overage is allowed (billed under a
 // metered price or a billing meter's event name). A [Plans] catalog is built
 // from code ([NewPlans]), the environment ([PlansFromEnv]: PRICE_<TIER> and
-// PRICE_<TIER>_METERED as the checkout catalog reads them, plus
+// PRICE_<TIER>_METERED read by checkout's own parser, plus
 // PLAN_<TIER>_INCLUDED, _SOFT, _HARD, _OVERAGE, _METER_EVENT, _INTERVAL,
-// _BILL) or
-// JSON ([PlansFromJSON]). Invalid configuration is an error
-// wrapping [ErrInvalidPlan] that names the variable or field.
+// _BILL) or JSON ([PlansFromJSON]). Invalid configuration is an error
+// wrapping [ErrInvalidConfig] that names the variable or field.
 //
 // # Entitlements
 //
@@ -46,7 +47,7 @@
 //	invoice.paid                   incomplete, past_due, unpaid → active
 //	invoice.payment_failed         active, trialing → past_due
 //
-// The states, and what the quota middleware is given for each by [Limits]:
+// The states, and what the quota middleware is given for each by [LimitsCache]:
 //
 //	none                no entitlement               no plan (402)
 //	pending             checkout done, not yet paid  Provisional allowance
@@ -130,18 +131,18 @@
 //
 // # Enforcement bound
 //
-// [Limits] answers from an in-process cache, so the quota middleware's hot
-// path stays one Redis round trip. A change written by any process (a
-// revocation) is enforced by every process within LimitsConfig.TTL (default
-// 1 second) plus one store read; Config.OnChange with [Limits.Invalidate]
-// makes the process that handled the event enforce it at once.
+// [LimitsCache] answers from an in-process cache, so the quota middleware's
+// hot path stays one Redis round trip. A change written by any process (a
+// revocation) is enforced by every process within Config.LimitsTTL
+// (default 1 second) plus one store read; the process that handled the
+// event enforces it at once, as the lifecycle invalidates its own cache.
 //
 // # Late renewals
 //
 // Stripe renews a subscription at the end of its period, but the renewal's
 // event can arrive late (or be lost until [Lifecycle.Reconcile] runs).
 // Meanwhile an active, trialing or past_due entitlement still holds the
-// ended period, and [Limits] gives quota the projected next period: it
+// ended period, and [LimitsCache] gives quota the projected next period: it
 // starts exactly at the old period's end, as Stripe's renewed period does,
 // and ends one interval later (n calendar months on the subscription's
 // billing anchor for monthly and yearly prices, else the old period's
