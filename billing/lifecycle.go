@@ -81,7 +81,7 @@ type Config struct {
 	ReconcileEvery time.Duration
 	// Logger receives a record for every event that changed nothing
 	// (stale, unmapped or malformed) and, at ERROR, every [EventError].
-	// The default value discards records.
+	// The default value is slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. The default value is time.Now.
 	Now func() time.Time
@@ -132,7 +132,7 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = slog.Default()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
