@@ -2,12 +2,16 @@ package billing_test
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/quota"
+	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
 // TestStoredEntitlementStaysReadable: an entitlement as an earlier release
@@ -97,4 +101,44 @@ func TestUpdateReportsChange(t *testing.T) {
 	if l, err := h.limits.Limits(context.Background(), "alice"); err != nil || l.Plan != "starter" {
 		t.Fatalf("limits after the change = %+v, %v; want starter at once", l, err)
 	}
+}
+
+// TestSubjectRule: the stores refuse a subject that breaks billkit's one
+// subject rule, and an event naming one is refused (reported, never
+// stored) rather than failing forever as a store error.
+func TestSubjectRule(t *testing.T) {
+	t.Parallel()
+	bad := []string{"", strings.Repeat("a", 201), "a{b", "a}b", "a\nb", "\xff"}
+	for name, open := range storeFactories() {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			ctx := context.Background()
+			for _, subj := range bad {
+				if _, _, err := s.Update(ctx, subj, func(*billing.Entitlement) error { return nil }); !errors.Is(err, billing.ErrInvalidSubject) {
+					t.Errorf("Update(%q) = %v, want ErrInvalidSubject", subj, err)
+				}
+				if _, err := s.Get(ctx, subj); !errors.Is(err, billing.ErrInvalidSubject) {
+					t.Errorf("Get(%q) = %v, want ErrInvalidSubject", subj, err)
+				}
+			}
+			if _, _, err := s.Update(ctx, strings.Repeat("a", 200), func(*billing.Entitlement) error { return nil }); err != nil {
+				t.Errorf("a 200-byte subject: %v", err)
+			}
+		})
+	}
+	forShapes(t, func(t *testing.T, sh shape) {
+		var reported []*billing.EventError
+		h := newHarness(t, billing.NewMemoryStore(billing.MemoryOptions{}), func(c *billing.Config) {
+			c.OnEventError = func(_ context.Context, err *billing.EventError) { reported = append(reported, err) }
+		})
+		st := webhooktest.Deliver(t, h.h, testSecret,
+			sh.event("evt_bad_subject", evCreated, sh.sub(sub{Status: "active", Subject: "acct{42}"}), sec(1)))
+		if st[0] != http.StatusInternalServerError || len(reported) != 1 || !errors.Is(reported[0], billing.ErrUnreadable) {
+			t.Fatalf("status %d, reports %v; want 500 and one ErrUnreadable", st[0], reported)
+		}
+		if err := h.lc.Link(context.Background(), "acct\n42", "cus_1"); !errors.Is(err, billing.ErrInvalidSubject) {
+			t.Fatalf("Link with a bad subject = %v, want ErrInvalidSubject", err)
+		}
+	})
 }

@@ -10,6 +10,10 @@ import (
 var (
 	// ErrNotFound is returned when a subject or customer has no entitlement.
 	ErrNotFound = errors.New("billing: not found")
+	// ErrInvalidSubject is returned (wrapped) for a subject that breaks
+	// billkit's one subject rule: 1 to 200 bytes of valid UTF-8 without
+	// '{', '}' or control characters.
+	ErrInvalidSubject = errors.New("billing: invalid subject")
 	// ErrConflict is returned by [EntitlementStore.Update] when the
 	// entitlement kept changing under it and the update gave up.
 	ErrConflict = errors.New("billing: concurrent update conflict")

@@ -100,6 +100,9 @@ func (l *Lifecycle) onCheckout(ctx context.Context, log *slog.Logger, ev *stripe
 		log.InfoContext(ctx, "billing: checkout session without a subject ignored", "session", cs.ID)
 		return nil
 	}
+	if err := checkSubject(subject); err != nil {
+		return unreadable(ev, "checkout session %s: %v", cs.ID, err)
+	}
 	f := checkoutFact{At: at, EventID: ev.ID, SessionID: cs.ID, Tier: cs.Metadata[metaTier],
 		CustomerID: cs.CustomerID, SubscriptionID: cs.SubscriptionID}
 	return l.update(ctx, log, subject, func(e *Entitlement) { mergeCheckout(e, f) })
@@ -126,6 +129,9 @@ func (l *Lifecycle) onSubscription(ctx context.Context, log *slog.Logger, ev *st
 	subject, err := l.subjectOf(ctx, sub.Metadata, sub.CustomerID)
 	if err != nil {
 		return err
+	}
+	if err := checkSubject(subject); subject != "" && err != nil {
+		return unreadable(ev, "subscription %s: %v", sub.ID, err)
 	}
 	f := l.snapshot(sub, at, ev.ID)
 	if f.Tier == "" {
@@ -204,6 +210,9 @@ func (l *Lifecycle) onInvoice(ctx context.Context, log *slog.Logger, ev *stripe.
 	subject, err := l.subjectOf(ctx, inv.SubscriptionMetadata, inv.CustomerID)
 	if err != nil {
 		return err
+	}
+	if err := checkSubject(subject); subject != "" && err != nil {
+		return unreadable(ev, "invoice %s: %v", inv.ID, err)
 	}
 	if subject == "" {
 		meta := inv.SubscriptionMetadata

@@ -135,8 +135,11 @@ func (l *Lifecycle) unpark(ctx context.Context, log *slog.Logger, subject, custo
 // entitlement already belongs to another customer, or the customer to
 // another subject.
 func (l *Lifecycle) Link(ctx context.Context, subject, customerID string) error {
-	if subject == "" || customerID == "" {
-		return fmt.Errorf("%w: Link needs a subject and a customer", ErrInvalidConfig)
+	if err := checkSubject(subject); err != nil {
+		return fmt.Errorf("billing: link customer: %w", err)
+	}
+	if customerID == "" {
+		return fmt.Errorf("%w: Link needs a customer", ErrInvalidConfig)
 	}
 	switch owner, err := l.cfg.Store.SubjectByCustomer(ctx, customerID); {
 	case err == nil && owner != subject:

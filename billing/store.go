@@ -5,7 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/billkit/billkit/internal/subject"
 )
+
+// checkSubject applies billkit's subject rule to a subject a store builds
+// a key from.
+func checkSubject(s string) error {
+	if err := subject.Check(s); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSubject, err)
+	}
+	return nil
+}
 
 // maxUpdateAttempts bounds how often Update re-reads after a concurrent
 // change before it gives up with ErrConflict.

@@ -47,6 +47,9 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 
 // Get returns subject's entitlement, or ErrNotFound.
 func (s *MemoryStore) Get(ctx context.Context, subject string) (Entitlement, error) {
+	if err := checkSubject(subject); err != nil {
+		return Entitlement{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Entitlement{}, err
 	}
@@ -62,6 +65,9 @@ func (s *MemoryStore) Get(ctx context.Context, subject string) (Entitlement, err
 // Update implements [EntitlementStore.Update]; fn runs under the store's
 // lock, once.
 func (s *MemoryStore) Update(ctx context.Context, subject string, fn func(*Entitlement) error) (Entitlement, bool, error) {
+	if err := checkSubject(subject); err != nil {
+		return Entitlement{}, false, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Entitlement{}, false, err
 	}

@@ -141,6 +141,9 @@ return n
 
 // Get returns subject's entitlement, or ErrNotFound.
 func (s *RedisStore) Get(ctx context.Context, subject string) (Entitlement, error) {
+	if err := checkSubject(subject); err != nil {
+		return Entitlement{}, err
+	}
 	b, err := s.rdb.HGet(ctx, s.key(subject), "data").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return Entitlement{}, ErrNotFound
@@ -154,6 +157,9 @@ func (s *RedisStore) Get(ctx context.Context, subject string) (Entitlement, erro
 // Update implements [EntitlementStore.Update] with an optimistic
 // compare-and-set; fn may run more than once.
 func (s *RedisStore) Update(ctx context.Context, subject string, fn func(*Entitlement) error) (Entitlement, bool, error) {
+	if err := checkSubject(subject); err != nil {
+		return Entitlement{}, false, err
+	}
 	key := s.key(subject)
 	for attempt := 0; attempt < maxUpdateAttempts; attempt++ {
 		vals, err := s.rdb.HMGet(ctx, key, "data", "rev").Result()
