@@ -35,10 +35,10 @@ const (
 	webhookLease      = 25 * time.Second // handlers get 20s, within writeTimeout
 )
 
-// run is the whole program: it reads the configuration from getenv, prints
-// the generated secrets and the listen address on stdout, logs on stderr,
-// and serves until ctx is done.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// run is the whole program: it reads the configuration from environ (as
+// returned by os.Environ), prints the generated secrets and the listen
+// address on stdout, logs on stderr, and serves until ctx is done.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printHelp(stderr) }
@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("unexpected argument %q: the server is configured by environment variables", fs.Arg(0))
 	}
 	log := newLogger(stderr)
-	cfg, err := ConfigFromEnv(getenv)
+	cfg, err := ConfigFromEnv(environ)
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // printHelp prints the command's help: its environment variables.
 func printHelp(w io.Writer) {
-	fmt.Fprintf(w, "Usage: server\n\nThe billkit sample server. It is configured by environment variables:\n\n")
+	fmt.Fprintf(w, "Usage: server\n\nThe billkit sample server. It is configured by environment variables (<TIER> is a tier's name in upper case):\n\n")
 	for _, v := range envVars() {
 		fmt.Fprintf(w, "  %s\n    \t%s (default: %s)\n", v.Name, v.Help, v.Default)
 	}
@@ -151,21 +151,22 @@ func newApp(ctx context.Context, cfg Config, log *slog.Logger, now func() time.T
 		log.Warn("STRIPE_SECRET_KEY is set without PRICE_STARTER and PRICE_PRO: the demo price IDs exist in no Stripe account, so Stripe will refuse checkout; set your prices")
 	}
 	if cfg.DemoPrices {
+		pro, _ := cfg.Plans.ByTier("pro")
 		log.Info("no PRICE_* variable is set: using the demo plans, walk the lifecycle with send-event", "starter", demoPriceStarter, "pro", demoPricePro,
-			"pro_meter_event", cfg.Plans[1].MeterEventName)
+			"pro_meter_event", pro.MeterEventName)
 	}
 	return a, nil
 }
 
 // build creates the billkit components and the routes.
 func (a *App) build() error {
-	var err error
-	if a.plans, err = billing.NewPlans(a.cfg.Plans...); err != nil {
-		return err
+	if a.plans = a.cfg.Plans; a.plans == nil {
+		return errors.New("no plans configured (Config.Plans)")
 	}
 
 	// Entitlements: what each subject's subscription allows, driven by
 	// Stripe's events.
+	var err error
 	if a.entitlements, err = billing.NewRedisStore(a.rdb, billing.RedisOptions{Now: a.now}); err != nil {
 		return err
 	}
@@ -249,17 +250,11 @@ func (a *App) build() error {
 
 // buildStripe creates the checkout handler and the usage reporter.
 func (a *App) buildStripe() error {
-	tiers := make([]checkout.Tier, 0, len(a.cfg.Plans))
-	for _, p := range a.cfg.Plans {
-		tiers = append(tiers, checkout.Tier{Name: p.Tier, PriceID: p.PriceID, MeteredPriceID: p.MeteredPriceID})
-	}
-	catalog, err := checkout.NewPrices(tiers...)
-	if err != nil {
-		return err
-	}
+	// The plans are checkout's catalog: each tier sells the prices its
+	// plan declares.
 	sessions, err := checkout.New(checkout.Config{
 		Stripe:          a.stripe,
-		Catalog:         catalog,
+		Catalog:         a.plans,
 		SuccessURL:      a.cfg.PublicURL + "/billing/success?session_id={CHECKOUT_SESSION_ID}",
 		CancelURL:       a.cfg.PublicURL + "/billing/cancel",
 		PortalReturnURL: a.cfg.PublicURL + "/billing/usage",
@@ -303,8 +298,9 @@ func (a *App) buildStripe() error {
 const gracePeriod = 7 * 24 * time.Hour
 
 // gracePolicy is what a past_due subscriber keeps: the starter plan's
-// limits for gracePeriod after the payment failed, then nothing.
-func gracePolicy() billing.GracePolicy { return billing.DowngradeTo("starter", gracePeriod) }
+// (graceTier's) limits for gracePeriod after the payment failed, then
+// nothing.
+func gracePolicy() billing.GracePolicy { return billing.DowngradeTo(graceTier, gracePeriod) }
 
 // customerOf returns subject's Stripe customer, for the billing portal.
 func (a *App) customerOf(ctx context.Context, subject string) (string, error) {

@@ -30,16 +30,17 @@ func startRun(t *testing.T, env map[string]string) (base string, stdout []string
 
 // startRunOutput is startRun that writes run's logs to stderr and its
 // stdout after the listen address to moreStdout.
-func startRunOutput(t *testing.T, env map[string]string, stderr, moreStdout io.Writer) (base string, stdout []string, stop func() error) {
+func startRunOutput(t *testing.T, vars map[string]string, stderr, moreStdout io.Writer) (base string, stdout []string, stop func() error) {
 	t.Helper()
-	if env["ADDR"] == "" {
-		env["ADDR"] = "127.0.0.1:0"
+	if vars["ADDR"] == "" {
+		vars["ADDR"] = "127.0.0.1:0"
 	}
+	environ := env(vars)
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, nil, func(k string) string { return env[k] }, pw, stderr)
+		err := run(ctx, nil, environ, pw, stderr)
 		pw.CloseWithError(errors.New("run returned"))
 		done <- err
 	}()

@@ -13,30 +13,6 @@ import (
 	"time"
 
 	"github.com/billkit/billkit/billing"
-	"github.com/billkit/billkit/examples/server/internal/demo"
-)
-
-// Demo price IDs, used when no PRICE_* variable is set so that the whole
-// subscription lifecycle can be walked offline with send-event. They are
-// well-formed but exist in no Stripe account: Checkout against real Stripe
-// needs PRICE_STARTER and PRICE_PRO.
-const (
-	demoPriceStarter    = demo.PriceStarter    // price_1DemoStarter0000000000
-	demoPricePro        = demo.PricePro        // price_1DemoPro00000000000000
-	demoPriceProMetered = demo.PriceProMetered // price_1DemoProMetered000000
-)
-
-// demoMeterEvent is the event name of the billing meter that the demo pro
-// plan bills its usage under, as meter events.
-const demoMeterEvent = "api_requests"
-
-// Limits of the example's plans, per billing period.
-const (
-	starterIncluded = 1_000
-	starterSoft     = 800
-	proIncluded     = 10_000
-	proSoft         = 8_000
-	proHard         = 50_000 // with a metered price: 40,000 units of overage at most
 )
 
 // Defaults of the configuration.
@@ -53,6 +29,7 @@ type envVar struct {
 }
 
 // envVars lists every variable the server reads, for -h and the README.
+// <TIER> stands for a tier's name in upper case, as in PRICE_PRO.
 func envVars() []envVar {
 	return []envVar{
 		{"ADDR", defaultAddr, "listen address (host:port; port 0 picks a free port)"},
@@ -60,12 +37,17 @@ func envVars() []envVar {
 		{"STRIPE_SECRET_KEY", "unset: checkout and portal answer 503", "Stripe secret key (sk_test_... or rk_test_...)"},
 		{"STRIPE_API_BASE", "https://api.stripe.com", "Stripe API base URL, for example stripe-mock's http://localhost:12111"},
 		{"STRIPE_WEBHOOK_SECRET", "generated and printed", "webhook signing secret(s), whsec_..., comma-separated during rotation"},
-		{"PRICE_STARTER", demoPriceStarter, "Stripe price ID of the starter tier"},
-		{"PRICE_PRO", demoPricePro, "Stripe price ID of the pro tier"},
-		{"PLAN_STARTER_METER_EVENT", "none", "event name of the billing meter the starter tier's usage is reported to, as meter events"},
-		{"PLAN_PRO_METER_EVENT", demoMeterEvent + " with the demo plans", "event name of the billing meter the pro tier's usage is reported to, as meter events (the default model); pro may then exceed its included units"},
-		{"PRICE_STARTER_METERED", "none", "optional metered price of the starter tier, added to its checkout: the meter's price with PLAN_STARTER_METER_EVENT, else a legacy metered price that usage records are reported to"},
-		{"PRICE_PRO_METERED", demoPriceProMetered + " with the demo plans", "optional metered price of the pro tier, added to its checkout: the meter's price with PLAN_PRO_METER_EVENT, else a legacy metered price that usage records are reported to (accounts pinned before 2025-03-31.basil)"},
+		{"PRICE_STARTER", demoPriceStarter + " with the demo plans", "Stripe price ID of the starter tier; required once any PRICE_* variable is set (the demo plans are then off), as past_due subscribers keep starter's limits"},
+		{"PRICE_PRO", demoPricePro + " with the demo plans", "Stripe price ID of the pro tier"},
+		{"PRICE_<TIER>", "none", "Stripe price ID of one more tier, <tier> in lower case; give it PLAN_<TIER>_INCLUDED or PLAN_<TIER>_OVERAGE"},
+		{"PRICE_<TIER>_METERED", "none; PRICE_PRO_METERED is " + demoPriceProMetered + " with the demo plans", "optional metered price of a tier, added to its checkout: the meter's price with PLAN_<TIER>_METER_EVENT, else a legacy metered price that usage records are reported to (accounts pinned before 2025-03-31.basil)"},
+		{"PLAN_<TIER>_METER_EVENT", "none; PLAN_PRO_METER_EVENT is " + demoMeterEvent + " with the demo plans", "event name of the billing meter a tier's usage is reported to, as meter events (the default model; at most 100 characters, no spaces); with the demo plans it replaces theirs"},
+		{"PLAN_<TIER>_INCLUDED", fmt.Sprintf("starter %d, pro %d", starterIncluded, proIncluded), "units (requests) a tier's price includes per billing period"},
+		{"PLAN_<TIER>_SOFT", fmt.Sprintf("starter %d, pro %d", starterSoft, proSoft), "soft limit: crossing it is logged, not denied (0: none)"},
+		{"PLAN_<TIER>_HARD", fmt.Sprintf("pro %d; other tiers: INCLUDED", proHard), "units after which requests are denied (0: INCLUDED, or no cap with overage)"},
+		{"PLAN_<TIER>_OVERAGE", "pro: true when PRICE_PRO_METERED or PLAN_PRO_METER_EVENT is set; other tiers: false", "true to allow and bill usage above INCLUDED (needs a meter event or a metered price)"},
+		{"PLAN_<TIER>_INTERVAL", "month", "month or day: the counting period while no subscription period is known"},
+		{"PLAN_<TIER>_BILL", "all", "all: report every counted unit; overage: only the units above INCLUDED"},
 		{"PUBLIC_URL", "http://localhost:PORT", "the server's public base URL, for Checkout's success and cancel pages"},
 		{"API_KEYS", "one random key for subject \"demo\", printed", "key:subject pairs, comma-separated"},
 		{"USAGE_REPORT_INTERVAL", defaultReportInterval.String(), "how often usage is reported to Stripe (Go duration)"},
@@ -94,8 +76,11 @@ type Config struct {
 	// WebhookSecretGenerated reports that WebhookSecrets[0] was generated.
 	WebhookSecretGenerated bool
 
-	// Plans are the plans sold, with their Stripe prices and limits.
-	Plans []billing.Plan
+	// Plans are the plans sold, with their Stripe prices and limits: the
+	// one catalog that checkout sells from (billing.Plans is a
+	// checkout.Catalog), the lifecycle maps subscriptions to, and the
+	// usage reporter bills by. It has the tier graceTier.
+	Plans *billing.Plans
 	// DemoPrices reports that the plans carry the built-in demo price IDs.
 	DemoPrices bool
 	// PublicURL is the server's public base URL, without a trailing slash.
@@ -113,50 +98,6 @@ type Config struct {
 	ReconcileInterval time.Duration
 }
 
-// tierPrice names a tier, the variables that hold its price and its meter
-// event name, and its demo price, metered price and meter event name.
-type tierPrice struct {
-	Tier, Env, MeterEnv                   string
-	Demo, DemoMetered, DemoMeterEventName string
-}
-
-// tiers lists the tiers of the example, in order. The variables follow
-// billing.PlansFromEnv's names (PRICE_<TIER>, PRICE_<TIER>_METERED,
-// PLAN_<TIER>_METER_EVENT).
-func tiers() []tierPrice {
-	return []tierPrice{
-		{"starter", "PRICE_STARTER", "PLAN_STARTER_METER_EVENT", demoPriceStarter, "", ""},
-		{"pro", "PRICE_PRO", "PLAN_PRO_METER_EVENT", demoPricePro, demoPriceProMetered, demoMeterEvent},
-	}
-}
-
-// plans returns the example's plans for the given prices, metered prices
-// and meter event names (by tier). A tier with a meter event name reports
-// its usage as meter events under it (Billing Meters, the default); one
-// with only a metered price reports usage records to that price's
-// subscription item (legacy metered prices, for accounts pinned before
-// 2025-03-31.basil). Pro with either also allows overage up to its hard
-// limit.
-func plans(prices, metered, meterEvents map[string]string) []billing.Plan {
-	return []billing.Plan{{
-		Tier:           "starter",
-		PriceID:        prices["starter"],
-		MeteredPriceID: metered["starter"],
-		MeterEventName: meterEvents["starter"],
-		Included:       starterIncluded,
-		Soft:           starterSoft,
-	}, {
-		Tier:           "pro",
-		PriceID:        prices["pro"],
-		MeteredPriceID: metered["pro"],
-		MeterEventName: meterEvents["pro"],
-		Included:       proIncluded,
-		Soft:           proSoft,
-		Hard:           proHard,
-		Overage:        metered["pro"] != "" || meterEvents["pro"] != "",
-	}}
-}
-
 // ConfigError is a configuration error that names the variable at fault.
 type ConfigError struct {
 	Var string
@@ -171,18 +112,26 @@ func badVar(name, format string, args ...any) error {
 }
 
 var (
-	priceRE   = regexp.MustCompile(`^price_[A-Za-z0-9_]{1,249}$`)
-	meterRE   = regexp.MustCompile(`^[\x21-\x7e]{1,100}$`) // Stripe: at most 100 characters
 	subjectRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,128}$`)
 	apiKeyRE  = regexp.MustCompile(`^[\x21-\x7e]{16,256}$`)
 )
 
-// ConfigFromEnv reads the configuration from getenv, generating a webhook
-// secret and an API key when none is configured. Every error is a
-// *[ConfigError] naming the offending variable; values of secrets are never
-// part of an error.
-func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
+// ConfigFromEnv reads the configuration from environ, a list of
+// "KEY=value" entries as returned by [os.Environ], generating a webhook
+// secret and an API key when none is configured. A variable set to an
+// empty value counts as unset. The plans come from billing.PlansFromEnv
+// (see [readPlans]). Every error is a *[ConfigError] naming the offending
+// variable; values of secrets are never part of an error.
+func ConfigFromEnv(environ []string) (Config, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			if _, dup := vars[k]; !dup { // the first one counts, as for os.Getenv
+				vars[k] = v
+			}
+		}
+	}
+	get := func(name string) string { return strings.TrimSpace(vars[name]) }
 	c := Config{
 		Addr:              defaultAddr,
 		RedisURL:          get("REDIS_URL"),
@@ -231,57 +180,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		c.WebhookSecretGenerated = true
 	}
 
-	prices, metered, meterEvents := map[string]string{}, map[string]string{}, map[string]string{}
-	var set, unset []string
-	for _, t := range tiers() {
-		// A meter event name is no price: it may be set with the demo
-		// plans too, replacing theirs.
-		if v := get(t.MeterEnv); v != "" {
-			if !meterRE.MatchString(v) || looksSecret(v) {
-				errs = append(errs, badVar(t.MeterEnv, "want the event name of a Stripe billing meter such as %s (at most 100 characters, no spaces), got %s", demoMeterEvent, shown(v)))
-			}
-			meterEvents[t.Tier] = v
-		}
-		if v := get(t.Env); v != "" {
-			set = append(set, t.Env)
-			if !priceRE.MatchString(v) {
-				errs = append(errs, badVar(t.Env, "want a Stripe price ID such as price_1Nx..., got %s", shown(v)))
-			}
-			prices[t.Tier] = v
-		} else {
-			unset = append(unset, t.Env)
-		}
-		if v := get(t.Env + "_METERED"); v != "" {
-			if !priceRE.MatchString(v) || v == prices[t.Tier] {
-				errs = append(errs, badVar(t.Env+"_METERED", "want the Stripe price ID of a metered price, other than %s, got %s", t.Env, shown(v)))
-			}
-			metered[t.Tier] = v
-		}
-	}
-	switch {
-	case len(set) == 0 && len(metered) > 0:
-		for _, t := range tiers() {
-			if metered[t.Tier] != "" {
-				errs = append(errs, badVar(t.Env+"_METERED", "set only with %s (the demo plans have their own prices)", t.Env))
-			}
-		}
-	case len(set) == 0:
-		for _, t := range tiers() {
-			prices[t.Tier] = t.Demo
-			if t.DemoMetered != "" {
-				metered[t.Tier] = t.DemoMetered
-			}
-			if t.DemoMeterEventName != "" && meterEvents[t.Tier] == "" {
-				meterEvents[t.Tier] = t.DemoMeterEventName
-			}
-		}
-		c.DemoPrices = true
-	case len(unset) > 0:
-		for _, name := range unset {
-			errs = append(errs, badVar(name, "required when %s is set (set every PRICE_* variable, or none for the demo plans)", strings.Join(set, ", ")))
-		}
-	}
-	c.Plans = plans(prices, metered, meterEvents)
+	plans, demoPrices, planErrs := readPlans(environ)
+	c.Plans, c.DemoPrices = plans, demoPrices
+	errs = append(errs, planErrs...)
 
 	c.PublicURL = strings.TrimSuffix(get("PUBLIC_URL"), "/")
 	if c.PublicURL == "" {

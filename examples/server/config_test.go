@@ -3,15 +3,40 @@ package main
 import (
 	"errors"
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/checkout"
+	"github.com/billkit/billkit/quota"
 )
 
-func env(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+// env returns m as a list of "KEY=value" entries, as os.Environ returns
+// them.
+func env(m map[string]string) []string {
+	environ := make([]string, 0, len(m))
+	for k, v := range m {
+		environ = append(environ, k+"="+v)
+	}
+	sort.Strings(environ)
+	return environ
+}
+
+// starterPro returns c's starter and pro plans; it fails t when c lacks
+// one.
+func starterPro(t *testing.T, c Config) (starter, pro billing.Plan) {
+	t.Helper()
+	starter, ok := c.Plans.ByTier("starter")
+	if !ok {
+		t.Fatalf("no starter plan in %v", c.Plans.Tiers())
+	}
+	pro, ok = c.Plans.ByTier("pro")
+	if !ok {
+		t.Fatalf("no pro plan in %v", c.Plans.Tiers())
+	}
+	return starter, pro
 }
 
 func TestConfigFromEnvDefaults(t *testing.T) {
@@ -29,18 +54,17 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 	if !c.WebhookSecretGenerated || len(c.WebhookSecrets) != 1 || !strings.HasPrefix(c.WebhookSecrets[0], "whsec_") {
 		t.Errorf("webhook secret not generated: %v %q", c.WebhookSecretGenerated, c.WebhookSecrets)
 	}
-	if !c.DemoPrices || len(c.Plans) != 2 ||
-		c.Plans[0].Tier != "starter" || c.Plans[0].PriceID != demoPriceStarter || c.Plans[0].MeteredPriceID != "" ||
-		c.Plans[1].Tier != "pro" || c.Plans[1].PriceID != demoPricePro || c.Plans[1].MeteredPriceID != demoPriceProMetered || !c.Plans[1].Overage {
-		t.Errorf("demo plans not used: %v %+v", c.DemoPrices, c.Plans)
+	starter, pro := starterPro(t, c)
+	if got := strings.Join(c.Plans.Tiers(), ","); !c.DemoPrices || got != "pro,starter" {
+		t.Errorf("demo plans not used: %v, tiers %s", c.DemoPrices, got)
 	}
-	// The demo pro plan bills through a billing meter; starter bills
-	// nothing.
-	if c.Plans[1].MeterEventName != demoMeterEvent || c.Plans[0].MeterEventName != "" {
-		t.Errorf("demo plans' meter event names %q and %q, want none and %q", c.Plans[0].MeterEventName, c.Plans[1].MeterEventName, demoMeterEvent)
-	}
-	if _, err := billing.NewPlans(c.Plans...); err != nil {
-		t.Errorf("demo plans are invalid: %v", err)
+	wantStarter := billing.Plan{Tier: "starter", PriceID: demoPriceStarter, Included: starterIncluded, Soft: starterSoft}
+	// The demo pro plan bills through a billing meter, with its metered
+	// price; starter bills nothing.
+	wantPro := billing.Plan{Tier: "pro", PriceID: demoPricePro, MeteredPriceID: demoPriceProMetered, MeterEventName: demoMeterEvent,
+		Included: proIncluded, Soft: proSoft, Hard: proHard, Overage: true}
+	if starter != wantStarter || pro != wantPro {
+		t.Errorf("demo plans\n%+v\n%+v\nwant\n%+v\n%+v", starter, pro, wantStarter, wantPro)
 	}
 	if c.PublicURL != "http://localhost:8080" {
 		t.Errorf("PublicURL = %q", c.PublicURL)
@@ -92,10 +116,11 @@ func TestConfigFromEnvSet(t *testing.T) {
 	if got := strings.Join(c.WebhookSecrets, ","); got != "whsec_new,whsec_old" || c.WebhookSecretGenerated {
 		t.Errorf("WebhookSecrets = %q (generated %v)", got, c.WebhookSecretGenerated)
 	}
-	if c.DemoPrices || c.Plans[0].PriceID != "price_A" || c.Plans[1].PriceID != "price_B" ||
-		c.Plans[0].MeteredPriceID != "" || c.Plans[1].MeteredPriceID != "price_BM" || !c.Plans[1].Overage ||
-		c.Plans[0].MeterEventName != "" || c.Plans[1].MeterEventName != "pro_requests" {
-		t.Errorf("Plans = %+v (demo %v)", c.Plans, c.DemoPrices)
+	starter, pro := starterPro(t, c)
+	if c.DemoPrices || starter.PriceID != "price_A" || pro.PriceID != "price_B" ||
+		starter.MeteredPriceID != "" || pro.MeteredPriceID != "price_BM" || !pro.Overage ||
+		starter.MeterEventName != "" || pro.MeterEventName != "pro_requests" {
+		t.Errorf("plans %+v %+v (demo %v)", starter, pro, c.DemoPrices)
 	}
 	if c.PublicURL != "https://api.example.com" {
 		t.Errorf("PublicURL = %q", c.PublicURL)
@@ -157,10 +182,10 @@ func TestConfigBillingModel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			starter, pro := c.Plans[0], c.Plans[1]
+			starter, pro := starterPro(t, c)
 			if pro.MeterEventName != tt.proMeterEvent || pro.MeteredPriceID != tt.proMetered || pro.Overage != tt.proOverage ||
 				starter.MeterEventName != tt.starterMeterEvent {
-				t.Errorf("plans %+v", c.Plans)
+				t.Errorf("plans %+v %+v", starter, pro)
 			}
 			if got := model(pro); got != tt.billing {
 				t.Errorf("pro bills %s, want %s", got, tt.billing)
@@ -168,9 +193,79 @@ func TestConfigBillingModel(t *testing.T) {
 			if got := model(starter); got != tt.starterBilling {
 				t.Errorf("starter bills %s, want %s", got, tt.starterBilling)
 			}
-			if _, err := billing.NewPlans(c.Plans...); err != nil {
-				t.Errorf("plans are invalid: %v", err)
+		})
+	}
+}
+
+// TestConfigPlans checks how the PRICE_* and PLAN_* variables, read by
+// billing.PlansFromEnv, combine with the example's defaults: the demo
+// plans without any PRICE_* variable, the starter and pro limits unless
+// set, and any further tier.
+func TestConfigPlans(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		env   map[string]string
+		demo  bool
+		tiers string
+		check func(t *testing.T, plans *billing.Plans)
+	}{
+		{"empty variables are unset", map[string]string{"PRICE_STARTER": "", "PRICE_PRO": " ", "PLAN_PRO_INCLUDED": ""}, true, "pro,starter",
+			func(t *testing.T, plans *billing.Plans) {
+				if pro, _ := plans.ByTier("pro"); pro.Included != proIncluded {
+					t.Errorf("pro includes %d, want %d", pro.Included, proIncluded)
+				}
+			}},
+		{"starter only", map[string]string{"PRICE_STARTER": "price_S"}, false, "starter",
+			func(t *testing.T, plans *billing.Plans) {
+				want := billing.Plan{Tier: "starter", PriceID: "price_S", Included: starterIncluded, Soft: starterSoft}
+				if got, _ := plans.ByTier("starter"); got != want {
+					t.Errorf("starter %+v, want %+v", got, want)
+				}
+			}},
+		{"one more tier", map[string]string{"PRICE_STARTER": "price_S", "PRICE_PRO": "price_P",
+			"PRICE_ENTERPRISE": "price_E", "PRICE_ENTERPRISE_METERED": "price_EM", "PLAN_ENTERPRISE_INCLUDED": "1000000",
+			"PLAN_ENTERPRISE_OVERAGE": "true", "PLAN_ENTERPRISE_METER_EVENT": "enterprise_requests", "PLAN_ENTERPRISE_INTERVAL": "day", "PLAN_ENTERPRISE_BILL": "overage"},
+			false, "enterprise,pro,starter",
+			func(t *testing.T, plans *billing.Plans) {
+				want := billing.Plan{Tier: "enterprise", PriceID: "price_E", MeteredPriceID: "price_EM", MeterEventName: "enterprise_requests",
+					Included: 1_000_000, Overage: true, OverageOnly: true, Interval: quota.Day}
+				if got, _ := plans.ByTier("enterprise"); got != want {
+					t.Errorf("enterprise %+v, want %+v", got, want)
+				}
+				// Checkout sells what the plans declare.
+				var catalog checkout.Catalog = plans
+				if tier, ok := catalog.Tier("enterprise"); !ok || tier.PriceID != "price_E" || tier.MeteredPriceID != "price_EM" {
+					t.Errorf("checkout's enterprise tier %+v, %v", tier, ok)
+				}
+			}},
+		{"the demo plans with own limits", map[string]string{"PLAN_PRO_INCLUDED": "20000", "PLAN_PRO_HARD": "0", "PLAN_PRO_BILL": "overage", "PLAN_STARTER_SOFT": "0"},
+			true, "pro,starter",
+			func(t *testing.T, plans *billing.Plans) {
+				starter, _ := plans.ByTier("starter")
+				pro, _ := plans.ByTier("pro")
+				if pro.Included != 20000 || pro.Hard != 0 || !pro.Overage || !pro.OverageOnly || starter.Soft != 0 || starter.Included != starterIncluded {
+					t.Errorf("plans %+v %+v", starter, pro)
+				}
+			}},
+		{"the demo plans without overage", map[string]string{"PLAN_PRO_OVERAGE": "false"}, true, "pro,starter",
+			func(t *testing.T, plans *billing.Plans) {
+				if pro, _ := plans.ByTier("pro"); pro.Overage || pro.MeterEventName != demoMeterEvent || pro.Limits(quota.Period{}).Limit() != proIncluded {
+					t.Errorf("pro %+v, want no overage, capped at %d", pro, proIncluded)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := ConfigFromEnv(env(tt.env))
+			if err != nil {
+				t.Fatal(err)
 			}
+			if got := strings.Join(c.Plans.Tiers(), ","); c.DemoPrices != tt.demo || got != tt.tiers {
+				t.Errorf("tiers %s (demo %v), want %s (demo %v)", got, c.DemoPrices, tt.tiers, tt.demo)
+			}
+			tt.check(t, c.Plans)
 		})
 	}
 }
@@ -202,11 +297,28 @@ func TestConfigFromEnvInvalid(t *testing.T) {
 		{"starter price malformed", "PRICE_STARTER", map[string]string{"PRICE_STARTER": "prod_123", "PRICE_PRO": "price_1"}},
 		{"pro price is a secret", "PRICE_PRO", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "sk_live_" + secret}},
 		{"starter price is a webhook secret", "PRICE_STARTER", map[string]string{"PRICE_STARTER": "whsec_" + secret, "PRICE_PRO": "price_1"}},
-		{"pro missing", "PRICE_PRO", map[string]string{"PRICE_STARTER": "price_1"}},
 		{"starter missing", "PRICE_STARTER", map[string]string{"PRICE_PRO": "price_1"}},
 		{"metered without prices", "PRICE_PRO_METERED", map[string]string{"PRICE_PRO_METERED": "price_1"}},
 		{"metered malformed", "PRICE_PRO_METERED", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "price_2", "PRICE_PRO_METERED": "rk_live_" + secret}},
-		{"metered same as licensed", "PRICE_STARTER_METERED", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "price_2", "PRICE_STARTER_METERED": "price_1"}},
+		// checkout's catalog names the tier here, not the variable.
+		{"metered same as licensed", "PRICE_STARTER", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "price_2", "PRICE_STARTER_METERED": "price_1"}},
+		{"two tiers, one price", "PRICE_STARTER", map[string]string{"PRICE_STARTER": "price_1", "PRICE_PRO": "price_1"}},
+		{"metered with the demo plans", "PRICE_STARTER_METERED", map[string]string{"PRICE_STARTER_METERED": "price_1"}},
+		{"tier name malformed", "PRICE__GOLD", map[string]string{"PRICE_STARTER": "price_1", "PRICE__GOLD": "price_2"}},
+		{"tier without limits", "PLAN_GOLD_INCLUDED", map[string]string{"PRICE_STARTER": "price_1", "PRICE_GOLD": "price_2"}},
+		{"plan of an unpriced tier", "PLAN_GOLD_INCLUDED", map[string]string{"PLAN_GOLD_INCLUDED": "5"}},
+		{"plan field unknown", "PLAN_PRO_INCLUDE", map[string]string{"PLAN_PRO_INCLUDE": "5"}},
+		{"included not a number", "PLAN_PRO_INCLUDED", map[string]string{"PLAN_PRO_INCLUDED": "lots"}},
+		{"included negative", "PLAN_STARTER_INCLUDED", map[string]string{"PLAN_STARTER_INCLUDED": "-1"}},
+		{"hard is a secret", "PLAN_PRO_HARD", map[string]string{"PLAN_PRO_HARD": "sk_live_" + secret}},
+		{"overage is a secret", "PLAN_STARTER_OVERAGE", map[string]string{"PLAN_STARTER_OVERAGE": "rk_live_" + secret}},
+		{"overage not a bool", "PLAN_STARTER_OVERAGE", map[string]string{"PLAN_STARTER_OVERAGE": "maybe"}},
+		{"overage without a meter", "PRICE_STARTER_METERED", map[string]string{"PLAN_STARTER_OVERAGE": "true"}},
+		{"soft above hard", "PLAN_PRO_SOFT", map[string]string{"PLAN_PRO_SOFT": "60000"}},
+		{"hard below included", "PLAN_PRO_HARD", map[string]string{"PLAN_PRO_HARD": "10"}},
+		{"interval unknown", "PLAN_PRO_INTERVAL", map[string]string{"PLAN_PRO_INTERVAL": "weekly"}},
+		{"bill unknown", "PLAN_PRO_BILL", map[string]string{"PLAN_PRO_BILL": "some"}},
+		{"bill overage without overage", "PLAN_STARTER_BILL", map[string]string{"PLAN_STARTER_BILL": "overage"}},
 		{"public url relative", "PUBLIC_URL", map[string]string{"PUBLIC_URL": "/billing"}},
 		{"public url with credentials", "PUBLIC_URL", map[string]string{"PUBLIC_URL": "ftp://admin:" + secret + "@example.com"}},
 		{"api keys no colon", "API_KEYS", map[string]string{"API_KEYS": secret + secret}},

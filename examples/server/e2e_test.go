@@ -327,6 +327,14 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 		"STRIPE_API_BASE":       stripeURL,
 		"STRIPE_WEBHOOK_SECRET": secret,
 		"API_KEYS":              key + ":" + subject,
+		// Tiny limits: starter allows 3 requests, pro includes 4 and
+		// allows 6 (2 units of overage, billed through the plan's meter
+		// or metered price).
+		"PLAN_STARTER_INCLUDED": "3",
+		"PLAN_STARTER_SOFT":     "2",
+		"PLAN_PRO_INCLUDED":     "4",
+		"PLAN_PRO_SOFT":         "3",
+		"PLAN_PRO_HARD":         "6",
 	}
 	for k, v := range run.env {
 		environ[k] = v
@@ -335,13 +343,8 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Tiny limits: starter allows 3 requests, pro includes 4 and allows 6
-	// (2 units of overage, billed through the plan's meter or metered
-	// price).
-	starter, pro := &cfg.Plans[0], &cfg.Plans[1]
-	starter.Included, starter.Soft = 3, 2
-	pro.Included, pro.Soft, pro.Hard = 4, 3, 6
-	run.checkPlan(t, *pro)
+	_, pro := starterPro(t, cfg)
+	run.checkPlan(t, pro)
 
 	clk := fakeclock.New(time.Date(2026, 11, 3, 9, 0, 0, 0, time.UTC))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

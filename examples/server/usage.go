@@ -73,7 +73,8 @@ func (a *App) usage(w http.ResponseWriter, r *http.Request) {
 	resp.Used = u.Used
 	resp.Included = limits.Included
 	resp.Reset = period.End.UTC()
-	if limit := limits.Limit(); limit > 0 || limits.Plan == "" {
+	if !limits.Unlimited() {
+		limit := limits.Limit()
 		remaining := max(limit-u.Used, 0)
 		resp.Limit, resp.Remaining = &limit, &remaining
 	}

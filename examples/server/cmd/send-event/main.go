@@ -10,7 +10,8 @@
 //
 // Events are built and signed with billkit's webhook/webhooktest package,
 // exactly as Stripe signs them. The price IDs come from PRICE_<TIER> and
-// PRICE_<TIER>_METERED, like the server's, else from the demo plans.
+// PRICE_<TIER>_METERED, read by checkout.PricesFromEnviron as the server's
+// plans read them, else from the demo plans.
 package main
 
 import (
@@ -28,6 +29,7 @@ import (
 
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/billkit/billkit/checkout"
 	"github.com/billkit/billkit/examples/server/internal/demo"
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
@@ -35,7 +37,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "send-event:", err)
 		}
@@ -44,8 +46,9 @@ func main() {
 }
 
 // run parses args ([flags] EVENT [flags]), builds the event, signs it and
-// posts it, printing the server's answer on stdout.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// posts it, printing the server's answer on stdout. environ is the
+// environment, as returned by os.Environ.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("send-event", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", "http://localhost:8080/billing/webhook", "the server's webhook endpoint")
@@ -79,24 +82,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errors.New("no event named")
 	}
 	if *secret == "" {
-		*secret = getenv("STRIPE_WEBHOOK_SECRET")
+		*secret = lookup(environ, "STRIPE_WEBHOOK_SECRET")
 	}
 	if *secret == "" && !*printOnly {
 		return errors.New("no webhook secret: pass -secret (the server prints \"webhook secret: whsec_...\" at start) or set STRIPE_WEBHOOK_SECRET")
 	}
 
-	price, metered := prices(*tier, getenv)
-	if price == "" {
-		return fmt.Errorf("no price for tier %q: set %s", *tier, priceVar(*tier))
+	// The server's prices: PRICE_* as billkit reads them, else the demo
+	// plans'.
+	env, _ := demo.Environ(environ)
+	prices, err := checkout.PricesFromEnviron(env)
+	if err != nil {
+		return err
+	}
+	t, ok := prices.Tier(*tier)
+	if !ok {
+		return fmt.Errorf("no price for tier %q: set %s (tiers: %s)", *tier, checkout.EnvVar(*tier), strings.Join(prices.Tiers(), ", "))
 	}
 	now := time.Now()
 	typ, obj, err := demo.Event(kind, demo.Subscription{
 		Subject:        *subject,
 		Customer:       *customer,
 		ID:             *subscription,
-		Tier:           *tier,
-		PriceID:        price,
-		MeteredPriceID: metered,
+		Tier:           t.Name,
+		PriceID:        t.PriceID,
+		MeteredPriceID: t.MeteredPriceID,
 		Status:         stripe.SubscriptionStatus(*status),
 	}, now)
 	if err != nil {
@@ -130,24 +140,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// priceVar returns the variable holding tier's price.
-func priceVar(tier string) string {
-	return "PRICE_" + strings.ToUpper(strings.ReplaceAll(tier, "-", "_"))
-}
-
-// prices returns tier's price and metered price: from PRICE_<TIER> and
-// PRICE_<TIER>_METERED when any PRICE_ variable of the example is set (as
-// the server reads them), else the demo plans'.
-func prices(tier string, getenv func(string) string) (price, metered string) {
-	if getenv("PRICE_STARTER") != "" || getenv("PRICE_PRO") != "" {
-		v := priceVar(tier)
-		return getenv(v), getenv(v + "_METERED")
+// lookup returns the value of the variable name in environ, "" when unset.
+func lookup(environ []string, name string) string {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
 	}
-	switch tier {
-	case "starter":
-		return demo.PriceStarter, ""
-	case "pro":
-		return demo.PricePro, demo.PriceProMetered
-	}
-	return "", ""
+	return ""
 }

@@ -35,11 +35,11 @@ func TestSendEvent(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
-	getenv := func(k string) string { return map[string]string{"STRIPE_WEBHOOK_SECRET": secret}[k] }
+	environ := []string{"STRIPE_WEBHOOK_SECRET=" + secret}
 	for _, kind := range demo.Kinds() {
 		var out bytes.Buffer
 		args := []string{"-url", srv.URL, kind, "-subject", "alice", "-tier", "pro"}
-		if err := run(context.Background(), args, getenv, &out, io.Discard); err != nil {
+		if err := run(context.Background(), args, environ, &out, io.Discard); err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
 		if !strings.Contains(out.String(), "200 OK") {
@@ -59,7 +59,7 @@ func TestSendEvent(t *testing.T) {
 	}
 
 	// A wrong secret is rejected by the server, and reported.
-	err = run(context.Background(), []string{"-url", srv.URL, "-secret", "whsec_wrong", "invoice-paid"}, getenv, io.Discard, io.Discard)
+	err = run(context.Background(), []string{"-url", srv.URL, "-secret", "whsec_wrong", "invoice-paid"}, environ, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("wrong secret: %v", err)
 	}
@@ -67,7 +67,7 @@ func TestSendEvent(t *testing.T) {
 
 func TestSendEventUsageErrors(t *testing.T) {
 	t.Parallel()
-	noenv := func(string) string { return "" }
+	var noenv []string
 	tests := []struct {
 		name string
 		args []string
@@ -92,8 +92,8 @@ func TestSendEventUsageErrors(t *testing.T) {
 func TestSendEventPrint(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	env := map[string]string{"PRICE_STARTER": "price_s", "PRICE_PRO": "price_p"}
-	if err := run(context.Background(), []string{"-print", "-tier", "starter", "subscription-created"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
+	environ := []string{"PRICE_STARTER=price_s", "PRICE_PRO=price_p"}
+	if err := run(context.Background(), []string{"-print", "-tier", "starter", "subscription-created"}, environ, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(out.String(), "Stripe-Signature: t=") || !strings.Contains(out.String(), `"price_s"`) {
