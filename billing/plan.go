@@ -3,6 +3,7 @@ package billing
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -85,7 +86,7 @@ func parseBill(s string) (bool, error) {
 	case "overage":
 		return true, nil
 	}
-	return false, fmt.Errorf("%q is not all or overage", s)
+	return false, errors.New("not all or overage")
 }
 
 var tierRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
@@ -144,7 +145,7 @@ type Plans struct {
 }
 
 // NewPlans validates plans and returns their catalog. Errors wrap
-// [ErrInvalidPlan] and name the plan and the field.
+// [ErrInvalidConfig] and name the plan and the field.
 func NewPlans(plans ...Plan) (*Plans, error) {
 	return newPlans(plans, func(i int, f string) string {
 		return fmt.Sprintf("plans[%d].%s", i, f)
@@ -267,7 +268,7 @@ const (
 //	PLAN_<TIER>_INTERVAL      month (default) or day, when no billing period is known
 //	PLAN_<TIER>_BILL          all (default): report every unit; overage: only units above INCLUDED
 //
-// Plans come out sorted by tier name. Errors wrap [ErrInvalidPlan] and name
+// Plans come out sorted by tier name. Errors wrap [ErrInvalidConfig] and name
 // the variable. A PLAN_ variable that names no tier or no field above is an
 // error, so that a typo is not silently ignored.
 func PlansFromEnv(environ []string) (*Plans, error) {
@@ -301,7 +302,7 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 			if v, ok := env[name(x.f)]; ok {
 				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 				if err != nil {
-					return nil, fmt.Errorf("%w: %s: %q is not an integer", ErrInvalidConfig, name(x.f), v)
+					return nil, fmt.Errorf("%w: %s: not an integer", ErrInvalidConfig, name(x.f))
 				}
 				*x.dst = n
 			}
@@ -309,7 +310,7 @@ func PlansFromEnv(environ []string) (*Plans, error) {
 		if v, ok := env[name("OVERAGE")]; ok {
 			b, err := strconv.ParseBool(strings.TrimSpace(v))
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %q is not true or false", ErrInvalidConfig, name("OVERAGE"), v)
+				return nil, fmt.Errorf("%w: %s: not true or false", ErrInvalidConfig, name("OVERAGE"))
 			}
 			p.Overage = b
 		}
@@ -358,7 +359,7 @@ func parseInterval(s string) (quota.Interval, error) {
 	case "day":
 		return quota.Day, nil
 	}
-	return 0, fmt.Errorf("%q is not month or day", s)
+	return 0, errors.New("not month or day")
 }
 
 // planJSON is the JSON form of a plan.
@@ -388,7 +389,7 @@ var jsonField = map[string]string{
 //	            "metered_price_id": "price_456", "meter_event_name": "api_requests",
 //	            "interval": "month", "bill": "overage"}]}
 //
-// Unknown keys are errors. Errors wrap [ErrInvalidPlan] and name the JSON
+// Unknown keys are errors. Errors wrap [ErrInvalidConfig] and name the JSON
 // field, as in plans[1].hard.
 func PlansFromJSON(data []byte) (*Plans, error) {
 	var doc struct {
