@@ -98,7 +98,7 @@ func TestUpdateReportsChange(t *testing.T) {
 	if changes != 2 {
 		t.Fatalf("OnChange called %d times under a frozen clock, want 2", changes)
 	}
-	if l, err := h.limits.Limits(context.Background(), "alice"); err != nil || l.Plan != "starter" {
+	if l, err := h.limits.Limits(context.Background(), "alice", quota.DefaultMeter); err != nil || l.Plan != "starter" {
 		t.Fatalf("limits after the change = %+v, %v; want starter at once", l, err)
 	}
 }

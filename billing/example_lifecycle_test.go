@@ -29,7 +29,7 @@ func Example() {
 
 	show := func() {
 		e, _ := store.Get(ctx, "acct_42")
-		l, err := limits.Limits(ctx, "acct_42")
+		l, err := limits.Limits(ctx, "acct_42", "requests")
 		if err != nil {
 			fmt.Printf("%-8s %v\n", e.Status, err)
 			return

@@ -97,7 +97,7 @@ func transitions(sh shape) []transition {
 				if e.Period != want {
 					t.Errorf("Period = %v, want %v", e.Period, want)
 				}
-				l, _ := h.limits.Limits(context.Background(), "alice")
+				l, _ := h.limits.Limits(context.Background(), "alice", quota.DefaultMeter)
 				if l.Period != want || l.Included != 10000 || !l.Overage {
 					t.Errorf("limits = %+v, want the pro plan over the subscription period", l)
 				}
@@ -140,7 +140,7 @@ func transitions(sh shape) []transition {
 					t.Errorf("grace = %v %q, want %v pro", e.GraceUntil, e.GraceTier, want)
 				}
 				h.clock.Set(e.GraceUntil)
-				if _, err := h.limits.Limits(context.Background(), "alice"); !errors.Is(err, quota.ErrNoPlan) {
+				if _, err := h.limits.Limits(context.Background(), "alice", quota.DefaultMeter); !errors.Is(err, quota.ErrNoPlan) {
 					t.Errorf("after the grace period: err = %v, want ErrNoPlan", err)
 				}
 			},
@@ -259,7 +259,7 @@ func runTransition(t *testing.T, h *harness, tc transition) {
 	if e.Status != tc.status || e.Tier != tc.tier {
 		t.Fatalf("entitlement = %s/%s, want %s/%s", e.Status, e.Tier, tc.status, tc.tier)
 	}
-	l, err := h.limits.Limits(context.Background(), "alice")
+	l, err := h.limits.Limits(context.Background(), "alice", quota.DefaultMeter)
 	switch {
 	case tc.plan == "" && !errors.Is(err, quota.ErrNoPlan):
 		t.Fatalf("limits = %+v, %v; want ErrNoPlan", l, err)

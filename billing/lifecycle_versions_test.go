@@ -491,7 +491,7 @@ func TestLinkAppliesParked(t *testing.T) {
 		if s, err := h.store.SubjectByCustomer(ctx, "cus_9"); err != nil || s != "bob" {
 			t.Errorf("SubjectByCustomer(cus_9) = %q, %v; want bob", s, err)
 		}
-		if l, err := h.limits.Limits(ctx, "bob"); err != nil || l.Plan != "pro" || l.Period != firstPeriod {
+		if l, err := h.limits.Limits(ctx, "bob", quota.DefaultMeter); err != nil || l.Plan != "pro" || l.Period != firstPeriod {
 			t.Errorf("Limits(bob) = %+v, %v; want the pro plan over %v", l, err, firstPeriod)
 		}
 

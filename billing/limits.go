@@ -95,9 +95,11 @@ func newLimitsCache(c limitsConfig) *LimitsCache {
 	return &LimitsCache{cfg: c, cache: map[string]cached{}, calls: map[string]*loadCall{}}
 }
 
-// Limits returns what subject may use now, or an error wrapping
-// quota.ErrNoPlan when it may use nothing.
-func (l *LimitsCache) Limits(ctx context.Context, subject string) (quota.Limits, error) {
+// Limits returns what subject may use of meter now, or an error wrapping
+// quota.ErrNoPlan when it may use nothing. A plan meters
+// quota.DefaultMeter ("requests"); the zero Limits (which allow nothing)
+// answer any other meter.
+func (l *LimitsCache) Limits(ctx context.Context, subject, meter string) (quota.Limits, error) {
 	e, found, err := l.entitlement(ctx, subject)
 	if err != nil {
 		return quota.Limits{}, err
@@ -105,7 +107,11 @@ func (l *LimitsCache) Limits(ctx context.Context, subject string) (quota.Limits,
 	if !found {
 		return quota.Limits{}, quota.ErrNoPlan
 	}
-	return l.limitsFor(e, l.cfg.Now())
+	lim, err := l.limitsFor(e, l.cfg.Now())
+	if err != nil || (meter != quota.DefaultMeter && meter != "") {
+		return quota.Limits{Plan: lim.Plan}, err
+	}
+	return lim, nil
 }
 
 // limitsFor maps an entitlement to the limits it grants at time now,

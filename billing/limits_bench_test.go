@@ -24,7 +24,7 @@ func BenchmarkLimitsCached(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := l.Limits(ctx, "alice"); err != nil {
+			if _, err := l.Limits(ctx, "alice", "requests"); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -64,25 +64,25 @@ func TestLimitsTTLBound(t *testing.T) {
 	clk := newClock(t0)
 	l := newLimits(t, store, clk, time.Second)
 	setStatus(t, store, "alice", billing.StatusActive)
-	if got, err := l.Limits(ctx, "alice"); err != nil || got.Plan != "pro" {
+	if got, err := l.Limits(ctx, "alice", quota.DefaultMeter); err != nil || got.Plan != "pro" {
 		t.Fatalf("Limits = %+v, %v; want pro", got, err)
 	}
 	setStatus(t, store, "alice", billing.StatusCanceled)
 	clk.Add(time.Second - time.Nanosecond)
-	if got, err := l.Limits(ctx, "alice"); err != nil || got.Plan != "pro" {
+	if got, err := l.Limits(ctx, "alice", quota.DefaultMeter); err != nil || got.Plan != "pro" {
 		t.Fatalf("within the TTL: Limits = %+v, %v; want the cached pro", got, err)
 	}
 	if n := store.gets.Load(); n != 1 {
 		t.Fatalf("%d store reads within one TTL, want 1", n)
 	}
 	clk.Add(time.Nanosecond)
-	if _, err := l.Limits(ctx, "alice"); !errors.Is(err, quota.ErrNoPlan) {
+	if _, err := l.Limits(ctx, "alice", quota.DefaultMeter); !errors.Is(err, quota.ErrNoPlan) {
 		t.Fatalf("at the TTL: err = %v, want ErrNoPlan", err)
 	}
 	// Invalidate forces a read at once.
 	setStatus(t, store, "alice", billing.StatusActive)
 	l.Invalidate("alice")
-	if got, err := l.Limits(ctx, "alice"); err != nil || got.Plan != "pro" {
+	if got, err := l.Limits(ctx, "alice", quota.DefaultMeter); err != nil || got.Plan != "pro" {
 		t.Fatalf("after Invalidate: Limits = %+v, %v; want pro", got, err)
 	}
 }
@@ -99,7 +99,7 @@ func TestLimitsMissesShareOneRead(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := l.Limits(context.Background(), "alice")
+			_, err := l.Limits(context.Background(), "alice", quota.DefaultMeter)
 			errs <- err
 		}()
 	}
@@ -130,7 +130,7 @@ func TestLimitsErrors(t *testing.T) {
 	store := &countingStore{EntitlementStore: billing.NewMemoryStore(billing.MemoryOptions{}), fail: boom}
 	l := newLimits(t, store, newClock(t0), time.Minute)
 	for range 2 {
-		if _, err := l.Limits(ctx, "alice"); !errors.Is(err, boom) || errors.Is(err, quota.ErrNoPlan) {
+		if _, err := l.Limits(ctx, "alice", quota.DefaultMeter); !errors.Is(err, boom) || errors.Is(err, quota.ErrNoPlan) {
 			t.Fatalf("store failure: err = %v, want the store's error, not ErrNoPlan", err)
 		}
 	}
@@ -138,7 +138,7 @@ func TestLimitsErrors(t *testing.T) {
 		t.Fatalf("store failures were cached: %d reads, want 2", store.gets.Load())
 	}
 	store.fail = nil
-	if _, err := l.Limits(ctx, "nobody"); !errors.Is(err, quota.ErrNoPlan) {
+	if _, err := l.Limits(ctx, "nobody", quota.DefaultMeter); !errors.Is(err, quota.ErrNoPlan) {
 		t.Fatalf("unknown subject: err = %v, want ErrNoPlan", err)
 	}
 	if _, err := billing.NewLifecycle(billing.Config{Store: billing.NewMemoryStore(billing.MemoryOptions{}), Plans: testPlans(t), LimitsTTL: -1}); !errors.Is(err, billing.ErrInvalidConfig) {
@@ -271,11 +271,11 @@ func TestLimitsLeaderCanceled(t *testing.T) {
 	l := newLimits(t, store, newClock(t0), time.Second)
 	leaderCtx, cancel := context.WithCancel(context.Background())
 	leaderErr := make(chan error, 1)
-	go func() { _, err := l.Limits(leaderCtx, "alice"); leaderErr <- err }()
+	go func() { _, err := l.Limits(leaderCtx, "alice", quota.DefaultMeter); leaderErr <- err }()
 	<-store.started
 	waiter := make(chan error, 1)
 	go func() {
-		got, err := l.Limits(context.Background(), "alice")
+		got, err := l.Limits(context.Background(), "alice", quota.DefaultMeter)
 		if err == nil && got.Plan != "pro" {
 			err = errors.New("plan " + got.Plan)
 		}

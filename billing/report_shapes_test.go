@@ -32,7 +32,7 @@ func TestReportInEveryShape(t *testing.T) {
 			sh.event("evt_paid", evPaid, sh.inv(inv{FinalizedAt: start}), start.Add(2*time.Second)),
 		)
 		h.clock.Set(start.Add(36 * time.Hour))
-		lim, err := h.limits.Limits(ctx, "alice")
+		lim, err := h.limits.Limits(ctx, "alice", quota.DefaultMeter)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -211,25 +211,27 @@ func (l Limits) PeriodAt(t time.Time) Period {
 	return CalendarPeriod(l.Interval, t)
 }
 
-// LimitsSource tells the middleware what a subject's plan allows. It is
-// called on every request, so an implementation backed by a network store
-// must answer from an in-process cache (the billing package's does).
+// LimitsSource tells the middleware what a subject's plan allows of a
+// meter. It is called for every meter of every request, so an
+// implementation backed by a network store must answer from an in-process
+// cache (the billing package's does).
 //
 // Limits returns [ErrNoPlan] (possibly wrapped) when the subject has no
-// active plan; any other error is a failure of the source and is answered
-// like a store failure (503 when fail-closed). Implementations must be safe
-// for concurrent use.
+// active plan, and the zero [Limits] (which allow nothing) when the plan
+// does not include meter; any other error is a failure of the source and
+// is answered like a store failure (503 when fail-closed). Implementations
+// must be safe for concurrent use.
 type LimitsSource interface {
-	Limits(ctx context.Context, subject string) (Limits, error)
+	Limits(ctx context.Context, subject, meter string) (Limits, error)
 }
 
 // LimitsFunc adapts a function to [LimitsSource]; it is as safe for
 // concurrent use as the function. A nil LimitsFunc is not usable.
-type LimitsFunc func(ctx context.Context, subject string) (Limits, error)
+type LimitsFunc func(ctx context.Context, subject, meter string) (Limits, error)
 
-// Limits calls f(ctx, subject).
-func (f LimitsFunc) Limits(ctx context.Context, subject string) (Limits, error) {
-	return f(ctx, subject)
+// Limits calls f(ctx, subject, meter).
+func (f LimitsFunc) Limits(ctx context.Context, subject, meter string) (Limits, error) {
+	return f(ctx, subject, meter)
 }
 
 var (
@@ -237,10 +239,10 @@ var (
 	_ LimitsSource = StaticLimits{}
 )
 
-// StaticLimits is a [LimitsSource] that gives every subject the same limits.
-// It is safe for concurrent use. Its zero value gives every subject the
-// zero [Limits], which allow nothing.
+// StaticLimits is a [LimitsSource] that gives every subject the same limits
+// of every meter. It is safe for concurrent use. Its zero value gives every
+// subject the zero [Limits], which allow nothing.
 type StaticLimits Limits
 
-// Limits returns l for every subject.
-func (l StaticLimits) Limits(context.Context, string) (Limits, error) { return Limits(l), nil }
+// Limits returns l for every subject and meter.
+func (l StaticLimits) Limits(context.Context, string, string) (Limits, error) { return Limits(l), nil }

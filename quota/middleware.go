@@ -228,7 +228,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 
 	now := cfg.Now()
 	ctx, cancel := decisionContext(r.Context(), cfg.Deadline)
-	lim, err := cfg.Limits.Limits(ctx, subject)
+	lim, err := cfg.Limits.Limits(ctx, subject, cfg.Meter)
 	if err != nil {
 		cancel()
 		if errors.Is(err, ErrNoPlan) {

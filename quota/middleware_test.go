@@ -165,10 +165,10 @@ func TestMiddlewareBadInput(t *testing.T) {
 		{name: "overlong subject", subject: strings.Repeat("a", subject.MaxLen+1), status: 500, typ: "about:blank", failOpen: true},
 		{name: "subject with brace, plan allowing nothing", subject: "al{ice}", cfg: quota.Config{Limits: quota.StaticLimits{Plan: "none"}}, status: 500, typ: "about:blank", failOpen: true},
 		{name: "subject with control character", subject: "al\tice", status: 500, typ: "about:blank", failOpen: true},
-		{name: "no plan", subject: "alice", cfg: quota.Config{Limits: quota.LimitsFunc(func(context.Context, string) (quota.Limits, error) {
+		{name: "no plan", subject: "alice", cfg: quota.Config{Limits: quota.LimitsFunc(func(context.Context, string, string) (quota.Limits, error) {
 			return quota.Limits{}, fmt.Errorf("billing: subject alice: %w", quota.ErrNoPlan)
 		})}, status: 402, typ: quota.ProblemNoPlan, failOpen: true},
-		{name: "limits source error", subject: "alice", cfg: quota.Config{Limits: quota.LimitsFunc(func(context.Context, string) (quota.Limits, error) {
+		{name: "limits source error", subject: "alice", cfg: quota.Config{Limits: quota.LimitsFunc(func(context.Context, string, string) (quota.Limits, error) {
 			return quota.Limits{}, boom
 		})}, status: 503, typ: "about:blank", retry: true},
 		{name: "store error", subject: "alice", cfg: quota.Config{Store: &errStore{err: boom}}, status: 503, typ: "about:blank", retry: true},
@@ -228,7 +228,7 @@ func TestMiddlewareFailOpen(t *testing.T) {
 		cfg  quota.Config
 	}{
 		{"store error", quota.Config{Store: &errStore{err: errors.New("down")}, Limits: quota.StaticLimits{Included: 1}}},
-		{"limits error", quota.Config{Store: quota.NewMemoryStore(quota.MemoryOptions{}), Limits: quota.LimitsFunc(func(context.Context, string) (quota.Limits, error) {
+		{"limits error", quota.Config{Store: quota.NewMemoryStore(quota.MemoryOptions{}), Limits: quota.LimitsFunc(func(context.Context, string, string) (quota.Limits, error) {
 			return quota.Limits{}, errors.New("cache cold")
 		})}},
 	} {

@@ -53,7 +53,7 @@ func lateRenewal(t *testing.T, mode reportMode, reportBeforeRenewal bool) {
 	var counted int64
 	count := func(n int64) quota.Period {
 		t.Helper()
-		lim, err := limits.Limits(ctx, e.Subject)
+		lim, err := limits.Limits(ctx, e.Subject, quota.DefaultMeter)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,7 +53,7 @@ func (a *App) usage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	limits, err := a.limits.Limits(ctx, subject)
+	limits, err := a.limits.Limits(ctx, subject, quota.DefaultMeter)
 	switch {
 	case errors.Is(err, quota.ErrNoPlan):
 		limits = quota.Limits{} // no access: nothing remains
