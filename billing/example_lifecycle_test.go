@@ -26,7 +26,7 @@ func Example() {
 		Store: store, Plans: plans,
 		OnChange: func(_ context.Context, _, e billing.Entitlement) { limits.Invalidate(e.Subject) },
 	})
-	h, _ := webhook.New(webhook.Config{Secrets: []string{"whsec_example"}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{"whsec_example"}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	lc.Register(h) // mount h at POST /billing/webhook
 
 	show := func() {

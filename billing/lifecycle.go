@@ -209,7 +209,7 @@ func (l *Lifecycle) Register(h *webhook.Handler) {
 	}
 }
 
-// HandleEvent applies one verified event; it is a [webhook.HandlerFunc].
+// HandleEvent applies one verified event; it is a [webhook.EventFunc].
 //
 // It reads the event's object in whatever API version Stripe rendered it
 // (see the package documentation, "Stripe API versions"). Events of other

@@ -156,9 +156,10 @@ func fuzzDeliver(header string, body []byte) (code, calls int) {
 	clock := func() time.Time { return fuzzNow }
 	h, err := webhook.New(webhook.Config{
 		Secrets:      []string{secret},
-		Store:        webhook.NewMemoryStore(clock),
+		Store:        webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock}),
 		Now:          clock,
 		MaxBodyBytes: fuzzMaxBody,
+		Logger:       quiet,
 	})
 	if err != nil {
 		panic(err)

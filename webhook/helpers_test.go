@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/billkit/billkit/internal/fakeclock"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/billkit/billkit/internal/fakeclock"
 	"github.com/billkit/billkit/internal/testserver"
 	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
@@ -80,15 +81,21 @@ func (c *counter) all() int {
 	return c.total
 }
 
-// newHandler returns a Handler on store with the test secret and cfg's other
-// fields.
+// quiet discards log records; tests that read the logs set their own.
+var quiet = slog.New(slog.DiscardHandler)
+
+// newHandler returns a Handler with cfg's fields, the test secret, a fresh
+// memory store on cfg.Now and a discarding logger unless cfg sets them.
 func newHandler(t testing.TB, cfg webhook.Config) *webhook.Handler {
 	t.Helper()
 	if cfg.Secrets == nil {
 		cfg.Secrets = []string{secret}
 	}
 	if cfg.Store == nil {
-		cfg.Store = webhook.NewMemoryStore(cfg.Now)
+		cfg.Store = webhook.NewMemoryStore(webhook.MemoryOptions{Now: cfg.Now})
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
 	}
 	h, err := webhook.New(cfg)
 	if err != nil {
@@ -161,7 +168,7 @@ func realCluster(t testing.TB) *redis.ClusterClient {
 
 func newRedisStore(t testing.TB, rdb redis.UniversalClient, prefix string) *webhook.RedisStore {
 	t.Helper()
-	s, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{KeyPrefix: prefix})
+	s, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{Prefix: prefix})
 	if err != nil {
 		t.Fatalf("NewRedisStore: %v", err)
 	}

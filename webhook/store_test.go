@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func TestMemoryStoreConformance(t *testing.T) {
 	t.Parallel()
 	webhooktest.TestStore(t, func(t *testing.T) webhooktest.StoreUnderTest {
 		clock := newFakeClock()
-		return webhooktest.StoreUnderTest{Store: webhook.NewMemoryStore(clock.Now), Advance: clock.Add}
+		return webhooktest.StoreUnderTest{Store: webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock.Now}), Advance: clock.Add}
 	})
 }
 
@@ -156,13 +157,15 @@ func TestRedisStoreKeysExpire(t *testing.T) {
 
 func TestNewRedisStoreValidates(t *testing.T) {
 	t.Parallel()
-	if _, err := webhook.NewRedisStore(nil, webhook.RedisOptions{}); !errors.Is(err, webhook.ErrInvalidArgument) {
-		t.Errorf("nil client: err = %v, want ErrInvalidArgument", err)
+	if _, err := webhook.NewRedisStore(nil, webhook.RedisOptions{}); !errors.Is(err, webhook.ErrInvalidConfig) {
+		t.Errorf("nil client: err = %v, want ErrInvalidConfig", err)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer rdb.Close()
-	if _, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{KeyPrefix: "a{b}"}); !errors.Is(err, webhook.ErrInvalidArgument) {
-		t.Errorf("prefix with braces: err = %v, want ErrInvalidArgument", err)
+	for _, prefix := range []string{"a{b}", "a}", "{"} {
+		if _, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{Prefix: prefix}); !errors.Is(err, webhook.ErrInvalidConfig) || !strings.Contains(err.Error(), "Prefix") {
+			t.Errorf("prefix %q: err = %v, want ErrInvalidConfig naming Prefix", prefix, err)
+		}
 	}
 	s, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{})
 	if err != nil {
@@ -199,7 +202,7 @@ func TestRedisStoreUnavailable(t *testing.T) {
 func TestMemoryStoreBounded(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
-	s := webhook.NewMemoryStore(clock.Now)
+	s := webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock.Now})
 	ctx := context.Background()
 	for i := range 1000 {
 		id := fmt.Sprintf("evt_%d", i)

@@ -43,7 +43,7 @@ func ExampleSign() {
 // shuffled order, as Stripe may; the handler still runs once per event.
 func ExampleDeliverer() {
 	const secret = "whsec_example"
-	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	var runs atomic.Int64
 	h.OnAny(func(context.Context, *stripe.Event) error { runs.Add(1); return nil })
 
@@ -62,7 +62,7 @@ func ExampleDeliverer() {
 // Deliver is the short form: each event once, in order.
 func ExampleDeliver() {
 	const secret = "whsec_example"
-	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	h.On(stripe.EventTypeInvoicePaymentFailed, func(context.Context, *stripe.Event) error {
 		return fmt.Errorf("card declined handling failed")
 	})
