@@ -584,7 +584,8 @@ func TestCrashedClaimExpires(t *testing.T) {
 			return backend{newRedisStore(t, rdb, ""), mr.FastForward, time.Minute}
 		},
 		"real redis": func(t *testing.T) backend {
-			return backend{newRedisStore(t, realRedis(t), ""), time.Sleep, 600 * time.Millisecond}
+			rdb, prefix := realRedis(t), uniquePrefix()
+			return backend{newRedisStore(t, rdb, prefix), redisClock{t, rdb, prefix}.Advance, time.Minute}
 		},
 	}
 	for name, open := range backends {

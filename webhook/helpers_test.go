@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,6 +166,68 @@ func realRedis(t testing.TB) *redis.Client {
 func realCluster(t testing.TB) *redis.ClusterClient {
 	t.Helper()
 	return testserver.StartCluster(t).Client(t)
+}
+
+// prefixes numbers the key prefixes of stores that share a server.
+var prefixes atomic.Int64
+
+// uniquePrefix returns a key prefix no other store of this test process
+// uses, so that a [redisClock] moves only its own store's keys.
+func uniquePrefix() string { return fmt.Sprintf("t%d", prefixes.Add(1)) }
+
+// redisClock lets time pass on the keys of one RedisStore in a real
+// redis-server, which keeps its own clock, without waiting: Advance(d)
+// shortens the expiry of every key under the prefix by d, and deletes those
+// whose expiry d reaches, as the server would after d. A key without an
+// expiry fails the test (W4).
+type redisClock struct {
+	t      testing.TB
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// advanceScript: KEYS[1] a key, ARGV[1] the time to pass in ms. Returns -1
+// for a key without expiry, 1 when it expired, 0 otherwise.
+var advanceScript = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 then return -1 end
+if ttl < 0 then return 0 end
+if ttl <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('PEXPIRE', KEYS[1], ttl - tonumber(ARGV[1]))
+return 0
+`)
+
+func (c redisClock) Advance(d time.Duration) {
+	c.t.Helper()
+	ctx := context.Background()
+	advance := func(ctx context.Context, cl *redis.Client) error {
+		iter := cl.Scan(ctx, 0, c.prefix+":*", 0).Iterator()
+		for iter.Next(ctx) {
+			n, err := advanceScript.Run(ctx, cl, []string{iter.Val()}, d.Milliseconds()).Int()
+			if err != nil {
+				return err
+			}
+			if n == -1 {
+				return fmt.Errorf("key %s has no expiry", iter.Val())
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	switch cl := c.rdb.(type) {
+	case *redis.ClusterClient:
+		err = cl.ForEachMaster(ctx, advance)
+	case *redis.Client:
+		err = advance(ctx, cl)
+	default:
+		err = fmt.Errorf("unsupported client %T", c.rdb)
+	}
+	if err != nil {
+		c.t.Fatalf("advancing the Redis keys of %s by %v: %v", c.prefix, d, err)
+	}
 }
 
 func newRedisStore(t testing.TB, rdb redis.UniversalClient, prefix string) *webhook.RedisStore {

@@ -16,9 +16,6 @@ import (
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
-// realLease is the lease the conformance suite uses on a real clock.
-const realLease = 500 * time.Millisecond
-
 func TestMemoryStoreConformance(t *testing.T) {
 	t.Parallel()
 	webhooktest.TestStore(t, func(t *testing.T) webhooktest.StoreUnderTest {
@@ -37,20 +34,25 @@ func TestRedisStoreConformanceMiniredis(t *testing.T) {
 	})
 }
 
+// The real-server suites let time pass with a redisClock: each subtest's
+// store has its own prefix, and Advance moves that prefix's expiries.
+
 func TestRedisStoreConformanceRealRedis(t *testing.T) {
 	t.Parallel()
 	rdb := realRedis(t)
 	webhooktest.TestStore(t, func(t *testing.T) webhooktest.StoreUnderTest {
-		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, ""), Advance: time.Sleep, Lease: realLease}
+		prefix := uniquePrefix()
+		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, prefix), Advance: redisClock{t, rdb, prefix}.Advance}
 	})
-	checkAllKeysExpire(t, rdb, "billkit:wh:*")
+	checkAllKeysExpire(t, rdb, "*:wh:*")
 }
 
 func TestRedisStoreConformanceCluster(t *testing.T) {
 	t.Parallel()
 	rdb := realCluster(t)
 	webhooktest.TestStore(t, func(t *testing.T) webhooktest.StoreUnderTest {
-		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, "billkit"), Advance: time.Sleep, Lease: realLease}
+		prefix := uniquePrefix()
+		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, prefix), Advance: redisClock{t, rdb, prefix}.Advance}
 	})
 	// The same flow through the Handler on the Cluster: keys land on
 	// several masters, each with an expiry.
@@ -67,7 +69,7 @@ func TestRedisStoreConformanceCluster(t *testing.T) {
 			t.Fatalf("%s ran %d times on the Cluster, want 1", id, n)
 		}
 	}
-	checkAllKeysExpire(t, rdb, "billkit:wh:*")
+	checkAllKeysExpire(t, rdb, "*:wh:*")
 }
 
 // checkAllKeysExpire asserts (W4) that every key matching pattern has an

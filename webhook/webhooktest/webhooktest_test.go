@@ -98,6 +98,7 @@ type recorder struct {
 	running atomic.Int64
 	peak    atomic.Int64
 	gate    chan struct{}
+	entered chan struct{} // receives one value per delivery that entered, when not nil
 }
 
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -108,6 +109,9 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if n <= p || r.peak.CompareAndSwap(p, n) {
 			break
 		}
+	}
+	if r.entered != nil {
+		r.entered <- struct{}{}
 	}
 	if r.gate != nil {
 		<-r.gate
@@ -155,13 +159,13 @@ func TestDeliverer(t *testing.T) {
 	}
 
 	// Concurrency: all deliveries of a batch are in the handler at once.
-	rec := &recorder{ids: make(chan string, 100), gate: make(chan struct{})}
+	rec := &recorder{ids: make(chan string, 100), gate: make(chan struct{}), entered: make(chan struct{}, 10)}
 	done := make(chan webhooktest.Results)
 	go func() {
 		done <- (webhooktest.Deliverer{Secret: "s", Copies: 2, Concurrency: 10}).Deliver(t, rec, events...)
 	}()
-	for rec.running.Load() < 10 {
-		time.Sleep(time.Millisecond)
+	for range 10 { // all ten are in the handler, held at the gate
+		<-rec.entered
 	}
 	close(rec.gate)
 	res := <-done
