@@ -74,3 +74,24 @@ func ExampleDeliver() {
 	// Output:
 	// [200 500]
 }
+
+// ContextWithToken gives a handler that marks events done in its own
+// transaction, and so reads webhook.TokenFromContext, a claim token when a
+// test calls it directly rather than through a webhook.Handler.
+func ExampleContextWithToken() {
+	markDone := func(ctx context.Context, ev *stripe.Event) error {
+		token, ok := webhook.TokenFromContext(ctx)
+		if !ok {
+			return fmt.Errorf("%s: not run under a claim", ev.ID)
+		}
+		fmt.Println("UPDATE stripe_events SET state = 'done' WHERE event_id =", ev.ID, "AND token =", token)
+		return nil
+	}
+	ev := &stripe.Event{ID: "evt_123", Type: stripe.EventTypeInvoicePaid}
+	fmt.Println(markDone(context.Background(), ev))
+	fmt.Println(markDone(webhooktest.ContextWithToken(context.Background(), "tok_1"), ev))
+	// Output:
+	// evt_123: not run under a claim
+	// UPDATE stripe_events SET state = 'done' WHERE event_id = evt_123 AND token = tok_1
+	// <nil>
+}

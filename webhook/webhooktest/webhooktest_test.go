@@ -1,6 +1,7 @@
 package webhooktest_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
@@ -188,5 +190,19 @@ func TestDeliverSignsWithTheSecret(t *testing.T) {
 	got := webhooktest.Deliver(t, h, "whsec_a", webhooktest.NewEvent("x.y", map[string]any{"id": "o"}))
 	if !slices.Equal(got, []int{http.StatusAccepted}) || verified.Load() != 1 {
 		t.Fatalf("statuses %v, verified %d", got, verified.Load())
+	}
+}
+
+func TestContextWithToken(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if tok, ok := webhook.TokenFromContext(ctx); ok || tok != "" {
+		t.Fatalf("no token: TokenFromContext = %q, %v; want none", tok, ok)
+	}
+	if tok, ok := webhook.TokenFromContext(webhooktest.ContextWithToken(ctx, "")); ok {
+		t.Fatalf("empty token: TokenFromContext = %q, %v; want none", tok, ok)
+	}
+	if tok, ok := webhook.TokenFromContext(webhooktest.ContextWithToken(ctx, "tok_1")); !ok || tok != "tok_1" {
+		t.Fatalf("TokenFromContext = %q, %v; want tok_1", tok, ok)
 	}
 }
