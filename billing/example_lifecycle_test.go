@@ -24,7 +24,7 @@ func Example() {
 	store := billing.NewMemoryStore(billing.MemoryOptions{}) // billing.NewRedisStore in production
 	lc, _ := billing.NewLifecycle(billing.Config{Store: store, Plans: plans})
 	limits := lc.Limits() // the quota middleware's LimitsSource
-	h, _ := webhook.New(webhook.Config{Secrets: []string{"whsec_example"}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{"whsec_example"}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	lc.Register(h) // mount h at POST /billing/webhook
 
 	show := func() {

@@ -58,7 +58,7 @@ func newHarness(t testing.TB, store billing.EntitlementStore, mod func(*billing.
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := webhook.New(webhook.Config{Secrets: []string{testSecret}, Store: webhook.NewMemoryStore(nil)})
+	h, err := webhook.New(webhook.Config{Secrets: []string{testSecret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	if err != nil {
 		t.Fatal(err)
 	}

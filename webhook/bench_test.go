@@ -121,8 +121,8 @@ func benchHandler(b *testing.B, store webhook.Store, duplicates, parallel bool) 
 }
 
 func BenchmarkHandler(b *testing.B) {
-	b.Run("store=memory", func(b *testing.B) { benchHandler(b, webhook.NewMemoryStore(nil), false, false) })
-	b.Run("store=memory/duplicate", func(b *testing.B) { benchHandler(b, webhook.NewMemoryStore(nil), true, false) })
+	b.Run("store=memory", func(b *testing.B) { benchHandler(b, webhook.NewMemoryStore(webhook.MemoryOptions{}), false, false) })
+	b.Run("store=memory/duplicate", func(b *testing.B) { benchHandler(b, webhook.NewMemoryStore(webhook.MemoryOptions{}), true, false) })
 	rdb := realRedis(b)
 	b.Run("store=redis", func(b *testing.B) { benchHandler(b, newRedisStore(b, rdb, ""), false, false) })
 	b.Run("store=redis/duplicate", func(b *testing.B) { benchHandler(b, newRedisStore(b, rdb, ""), true, false) })

@@ -3,13 +3,13 @@
 // however often and in whatever order Stripe delivers it, and dispatches it
 // to the handlers registered for its type.
 //
-//	store, _ := webhook.NewRedisStore(rdb, webhook.RedisOptions{})
+//	store, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{}) // rdb: a redis.UniversalClient
+//	if err != nil { ... }
 //	h, err := webhook.New(webhook.Config{
 //		Secrets: []string{os.Getenv("STRIPE_WEBHOOK_SECRET")},
 //		Store:   store,
-//		Logger:  slog.Default(),
 //	})
-//	if err != nil { ... }
+//	if err != nil { ... } // errors.Is(err, webhook.ErrInvalidConfig), naming the field
 //	h.On(stripe.EventTypeCustomerSubscriptionUpdated, func(ctx context.Context, ev *stripe.Event) error {
 //		var sub stripe.Subscription
 //		if err := json.Unmarshal(ev.Data.Raw, &sub); err != nil {
@@ -18,6 +18,13 @@
 //		return apply(ctx, &sub)
 //	})
 //	mux.Handle("POST /billing/webhook", h)
+//
+// A handler is an [EventFunc]: it receives the verified event and returns
+// nil to acknowledge it or an error to have Stripe deliver it again.
+// Configuration mistakes (no secret, no store, a negative duration, a
+// retention shorter than Stripe's retry window, a lease no longer than the
+// handler timeout) are reported by [New] and [NewRedisStore] as
+// [ErrInvalidConfig], wrapped with the field at fault.
 //
 // # Verification
 //
@@ -96,10 +103,11 @@
 //
 // # Stores
 //
-// [RedisStore] keeps one key per event, PREFIX:wh:{EVENT_ID} (default
-// prefix "billkit"), always with an expiry, through Lua scripts on that one
-// key (Cluster-safe). [MemoryStore] keeps records in process memory and
-// sweeps expired ones. Both pass the conformance suite
+// [RedisStore] keeps one key per event, PREFIX:wh:{EVENT_ID}
+// (RedisOptions.Prefix, default [DefaultPrefix], "billkit"), always with an
+// expiry, through Lua scripts on that one key (Cluster-safe).
+// [MemoryStore] keeps records in process memory and sweeps expired ones;
+// MemoryOptions.Now sets its clock. Both pass the conformance suite
 // [github.com/billkit/billkit/webhook/webhooktest.TestStore], which your
 // own Store should pass too.
 //
@@ -190,13 +198,16 @@
 //
 // Every rejection is an application/problem+json body (RFC 9457: type,
 // title, status, detail) with a fixed sentence as detail; no handler error,
-// store error, secret or payload is ever echoed. Config.Logger (discarding
-// by default) receives the event id, type and outcome of each delivery and
-// handler and store errors, never secrets, signatures or payloads.
+// store error, secret or payload is ever echoed. Config.Logger
+// ([log/slog.Default] by default) receives the event id, type and outcome
+// of each delivery and handler and store errors, never secrets, signatures
+// or payloads.
 //
 // # Testing
 //
 // Package [github.com/billkit/billkit/webhook/webhooktest] builds
 // Stripe-shaped events, signs them, and delivers them to a Handler with
-// duplicates, concurrency and shuffled order.
+// duplicates, concurrency and shuffled order; its ContextWithToken supplies
+// a claim token to a handler that reads [TokenFromContext], tested on its
+// own.
 package webhook

@@ -23,7 +23,7 @@ func Example() {
 	const secret = "whsec_example"
 	h, err := webhook.New(webhook.Config{
 		Secrets: []string{secret},
-		Store:   webhook.NewMemoryStore(nil), // a RedisStore when several processes serve
+		Store:   webhook.NewMemoryStore(webhook.MemoryOptions{}), // a RedisStore when several processes serve
 	})
 	if err != nil {
 		panic(err)
@@ -55,7 +55,7 @@ func Example() {
 // runs it again.
 func ExampleHandler_On() {
 	const secret = "whsec_example"
-	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	attempts := 0
 	h.On(stripe.EventTypeCustomerSubscriptionDeleted, func(ctx context.Context, ev *stripe.Event) error {
 		attempts++
@@ -84,7 +84,7 @@ func ExampleHandler_On() {
 // acknowledged by returning nil without acting.
 func ExampleHandler_On_notForThisApplication() {
 	const secret = "whsec_example"
-	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	h.On(stripe.EventTypeCustomerSubscriptionCreated, func(ctx context.Context, ev *stripe.Event) error {
 		var sub stripe.Subscription
 		if err := json.Unmarshal(ev.Data.Raw, &sub); err != nil {
@@ -114,7 +114,7 @@ func ExampleHandler_On_notForThisApplication() {
 // of a type nobody handles are still acknowledged.
 func ExampleHandler_OnAny() {
 	const secret = "whsec_example"
-	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	h.OnAny(func(ctx context.Context, ev *stripe.Event) error {
 		fmt.Println("audit:", ev.Type, ev.APIVersion)
 		return nil
@@ -144,12 +144,13 @@ func ExampleNewRedisStore() {
 	}
 	ctx := context.Background()
 	claim, _ := store.Claim(ctx, "evt_123", time.Minute)
-	fmt.Println(claim.Status, store.Key("evt_123"), mr.TTL(store.Key("evt_123")))
+	key := mr.Keys()[0]
+	fmt.Println(claim.Status, key, mr.TTL(key))
 	again, _ := store.Claim(ctx, "evt_123", time.Minute)
 	fmt.Println(again.Status)
 	_ = store.Complete(ctx, "evt_123", claim.Token, webhook.DefaultRetention)
 	done, _ := store.Claim(ctx, "evt_123", time.Minute)
-	fmt.Println(done.Status, mr.TTL(store.Key("evt_123")))
+	fmt.Println(done.Status, mr.TTL(key))
 	// Output:
 	// claimed billkit:wh:{evt_123} 1m0s
 	// in_flight
@@ -159,7 +160,7 @@ func ExampleNewRedisStore() {
 // A MemoryStore's leases and records expire on its clock.
 func ExampleNewMemoryStore() {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	store := webhook.NewMemoryStore(func() time.Time { return now })
+	store := webhook.NewMemoryStore(webhook.MemoryOptions{Now: func() time.Time { return now }})
 	ctx := context.Background()
 
 	store.Claim(ctx, "evt_123", time.Minute) // the holder crashes

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/billkit/billkit/webhook/internal/claimtoken"
 )
 
 // Defaults and limits of [Config].
@@ -37,16 +39,11 @@ const (
 
 // Errors returned by webhook.
 var (
-	// ErrNoSecret is returned by [New] when Config.Secrets holds no
-	// non-empty secret.
-	ErrNoSecret = errors.New("webhook: no signing secret")
-	// ErrNoStore is returned by [New] when Config.Store is nil.
-	ErrNoStore = errors.New("webhook: no idempotency store")
-	// ErrRetentionTooShort is returned by [New] when Config.Retention is
-	// set below [MinRetention].
-	ErrRetentionTooShort = errors.New("webhook: retention shorter than Stripe's 72h retry window")
-	// ErrInvalidConfig is returned (wrapped, with the field) by [New] for a
-	// negative duration or size, or a HandlerTimeout not below the Lease.
+	// ErrInvalidConfig is returned, wrapped with the name of the field at
+	// fault, by [New] for a [Config] without a non-empty secret or a
+	// store, a negative duration or size, a HandlerTimeout not below the
+	// Lease or a Retention below [MinRetention], and by [NewRedisStore] for
+	// a nil client or a Prefix holding a brace.
 	ErrInvalidConfig = errors.New("webhook: invalid config")
 	// ErrLeaseLost is returned by [Store.Complete] and [Store.Release] when
 	// the token no longer holds the event's lease: it expired and the event
@@ -57,8 +54,8 @@ var (
 	ErrInvalidArgument = errors.New("webhook: invalid argument")
 )
 
-// HandlerFunc handles one verified event; a non-nil error makes the delivery
-// fail (500) and the event retryable. A handler returns nil for an event it
+// EventFunc handles one verified event; a non-nil error makes the delivery
+// fail (500) and the event retryable. A panic counts as an error. A handler returns nil for an event it
 // does not act on, such as one not meant for this application (see the
 // package doc): the event is then acknowledged.
 //
@@ -68,11 +65,13 @@ var (
 // disconnects, so a handler is not interrupted half way by a client timeout.
 //
 // The event and its Data must not be modified: every handler of a delivery
-// sees the same value.
-type HandlerFunc func(ctx context.Context, event *stripe.Event) error
+// sees the same value. A nil EventFunc is ignored by [Handler.On] and
+// [Handler.OnAny].
+type EventFunc func(ctx context.Context, event *stripe.Event) error
 
 // Config configures a [Handler]. Secrets and Store are required; every other
-// zero field means its documented default.
+// zero field means its documented default. The zero Config is not valid:
+// [New] rejects it with [ErrInvalidConfig].
 type Config struct {
 	// Secrets are the endpoint's signing secrets (whsec_...). A payload is
 	// accepted when it is signed with any of them, so a secret can be
@@ -128,8 +127,8 @@ type Config struct {
 	StrictAPIVersion bool
 
 	// Logger receives one record per delivery (event id, type, outcome)
-	// and handler errors. Secrets, signatures and payloads are never
-	// logged. The default value discards all records.
+	// and handler and store errors. Secrets, signatures and payloads are
+	// never logged. The default value (nil) is [slog.Default] as of [New].
 	Logger *slog.Logger
 
 	// Now returns the current time, against which the signature timestamp
@@ -138,7 +137,7 @@ type Config struct {
 }
 
 // withDefaults returns c with its zero fields set to their defaults, or an
-// error when c is invalid.
+// error wrapping [ErrInvalidConfig] that names the field at fault.
 func (c Config) withDefaults() (Config, error) {
 	secrets := make([]string, 0, len(c.Secrets))
 	for _, s := range c.Secrets {
@@ -147,11 +146,11 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if len(secrets) == 0 {
-		return c, ErrNoSecret
+		return c, fmt.Errorf("%w: Secrets holds no non-empty signing secret", ErrInvalidConfig)
 	}
 	c.Secrets = secrets
 	if c.Store == nil {
-		return c, ErrNoStore
+		return c, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
 	}
 	switch {
 	case c.Tolerance < 0:
@@ -184,10 +183,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.Retention = DefaultRetention
 	}
 	if c.Retention < MinRetention {
-		return c, fmt.Errorf("%w: %v < %v", ErrRetentionTooShort, c.Retention, MinRetention)
+		return c, fmt.Errorf("%w: Retention %v is shorter than MinRetention %v, Stripe's retry window", ErrInvalidConfig, c.Retention, MinRetention)
 	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.Logger = slog.Default()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -215,34 +214,36 @@ func (c Config) withDefaults() (Config, error) {
 //
 // A Handler is safe for concurrent use. [Handler.On] and [Handler.OnAny] may
 // be called at any time, also while the Handler serves: a registration
-// applies to deliveries that start after it.
+// applies to deliveries that start after it. Use [New]; the zero value is
+// not usable.
 type Handler struct {
 	cfg Config
 
 	mu     sync.RWMutex
-	byType map[stripe.EventType][]HandlerFunc
-	any    []HandlerFunc
+	byType map[stripe.EventType][]EventFunc
+	any    []EventFunc
 }
 
-// New returns a Handler for cfg, or an error when cfg lacks a secret or a
-// store, or holds an invalid value (see [Config]).
+// New returns a Handler for cfg, or an error wrapping [ErrInvalidConfig]
+// when cfg lacks a secret or a store, or holds an invalid value (see
+// [Config]).
 func New(cfg Config) (*Handler, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: c, byType: make(map[stripe.EventType][]HandlerFunc)}, nil
+	return &Handler{cfg: c, byType: make(map[stripe.EventType][]EventFunc)}, nil
 }
 
 var _ http.Handler = (*Handler)(nil)
 
-// On registers fns for events of eventType. Several handlers may be
-// registered for a type, by one or several calls; they run in registration
-// order, before the [Handler.OnAny] handlers. The first error stops the run:
-// the delivery fails, and a redelivery runs every handler again, including
-// those that had succeeded, so each handler's effect must be idempotent or
-// transactional. Nil functions are ignored.
-func (h *Handler) On(eventType stripe.EventType, fns ...HandlerFunc) {
+// On registers fns, each an [EventFunc], for events of eventType. Several
+// handlers may be registered for a type, by one or several calls; they run
+// in registration order, before the [Handler.OnAny] handlers. The first
+// error stops the run: the delivery fails, and a redelivery runs every
+// handler again, including those that had succeeded, so each handler's
+// effect must be idempotent or transactional. Nil functions are ignored.
+func (h *Handler) On(eventType stripe.EventType, fns ...EventFunc) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, fn := range fns {
@@ -252,10 +253,12 @@ func (h *Handler) On(eventType stripe.EventType, fns ...HandlerFunc) {
 	}
 }
 
-// OnAny registers catch-all handlers that run for every event, after the
-// handlers of the event's type, in registration order. Nil functions are
-// ignored.
-func (h *Handler) OnAny(fns ...HandlerFunc) {
+// OnAny registers catch-all [EventFunc]s that run for every event, after
+// the handlers of the event's type, in registration order, and fail the
+// delivery like them. Nil functions are ignored. An event whose type has no
+// handler and for which no OnAny handler is registered is acknowledged
+// without touching the Store.
+func (h *Handler) OnAny(fns ...EventFunc) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, fn := range fns {
@@ -266,14 +269,14 @@ func (h *Handler) OnAny(fns ...HandlerFunc) {
 }
 
 // handlersFor returns the handlers to run for t, in order.
-func (h *Handler) handlersFor(t stripe.EventType) []HandlerFunc {
+func (h *Handler) handlersFor(t stripe.EventType) []EventFunc {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	typed := h.byType[t]
 	if len(h.any) == 0 {
 		return typed
 	}
-	fns := make([]HandlerFunc, 0, len(typed)+len(h.any))
+	fns := make([]EventFunc, 0, len(typed)+len(h.any))
 	return append(append(fns, typed...), h.any...)
 }
 
@@ -349,7 +352,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	detached := context.WithoutCancel(r.Context())
-	if err := h.run(ContextWithToken(detached, claim.Token), fns, ev); err != nil {
+	if err := h.run(claimtoken.NewContext(detached, claim.Token), fns, ev); err != nil {
 		log.ErrorContext(r.Context(), "webhook: handler failed", append(attrs, "err", err)...)
 		ctx, cancel := context.WithTimeout(detached, storeTimeout)
 		defer cancel()
@@ -378,27 +381,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeAck(w, "handled")
 }
 
-// tokenKey is the context key of the claim token.
-type tokenKey struct{}
-
-// ContextWithToken returns a copy of ctx carrying a claim token, as the
-// [Handler] passes to handlers. Tests of a handler that reads
-// [TokenFromContext] use it to supply one.
-func ContextWithToken(ctx context.Context, token string) context.Context {
-	return context.WithValue(ctx, tokenKey{}, token)
-}
-
-// TokenFromContext returns the token of the [Store] claim under which a
-// handler runs, for a handler that marks the event done in its own
+// TokenFromContext returns the token of the [Store] claim under which an
+// [EventFunc] runs, for a handler that marks the event done in its own
 // transaction (see the package doc). ok is false outside a claimed run.
+// Tests of such a handler supply a token with
+// [github.com/billkit/billkit/webhook/webhooktest.ContextWithToken].
 func TokenFromContext(ctx context.Context) (token string, ok bool) {
-	token, ok = ctx.Value(tokenKey{}).(string)
-	return token, ok && token != ""
+	return claimtoken.FromContext(ctx)
 }
 
 // run calls fns in order under the handler deadline and stops at the first
 // error; a panic is returned as an error.
-func (h *Handler) run(ctx context.Context, fns []HandlerFunc, ev *stripe.Event) (err error) {
+func (h *Handler) run(ctx context.Context, fns []EventFunc, ev *stripe.Event) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.HandlerTimeout)
 	defer cancel()
 	defer func() {

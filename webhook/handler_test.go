@@ -26,34 +26,70 @@ import (
 
 func TestNewValidatesConfig(t *testing.T) {
 	t.Parallel()
-	store := webhook.NewMemoryStore(nil)
+	store := webhook.NewMemoryStore(webhook.MemoryOptions{})
 	tests := []struct {
-		name string
-		cfg  webhook.Config
-		want error
+		name  string
+		cfg   webhook.Config
+		field string // named by the error; "" when New succeeds
 	}{
-		{"no secret", webhook.Config{Store: store}, webhook.ErrNoSecret},
-		{"only empty secrets", webhook.Config{Secrets: []string{""}, Store: store}, webhook.ErrNoSecret},
-		{"no store", webhook.Config{Secrets: []string{secret}}, webhook.ErrNoStore},
-		{"retention under 72h", webhook.Config{Secrets: []string{secret}, Store: store, Retention: 71 * time.Hour}, webhook.ErrRetentionTooShort},
-		{"negative tolerance", webhook.Config{Secrets: []string{secret}, Store: store, Tolerance: -1}, webhook.ErrInvalidConfig},
-		{"negative body limit", webhook.Config{Secrets: []string{secret}, Store: store, MaxBodyBytes: -1}, webhook.ErrInvalidConfig},
-		{"negative lease", webhook.Config{Secrets: []string{secret}, Store: store, Lease: -time.Second}, webhook.ErrInvalidConfig},
-		{"handler timeout not below lease", webhook.Config{Secrets: []string{secret}, Store: store, Lease: time.Second, HandlerTimeout: time.Second}, webhook.ErrInvalidConfig},
-		{"defaults", webhook.Config{Secrets: []string{secret}, Store: store}, nil},
-		{"retention exactly 72h", webhook.Config{Secrets: []string{secret}, Store: store, Retention: webhook.MinRetention}, nil},
+		{"zero config", webhook.Config{}, "Secrets"},
+		{"no secret", webhook.Config{Store: store}, "Secrets"},
+		{"only empty secrets", webhook.Config{Secrets: []string{""}, Store: store}, "Secrets"},
+		{"no store", webhook.Config{Secrets: []string{secret}}, "Store"},
+		{"retention under 72h", webhook.Config{Secrets: []string{secret}, Store: store, Retention: 71 * time.Hour}, "Retention"},
+		{"negative tolerance", webhook.Config{Secrets: []string{secret}, Store: store, Tolerance: -1}, "Tolerance"},
+		{"negative body limit", webhook.Config{Secrets: []string{secret}, Store: store, MaxBodyBytes: -1}, "MaxBodyBytes"},
+		{"negative lease", webhook.Config{Secrets: []string{secret}, Store: store, Lease: -time.Second}, "Lease"},
+		{"negative handler timeout", webhook.Config{Secrets: []string{secret}, Store: store, HandlerTimeout: -time.Second}, "HandlerTimeout"},
+		{"negative retention", webhook.Config{Secrets: []string{secret}, Store: store, Retention: -time.Hour}, "Retention"},
+		{"handler timeout not below lease", webhook.Config{Secrets: []string{secret}, Store: store, Lease: time.Second, HandlerTimeout: time.Second}, "HandlerTimeout"},
+		{"defaults", webhook.Config{Secrets: []string{secret}, Store: store}, ""},
+		{"retention exactly 72h", webhook.Config{Secrets: []string{secret}, Store: store, Retention: webhook.MinRetention}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			h, err := webhook.New(tt.cfg)
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("New: err = %v, want %v", err, tt.want)
+			if tt.field == "" {
+				if err != nil || h == nil {
+					t.Fatalf("New = %v, %v; want a handler", h, err)
+				}
+				return
 			}
-			if (h != nil) != (tt.want == nil) {
-				t.Fatalf("New returned handler %v with err %v", h, err)
+			if !errors.Is(err, webhook.ErrInvalidConfig) || h != nil {
+				t.Fatalf("New = %v, %v; want no handler and ErrInvalidConfig", h, err)
+			}
+			if !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("error %q does not name %s", err, tt.field)
+			}
+			for _, s := range tt.cfg.Secrets {
+				if s != "" && strings.Contains(err.Error(), s) {
+					t.Errorf("error %q names a secret", err)
+				}
 			}
 		})
+	}
+}
+
+// TestDefaultLogger: a Config without a Logger logs to slog.Default as of
+// New. It changes the process's default logger, so it does not run in
+// parallel.
+func TestDefaultLogger(t *testing.T) {
+	var logs safeBuffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+
+	h, err := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.OnAny(func(context.Context, *stripe.Event) error { return nil })
+	if rec := serve(h, webhooktest.Request(secret, invoice("evt_log"))); rec.Code != http.StatusOK {
+		t.Fatalf("status = %d, want 200", rec.Code)
+	}
+	if got := logs.String(); !strings.Contains(got, "webhook: handled") || !strings.Contains(got, "evt_log") {
+		t.Fatalf("default logger got %q, want the delivery's record", got)
 	}
 }
 
@@ -203,7 +239,7 @@ func TestStatuses(t *testing.T) {
 		calls *atomic.Int64
 	}
 	build := func(t *testing.T, logs *safeBuffer, cfg webhook.Config) setup {
-		store := webhook.NewMemoryStore(clock.Now)
+		store := webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock.Now})
 		if cfg.Store == nil {
 			cfg.Store = store
 		}
@@ -458,7 +494,7 @@ func (s *countingStore) Claim(ctx context.Context, id string, lease time.Duratio
 func TestConcurrentDuplicates(t *testing.T) {
 	t.Parallel()
 	stores := map[string]func(t *testing.T) webhook.Store{
-		"memory": func(t *testing.T) webhook.Store { return webhook.NewMemoryStore(nil) },
+		"memory": func(t *testing.T) webhook.Store { return webhook.NewMemoryStore(webhook.MemoryOptions{}) },
 		"redis":  func(t *testing.T) webhook.Store { return newRedisStore(t, realRedis(t), "") },
 	}
 	for name, open := range stores {
@@ -539,7 +575,7 @@ func TestCrashedClaimExpires(t *testing.T) {
 	backends := map[string]func(t *testing.T) backend{
 		"memory fake clock": func(t *testing.T) backend {
 			clock := newFakeClock()
-			return backend{webhook.NewMemoryStore(clock.Now), clock.Add, time.Minute}
+			return backend{webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock.Now}), clock.Add, time.Minute}
 		},
 		"miniredis": func(t *testing.T) backend {
 			mr := miniredis.RunT(t)
@@ -548,7 +584,8 @@ func TestCrashedClaimExpires(t *testing.T) {
 			return backend{newRedisStore(t, rdb, ""), mr.FastForward, time.Minute}
 		},
 		"real redis": func(t *testing.T) backend {
-			return backend{newRedisStore(t, realRedis(t), ""), time.Sleep, 600 * time.Millisecond}
+			rdb, prefix := realRedis(t), uniquePrefix()
+			return backend{newRedisStore(t, rdb, prefix), redisClock{t, rdb, prefix}.Advance, time.Minute}
 		},
 	}
 	for name, open := range backends {
@@ -590,7 +627,7 @@ func TestCrashedClaimExpires(t *testing.T) {
 func TestLeaseLostStillAcknowledged(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
-	store := webhook.NewMemoryStore(clock.Now)
+	store := webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock.Now})
 	h := newHandler(t, webhook.Config{Store: store, Now: clock.Now})
 	var takeover webhook.Claim
 	h.OnAny(func(context.Context, *stripe.Event) error {
@@ -618,7 +655,7 @@ func TestLeaseLostStillAcknowledged(t *testing.T) {
 // completed.
 func TestHandlerContextDetached(t *testing.T) {
 	t.Parallel()
-	store := webhook.NewMemoryStore(nil)
+	store := webhook.NewMemoryStore(webhook.MemoryOptions{})
 	h := newHandler(t, webhook.Config{Store: store, Lease: time.Hour, HandlerTimeout: 30 * time.Minute})
 	reqCtx, hangUp := context.WithTimeout(context.Background(), time.Hour)
 	defer hangUp()

@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/billkit/billkit/internal/fakeclock"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/billkit/billkit/internal/fakeclock"
 	"github.com/billkit/billkit/internal/testserver"
 	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
@@ -80,15 +83,21 @@ func (c *counter) all() int {
 	return c.total
 }
 
-// newHandler returns a Handler on store with the test secret and cfg's other
-// fields.
+// quiet discards log records; tests that read the logs set their own.
+var quiet = slog.New(slog.DiscardHandler)
+
+// newHandler returns a Handler with cfg's fields, the test secret, a fresh
+// memory store on cfg.Now and a discarding logger unless cfg sets them.
 func newHandler(t testing.TB, cfg webhook.Config) *webhook.Handler {
 	t.Helper()
 	if cfg.Secrets == nil {
 		cfg.Secrets = []string{secret}
 	}
 	if cfg.Store == nil {
-		cfg.Store = webhook.NewMemoryStore(cfg.Now)
+		cfg.Store = webhook.NewMemoryStore(webhook.MemoryOptions{Now: cfg.Now})
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
 	}
 	h, err := webhook.New(cfg)
 	if err != nil {
@@ -159,9 +168,71 @@ func realCluster(t testing.TB) *redis.ClusterClient {
 	return testserver.StartCluster(t).Client(t)
 }
 
+// prefixes numbers the key prefixes of stores that share a server.
+var prefixes atomic.Int64
+
+// uniquePrefix returns a key prefix no other store of this test process
+// uses, so that a [redisClock] moves only its own store's keys.
+func uniquePrefix() string { return fmt.Sprintf("t%d", prefixes.Add(1)) }
+
+// redisClock lets time pass on the keys of one RedisStore in a real
+// redis-server, which keeps its own clock, without waiting: Advance(d)
+// shortens the expiry of every key under the prefix by d, and deletes those
+// whose expiry d reaches, as the server would after d. A key without an
+// expiry fails the test (W4).
+type redisClock struct {
+	t      testing.TB
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// advanceScript: KEYS[1] a key, ARGV[1] the time to pass in ms. Returns -1
+// for a key without expiry, 1 when it expired, 0 otherwise.
+var advanceScript = redis.NewScript(`
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 then return -1 end
+if ttl < 0 then return 0 end
+if ttl <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('PEXPIRE', KEYS[1], ttl - tonumber(ARGV[1]))
+return 0
+`)
+
+func (c redisClock) Advance(d time.Duration) {
+	c.t.Helper()
+	ctx := context.Background()
+	advance := func(ctx context.Context, cl *redis.Client) error {
+		iter := cl.Scan(ctx, 0, c.prefix+":*", 0).Iterator()
+		for iter.Next(ctx) {
+			n, err := advanceScript.Run(ctx, cl, []string{iter.Val()}, d.Milliseconds()).Int()
+			if err != nil {
+				return err
+			}
+			if n == -1 {
+				return fmt.Errorf("key %s has no expiry", iter.Val())
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	switch cl := c.rdb.(type) {
+	case *redis.ClusterClient:
+		err = cl.ForEachMaster(ctx, advance)
+	case *redis.Client:
+		err = advance(ctx, cl)
+	default:
+		err = fmt.Errorf("unsupported client %T", c.rdb)
+	}
+	if err != nil {
+		c.t.Fatalf("advancing the Redis keys of %s by %v: %v", c.prefix, d, err)
+	}
+}
+
 func newRedisStore(t testing.TB, rdb redis.UniversalClient, prefix string) *webhook.RedisStore {
 	t.Helper()
-	s, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{KeyPrefix: prefix})
+	s, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{Prefix: prefix})
 	if err != nil {
 		t.Fatalf("NewRedisStore: %v", err)
 	}

@@ -33,10 +33,18 @@ type memRecord struct {
 
 var _ Store = (*MemoryStore)(nil)
 
-// NewMemoryStore returns an empty MemoryStore whose clock is now, or
-// [time.Now] when now is nil. Tests pass a fake clock to expire leases and
-// records without sleeping.
-func NewMemoryStore(now func() time.Time) *MemoryStore {
+// MemoryOptions configures a [MemoryStore]. The zero value is valid: every
+// zero field means its documented default.
+type MemoryOptions struct {
+	// Now returns the current time, against which leases and records
+	// expire. Tests pass a fake clock to expire them without sleeping. The
+	// default value is [time.Now].
+	Now func() time.Time
+}
+
+// NewMemoryStore returns an empty MemoryStore configured by opts.
+func NewMemoryStore(opts MemoryOptions) *MemoryStore {
+	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
@@ -104,9 +112,9 @@ func (s *MemoryStore) Release(ctx context.Context, eventID, token string) error 
 	return nil
 }
 
-// Len returns the number of records alive now (leases and done records),
+// size returns the number of records alive now (leases and done records),
 // after removing the expired ones.
-func (s *MemoryStore) Len() int {
+func (s *MemoryStore) size() int {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -9,15 +9,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultKeyPrefix is the default key prefix of a [RedisStore].
-const DefaultKeyPrefix = "billkit"
+// DefaultPrefix is the default key prefix of a [RedisStore].
+const DefaultPrefix = "billkit"
 
-// RedisOptions configures a [RedisStore]. The zero value is valid.
+// RedisOptions configures a [RedisStore]. The zero value is valid: every
+// zero field means its documented default.
 type RedisOptions struct {
-	// KeyPrefix starts every key; an event's key is
-	// PREFIX:wh:{EVENT_ID}, the event ID being the Cluster hash tag. The
-	// default value is [DefaultKeyPrefix] ("billkit").
-	KeyPrefix string
+	// Prefix starts every key; an event's key is PREFIX:wh:{EVENT_ID}, the
+	// event ID being the Cluster hash tag, so a prefix must not hold a
+	// brace. The default value is [DefaultPrefix] ("billkit").
+	Prefix string
 }
 
 // RedisStore is a [Store] in Redis: standalone, Sentinel or Cluster, through
@@ -37,23 +38,24 @@ type RedisStore struct {
 
 var _ Store = (*RedisStore)(nil)
 
-// NewRedisStore returns a RedisStore on rdb. It returns an error when rdb is
-// nil or the prefix holds a brace (it would break the hash tag).
+// NewRedisStore returns a RedisStore on rdb configured by opts. It returns
+// an error wrapping [ErrInvalidConfig] when rdb is nil or opts.Prefix holds
+// a brace (it would break the hash tag).
 func NewRedisStore(rdb redis.UniversalClient, opts RedisOptions) (*RedisStore, error) {
 	if rdb == nil {
-		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidConfig)
 	}
-	if opts.KeyPrefix == "" {
-		opts.KeyPrefix = DefaultKeyPrefix
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
 	}
-	if strings.ContainsAny(opts.KeyPrefix, "{}") {
-		return nil, fmt.Errorf("%w: key prefix %q holds a brace", ErrInvalidArgument, opts.KeyPrefix)
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("%w: Prefix %q holds a brace", ErrInvalidConfig, opts.Prefix)
 	}
-	return &RedisStore{rdb: rdb, prefix: opts.KeyPrefix}, nil
+	return &RedisStore{rdb: rdb, prefix: opts.Prefix}, nil
 }
 
-// Key returns the key that holds eventID's record.
-func (s *RedisStore) Key(eventID string) string {
+// key returns the key that holds eventID's record.
+func (s *RedisStore) key(eventID string) string {
 	return s.prefix + ":wh:{" + eventID + "}"
 }
 
@@ -91,7 +93,7 @@ func (s *RedisStore) Claim(ctx context.Context, eventID string, lease time.Durat
 		return Claim{}, fmt.Errorf("%w: empty event id or lease under 1ms", ErrInvalidArgument)
 	}
 	token := newToken()
-	n, err := claimScript.Run(ctx, s.rdb, []string{s.Key(eventID)}, token, lease.Milliseconds()).Int()
+	n, err := claimScript.Run(ctx, s.rdb, []string{s.key(eventID)}, token, lease.Milliseconds()).Int()
 	if err != nil {
 		return Claim{}, fmt.Errorf("webhook: redis claim: %w", err)
 	}
@@ -110,7 +112,7 @@ func (s *RedisStore) Complete(ctx context.Context, eventID, token string, retent
 	if eventID == "" || token == "" || retention < time.Millisecond {
 		return fmt.Errorf("%w: empty event id or token, or retention under 1ms", ErrInvalidArgument)
 	}
-	n, err := completeScript.Run(ctx, s.rdb, []string{s.Key(eventID)}, token, retention.Milliseconds()).Int()
+	n, err := completeScript.Run(ctx, s.rdb, []string{s.key(eventID)}, token, retention.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("webhook: redis complete: %w", err)
 	}
@@ -125,7 +127,7 @@ func (s *RedisStore) Release(ctx context.Context, eventID, token string) error {
 	if eventID == "" || token == "" {
 		return fmt.Errorf("%w: empty event id or token", ErrInvalidArgument)
 	}
-	n, err := releaseScript.Run(ctx, s.rdb, []string{s.Key(eventID)}, token).Int()
+	n, err := releaseScript.Run(ctx, s.rdb, []string{s.key(eventID)}, token).Int()
 	if err != nil {
 		return fmt.Errorf("webhook: redis release: %w", err)
 	}

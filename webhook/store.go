@@ -5,7 +5,9 @@ import (
 	"time"
 )
 
-// ClaimStatus is the outcome of [Store.Claim].
+// ClaimStatus is the outcome of [Store.Claim]. The zero value is no outcome:
+// a Store never returns it with a nil error, and the [Handler] answers 503
+// if one does.
 type ClaimStatus int
 
 const (
@@ -21,7 +23,8 @@ const (
 	InFlight
 )
 
-// String returns "claimed", "done" or "in_flight".
+// String returns "claimed", "done" or "in_flight", and "unknown" for any
+// other value.
 func (s ClaimStatus) String() string {
 	switch s {
 	case Claimed:
@@ -35,7 +38,8 @@ func (s ClaimStatus) String() string {
 	}
 }
 
-// Claim is the result of [Store.Claim].
+// Claim is the result of [Store.Claim]. The zero value, with no status, is
+// what a Store returns alongside an error.
 type Claim struct {
 	// Status says whether the caller holds the lease.
 	Status ClaimStatus

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,14 +16,11 @@ import (
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
-// realLease is the lease the conformance suite uses on a real clock.
-const realLease = 500 * time.Millisecond
-
 func TestMemoryStoreConformance(t *testing.T) {
 	t.Parallel()
 	webhooktest.TestStore(t, func(t *testing.T) webhooktest.StoreUnderTest {
 		clock := newFakeClock()
-		return webhooktest.StoreUnderTest{Store: webhook.NewMemoryStore(clock.Now), Advance: clock.Add}
+		return webhooktest.StoreUnderTest{Store: webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock.Now}), Advance: clock.Add}
 	})
 }
 
@@ -36,20 +34,25 @@ func TestRedisStoreConformanceMiniredis(t *testing.T) {
 	})
 }
 
+// The real-server suites let time pass with a redisClock: each subtest's
+// store has its own prefix, and Advance moves that prefix's expiries.
+
 func TestRedisStoreConformanceRealRedis(t *testing.T) {
 	t.Parallel()
 	rdb := realRedis(t)
 	webhooktest.TestStore(t, func(t *testing.T) webhooktest.StoreUnderTest {
-		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, ""), Advance: time.Sleep, Lease: realLease}
+		prefix := uniquePrefix()
+		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, prefix), Advance: redisClock{t, rdb, prefix}.Advance}
 	})
-	checkAllKeysExpire(t, rdb, "billkit:wh:*")
+	checkAllKeysExpire(t, rdb, "*:wh:*")
 }
 
 func TestRedisStoreConformanceCluster(t *testing.T) {
 	t.Parallel()
 	rdb := realCluster(t)
 	webhooktest.TestStore(t, func(t *testing.T) webhooktest.StoreUnderTest {
-		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, "billkit"), Advance: time.Sleep, Lease: realLease}
+		prefix := uniquePrefix()
+		return webhooktest.StoreUnderTest{Store: newRedisStore(t, rdb, prefix), Advance: redisClock{t, rdb, prefix}.Advance}
 	})
 	// The same flow through the Handler on the Cluster: keys land on
 	// several masters, each with an expiry.
@@ -66,7 +69,7 @@ func TestRedisStoreConformanceCluster(t *testing.T) {
 			t.Fatalf("%s ran %d times on the Cluster, want 1", id, n)
 		}
 	}
-	checkAllKeysExpire(t, rdb, "billkit:wh:*")
+	checkAllKeysExpire(t, rdb, "*:wh:*")
 }
 
 // checkAllKeysExpire asserts (W4) that every key matching pattern has an
@@ -156,13 +159,15 @@ func TestRedisStoreKeysExpire(t *testing.T) {
 
 func TestNewRedisStoreValidates(t *testing.T) {
 	t.Parallel()
-	if _, err := webhook.NewRedisStore(nil, webhook.RedisOptions{}); !errors.Is(err, webhook.ErrInvalidArgument) {
-		t.Errorf("nil client: err = %v, want ErrInvalidArgument", err)
+	if _, err := webhook.NewRedisStore(nil, webhook.RedisOptions{}); !errors.Is(err, webhook.ErrInvalidConfig) {
+		t.Errorf("nil client: err = %v, want ErrInvalidConfig", err)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer rdb.Close()
-	if _, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{KeyPrefix: "a{b}"}); !errors.Is(err, webhook.ErrInvalidArgument) {
-		t.Errorf("prefix with braces: err = %v, want ErrInvalidArgument", err)
+	for _, prefix := range []string{"a{b}", "a}", "{"} {
+		if _, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{Prefix: prefix}); !errors.Is(err, webhook.ErrInvalidConfig) || !strings.Contains(err.Error(), "Prefix") {
+			t.Errorf("prefix %q: err = %v, want ErrInvalidConfig naming Prefix", prefix, err)
+		}
 	}
 	s, err := webhook.NewRedisStore(rdb, webhook.RedisOptions{})
 	if err != nil {
@@ -199,7 +204,7 @@ func TestRedisStoreUnavailable(t *testing.T) {
 func TestMemoryStoreBounded(t *testing.T) {
 	t.Parallel()
 	clock := newFakeClock()
-	s := webhook.NewMemoryStore(clock.Now)
+	s := webhook.NewMemoryStore(webhook.MemoryOptions{Now: clock.Now})
 	ctx := context.Background()
 	for i := range 1000 {
 		id := fmt.Sprintf("evt_%d", i)

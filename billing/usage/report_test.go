@@ -469,7 +469,7 @@ func TestInvoiceCreatedFlushes(t *testing.T) {
 	r := env.reporter(t, reportTotals, func(c *Config) { c.BackoffMin = time.Hour; c.BackoffMax = time.Hour })
 	take(t, env.counters, "alice", env.period, 7)
 	const secret = "whsec_test"
-	h, err := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil), Logger: quietLogger()})
+	h, err := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{}), Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@
 // conformance suite ([TestStore]).
 //
 //	const secret = "whsec_test"
-//	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+//	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 //	h.On(stripe.EventTypeInvoicePaid, markPaid)
 //	ev := webhooktest.NewEvent(stripe.EventTypeInvoicePaid, map[string]any{"id": "in_123", "object": "invoice"})
 //	res := webhooktest.Deliverer{Secret: secret, Copies: 5, Concurrency: 5}.Deliver(t, h, ev)

@@ -43,7 +43,7 @@ func ExampleSign() {
 // shuffled order, as Stripe may; the handler still runs once per event.
 func ExampleDeliverer() {
 	const secret = "whsec_example"
-	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	var runs atomic.Int64
 	h.OnAny(func(context.Context, *stripe.Event) error { runs.Add(1); return nil })
 
@@ -62,7 +62,7 @@ func ExampleDeliverer() {
 // Deliver is the short form: each event once, in order.
 func ExampleDeliver() {
 	const secret = "whsec_example"
-	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, _ := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	h.On(stripe.EventTypeInvoicePaymentFailed, func(context.Context, *stripe.Event) error {
 		return fmt.Errorf("card declined handling failed")
 	})
@@ -73,4 +73,25 @@ func ExampleDeliver() {
 	fmt.Println(statuses)
 	// Output:
 	// [200 500]
+}
+
+// ContextWithToken gives a handler that marks events done in its own
+// transaction, and so reads webhook.TokenFromContext, a claim token when a
+// test calls it directly rather than through a webhook.Handler.
+func ExampleContextWithToken() {
+	markDone := func(ctx context.Context, ev *stripe.Event) error {
+		token, ok := webhook.TokenFromContext(ctx)
+		if !ok {
+			return fmt.Errorf("%s: not run under a claim", ev.ID)
+		}
+		fmt.Println("UPDATE stripe_events SET state = 'done' WHERE event_id =", ev.ID, "AND token =", token)
+		return nil
+	}
+	ev := &stripe.Event{ID: "evt_123", Type: stripe.EventTypeInvoicePaid}
+	fmt.Println(markDone(context.Background(), ev))
+	fmt.Println(markDone(webhooktest.ContextWithToken(context.Background(), "tok_1"), ev))
+	// Output:
+	// evt_123: not run under a claim
+	// UPDATE stripe_events SET state = 'done' WHERE event_id = evt_123 AND token = tok_1
+	// <nil>
 }

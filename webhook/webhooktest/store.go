@@ -18,12 +18,14 @@ type StoreUnderTest struct {
 	// suite uses (they start with "evt_conformance_").
 	Store webhook.Store
 	// Advance lets d pass on the store's clock: step a fake clock, call
-	// miniredis's FastForward, or sleep for a real server. Required.
+	// miniredis's FastForward, or, for a server with its own clock, shorten
+	// the expiries of the store's records by d (billkit's tests of its
+	// RedisStore on redis-server do that with a Lua script). Sleeping works
+	// too, with a short Lease, but makes the suite slow and timing-bound.
+	// Required.
 	Advance func(d time.Duration)
 	// Lease is the lease the suite claims with; the retention it completes
-	// with is three leases. Keep it short for a store on a real clock,
-	// where Advance sleeps (about 500ms leaves room for a loaded machine). The
-	// default value is one minute.
+	// with is three leases. The default value is one minute.
 	Lease time.Duration
 }
 

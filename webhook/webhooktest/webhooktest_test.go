@@ -1,6 +1,7 @@
 package webhooktest_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	stripewebhook "github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
@@ -98,6 +100,7 @@ type recorder struct {
 	running atomic.Int64
 	peak    atomic.Int64
 	gate    chan struct{}
+	entered chan struct{} // receives one value per delivery that entered, when not nil
 }
 
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -108,6 +111,9 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if n <= p || r.peak.CompareAndSwap(p, n) {
 			break
 		}
+	}
+	if r.entered != nil {
+		r.entered <- struct{}{}
 	}
 	if r.gate != nil {
 		<-r.gate
@@ -155,13 +161,13 @@ func TestDeliverer(t *testing.T) {
 	}
 
 	// Concurrency: all deliveries of a batch are in the handler at once.
-	rec := &recorder{ids: make(chan string, 100), gate: make(chan struct{})}
+	rec := &recorder{ids: make(chan string, 100), gate: make(chan struct{}), entered: make(chan struct{}, 10)}
 	done := make(chan webhooktest.Results)
 	go func() {
 		done <- (webhooktest.Deliverer{Secret: "s", Copies: 2, Concurrency: 10}).Deliver(t, rec, events...)
 	}()
-	for rec.running.Load() < 10 {
-		time.Sleep(time.Millisecond)
+	for range 10 { // all ten are in the handler, held at the gate
+		<-rec.entered
 	}
 	close(rec.gate)
 	res := <-done
@@ -184,5 +190,19 @@ func TestDeliverSignsWithTheSecret(t *testing.T) {
 	got := webhooktest.Deliver(t, h, "whsec_a", webhooktest.NewEvent("x.y", map[string]any{"id": "o"}))
 	if !slices.Equal(got, []int{http.StatusAccepted}) || verified.Load() != 1 {
 		t.Fatalf("statuses %v, verified %d", got, verified.Load())
+	}
+}
+
+func TestContextWithToken(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if tok, ok := webhook.TokenFromContext(ctx); ok || tok != "" {
+		t.Fatalf("no token: TokenFromContext = %q, %v; want none", tok, ok)
+	}
+	if tok, ok := webhook.TokenFromContext(webhooktest.ContextWithToken(ctx, "")); ok {
+		t.Fatalf("empty token: TokenFromContext = %q, %v; want none", tok, ok)
+	}
+	if tok, ok := webhook.TokenFromContext(webhooktest.ContextWithToken(ctx, "tok_1")); !ok || tok != "tok_1" {
+		t.Fatalf("TokenFromContext = %q, %v; want tok_1", tok, ok)
 	}
 }

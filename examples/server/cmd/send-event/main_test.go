@@ -20,7 +20,7 @@ import (
 func TestSendEvent(t *testing.T) {
 	t.Parallel()
 	const secret = "whsec_send_event_test"
-	h, err := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(nil)})
+	h, err := webhook.New(webhook.Config{Secrets: []string{secret}, Store: webhook.NewMemoryStore(webhook.MemoryOptions{})})
 	if err != nil {
 		t.Fatal(err)
 	}
