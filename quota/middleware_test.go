@@ -376,20 +376,30 @@ func TestMiddlewareSoftLimit(t *testing.T) {
 		t.Parallel()
 		_, c := miniredisClient(t)
 		var n atomic.Int32
+		// A deadline far above any scheduling delay: under a loaded
+		// -race run a 100 ms decision could time out, and a request that
+		// is not counted may keep the count below the threshold.
 		m := newMiddleware(t, quota.Config{Store: newRedisStore(t, c), Limits: quota.StaticLimits{Included: 1000, Soft: 50},
+			Deadline:    10 * time.Second,
 			OnSoftLimit: func(context.Context, quota.Decision) { n.Add(1) }})
 		h := m.Handle(okHandler())
 		var wg sync.WaitGroup
+		var failed atomic.Int32
 		for g := 0; g < 8; g++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for i := 0; i < 20; i++ {
-					do(h, "alice")
+					if do(h, "alice").Code != http.StatusOK {
+						failed.Add(1)
+					}
 				}
 			}()
 		}
 		wg.Wait()
+		if f := failed.Load(); f != 0 {
+			t.Fatalf("%d of 160 requests failed", f)
+		}
 		if n.Load() != 1 {
 			t.Fatalf("OnSoftLimit called %d times by concurrent requests, want exactly 1", n.Load())
 		}
