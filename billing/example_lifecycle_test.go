@@ -9,6 +9,7 @@ import (
 
 	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/checkout"
+	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
@@ -69,12 +70,16 @@ func Example() {
 	// canceled quota: subject has no active plan
 }
 
-// ExamplePlansFromJSON loads plans from a JSON document.
+// ExamplePlansFromJSON loads plans from a JSON document: a one-meter
+// plan, and a plan that meters requests and tokens and lists features.
 func ExamplePlansFromJSON() {
 	plans, err := billing.PlansFromJSON([]byte(`{"plans": [
 		{"tier": "starter", "price_id": "price_starter", "included": 1000},
-		{"tier": "pro", "price_id": "price_pro", "included": 10000, "hard": 20000,
-		 "overage": true, "metered_price_id": "price_pro_metered"}
+		{"tier": "pro", "price_id": "price_pro", "features": ["sso", "export"],
+		 "meters": [
+			{"name": "requests", "included": 10000, "hard": 20000, "overage": true, "meter_event_name": "api_requests"},
+			{"name": "tokens", "included": 50000, "overage": true, "meter_event_name": "api_tokens", "bill": "overage"}
+		 ]}
 	]}`))
 	if err != nil {
 		fmt.Println(err)
@@ -82,12 +87,16 @@ func ExamplePlansFromJSON() {
 	}
 	for _, tier := range plans.Tiers() {
 		p, _ := plans.ByTier(tier)
-		fmt.Printf("%s: %d included, cap %d, overage %v\n", p.Tier, p.Included, p.Limits(billing.Entitlement{}.Period).Limit(), p.Overage)
+		for _, m := range p.AllMeters() {
+			lim := p.Limits(m.Name, quota.Period{})
+			fmt.Printf("%s %s: %d included, cap %d (unlimited %v), features %v\n", p.Tier, m.Name, m.Included, lim.Limit(), lim.Unlimited(), p.Features)
+		}
 	}
-	_, err = billing.PlansFromJSON([]byte(`{"plans": [{"tier": "pro", "price_id": "price_pro", "included": -5}]}`))
+	_, err = billing.PlansFromJSON([]byte(`{"plans": [{"tier": "pro", "price_id": "price_pro", "meters": [{"name": "tokens", "included": -5}]}]}`))
 	fmt.Println(err)
 	// Output:
-	// starter: 1000 included, cap 1000, overage false
-	// pro: 10000 included, cap 20000, overage true
-	// billing: invalid config: plans[0].included: must not be negative, got -5
+	// starter requests: 1000 included, cap 1000 (unlimited false), features []
+	// pro requests: 10000 included, cap 20000 (unlimited false), features [sso export]
+	// pro tokens: 50000 included, cap 0 (unlimited true), features [sso export]
+	// billing: invalid config: plans[0].meters[0].included: must not be negative
 }
