@@ -191,14 +191,20 @@ func held(fake *fakestripe.Server, mode reportMode, e billing.Entitlement) int64
 	return fake.MeterTotal(e.CustomerID, "api_requests")
 }
 
-// take counts n units for subject in p.
+// take counts n units of the requests meter for subject in p.
 func take(t testing.TB, st quota.Store, subject string, p quota.Period, n int64) {
+	t.Helper()
+	takeMeter(t, st, subject, testMeter, p, n)
+}
+
+// takeMeter counts n units of meter for subject in p.
+func takeMeter(t testing.TB, st quota.Store, subject, meter string, p quota.Period, n int64) {
 	t.Helper()
 	if n <= 0 {
 		return
 	}
 	_, err := st.Take(context.Background(), quota.TakeRequest{
-		Subject: subject, Meter: testMeter, Period: p, Cost: n, Unlimited: true, ExpireAt: p.End.Add(35 * 24 * time.Hour),
+		Subject: subject, Meter: meter, Period: p, Cost: n, Unlimited: true, ExpireAt: p.End.Add(35 * 24 * time.Hour),
 	})
 	if err != nil {
 		t.Fatal(err)
