@@ -3,6 +3,8 @@ package billing_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -99,4 +101,40 @@ func ExamplePlansFromJSON() {
 	// pro requests: 10000 included, cap 20000 (unlimited false), features [sso export]
 	// pro tokens: 50000 included, cap 0 (unlimited true), features [sso export]
 	// billing: invalid config: plans[0].meters[0].included: must not be negative
+}
+
+// ExampleLifecycle_RequireFeature gates a route on a plan's feature.
+func ExampleLifecycle_RequireFeature() {
+	ctx := context.Background()
+	plans, _ := billing.PlansFromEnv([]string{
+		"PRICE_STARTER=price_starter", "PLAN_STARTER_INCLUDED=1000",
+		"PRICE_PRO=price_pro", "PLAN_PRO_INCLUDED=10000", "PLAN_PRO_FEATURES=sso,export",
+	})
+	store := billing.NewMemoryStore(billing.MemoryOptions{})
+	lc, _ := billing.NewLifecycle(billing.Config{Store: store, Plans: plans})
+	for subject, tier := range map[string]string{"acct_pro": "pro", "acct_starter": "starter"} {
+		store.Update(ctx, subject, func(e *billing.Entitlement) error { // as the lifecycle handlers would
+			e.Status, e.Tier = billing.StatusActive, tier
+			return nil
+		})
+	}
+	subject := func(r *http.Request) (string, error) { return r.Header.Get("X-Account"), nil } // your authentication
+	sso := lc.RequireFeature(subject, "sso")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "welcome")
+	}))
+	for _, account := range []string{"acct_pro", "acct_starter", "acct_unknown", ""} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/sso", nil)
+		req.Header.Set("X-Account", account)
+		sso.ServeHTTP(rec, req)
+		fmt.Printf("%-13q %d\n", account, rec.Code)
+	}
+	ok, _ := lc.HasFeature(ctx, "acct_pro", "export")
+	fmt.Println("acct_pro has export:", ok)
+	// Output:
+	// "acct_pro"    200
+	// "acct_starter" 403
+	// "acct_unknown" 402
+	// ""            401
+	// acct_pro has export: true
 }
