@@ -66,7 +66,8 @@ type featureProblem struct {
 //   - 402 (type quota.ProblemNoPlan, member "feature"): the subject's
 //     entitlement grants nothing (none, canceled, unpaid, past its grace,
 //     ...), so subscribing is the way to the feature.
-//   - 403 (member "feature"): the subject has a plan without the feature.
+//   - 403 (member "feature"): the subject has a plan without the feature
+//     (or is pending: the provisional allowance has no features).
 //   - 500: the subject breaks billkit's subject rule (a bug of subject).
 //   - 503 with Retry-After: 1: the entitlement could not be read within
 //     quota.DefaultDeadline (100 ms).
