@@ -9,19 +9,82 @@
 //
 // # Plans
 //
-// A [Plan] names a tier, its Stripe price, the units included per period,
-// soft and hard limits, and whether overage is allowed (billed under a
-// metered price or a billing meter's event name). A [Plans] catalog is built
-// from code ([NewPlans]), the environment ([PlansFromEnv]: PRICE_<TIER> and
-// PRICE_<TIER>_METERED read by checkout's own parser, plus
-// PLAN_<TIER>_INCLUDED, _SOFT, _HARD, _OVERAGE, _METER_EVENT, _INTERVAL,
-// _BILL) or JSON ([PlansFromJSON]). Invalid configuration is an error
-// wrapping [ErrInvalidConfig] that names the variable or field.
+// A [Plan] names a tier, its Stripe price, its meters and its features. A
+// [Plans] catalog is built from code ([NewPlans]), the environment
+// ([PlansFromEnv]: PRICE_<TIER> and PRICE_<TIER>_METERED read by checkout's
+// own parser, plus PLAN_<TIER>_INCLUDED, _SOFT, _HARD, _OVERAGE,
+// _METER_EVENT, _BILL, _INTERVAL, _FEATURES) or JSON ([PlansFromJSON]).
+// Invalid configuration is an error wrapping [ErrInvalidConfig] that names
+// the variable or field and never repeats its value.
+//
+// # Meters
+//
+// A meter is one quantity a plan sells, counted by the quota middleware
+// under the meter's name: "requests" (quota.DefaultMeter), "tokens",
+// "bytes". Each [Meter] has its own included units, soft and hard limits,
+// overage policy and Stripe billing (a billing meter's event name, or a
+// legacy metered price). A plan of one meter, "requests", writes it in the
+// plan's own fields, as short as ever:
+//
+//	billing.Plan{Tier: "pro", PriceID: "price_pro", Included: 10000}
+//
+// A plan of several lists them all in Plan.Meters (its own meter fields
+// then stay zero):
+//
+//	billing.Plan{Tier: "ai", PriceID: "price_ai", Meters: []billing.Meter{
+//		{Name: "requests", Included: 1000},
+//		{Name: "tokens", Included: 50000, Hard: 80000, Overage: true,
+//			MeterEventName: "ai_tokens", OverageOnly: true},
+//	}}
+//
+// In the environment the plan's own variables are the requests meter's and
+// every other meter has the same under its name, its metered price in
+// PLAN_<TIER>_<METER>_METERED_PRICE (checkout's parser owns PRICE_):
+//
+//	PRICE_AI=price_ai
+//	PLAN_AI_INCLUDED=1000
+//	PLAN_AI_TOKENS_INCLUDED=50000  PLAN_AI_TOKENS_HARD=80000
+//	PLAN_AI_TOKENS_OVERAGE=true    PLAN_AI_TOKENS_METER_EVENT=ai_tokens
+//	PLAN_AI_TOKENS_BILL=overage
+//
+// and in JSON a plan has a "meters" array (see [PlansFromJSON]). The
+// limits cache answers each meter's limits ([LimitsCache.Limits]), so one
+// quota middleware per meter, or one enforcing several, reads them from
+// the same entitlement; the usage reporter bills every meter to its own
+// Stripe meter or price. A meter the subject's plan lacks allows nothing.
+// Checkout sells a plan with its licensed price and the first metered
+// price of its meters (checkout.Tier has one): a plan whose other meters
+// bill through prices of their own needs those prices added to the
+// subscription another way (the Dashboard, a subscription update), else
+// their meter events are recorded but never invoiced. The entitlement
+// keeps the subscription item of every configured metered price
+// (Entitlement.MeteredItems), to which usage records are reported.
+//
+// # Features
+//
+// A plan lists boolean features (Plan.Features; PLAN_<TIER>_FEATURES=sso,export;
+// JSON "features"), for example a model, SSO or an export. Stripe
+// Entitlements is the other source: the lifecycle handles
+// entitlements.active_entitlement_summary.updated, keeps the customer's
+// active features' lookup keys on the entitlement (Entitlement.StripeFeatures;
+// the newest summary by event time wins, in any delivery order; a summary
+// of a customer not linked yet is parked like any event), and a summary
+// that lists only part of them (has_more), or any with Config.Refetch, is
+// completed by listing the customer's active entitlements with
+// Config.Stripe. [Lifecycle.HasFeature] is true when the plan the
+// entitlement grants now lists the feature or Stripe does, answered from
+// the limits cache; [Lifecycle.RequireFeature] gates a route on it: 403
+// (problem+json naming the feature) for a plan without it, 402 when the
+// subject has no plan at all, 401 without a subject, 503 when the
+// entitlement cannot be read. A pending subject's provisional allowance
+// has no plan features; Stripe's are trusted whatever the status. Use a
+// feature's Stripe lookup key as its name in Plan.Features to combine both.
 //
 // # Entitlements
 //
 // An [Entitlement] is one subject's status, tier, Stripe customer and
-// subscription, metered subscription item and billing periods. An
+// subscription, metered subscription items, billing periods and Stripe
+// Entitlements features. An
 // [EntitlementStore] keeps them with a customer → subject index:
 // [RedisStore] (standalone, Sentinel or Cluster; an atomic compare-and-set
 // per update) or [MemoryStore]. Redis keys, with the default prefix:
@@ -46,13 +109,15 @@
 //	customer.subscription.deleted  canceled: access revoked
 //	invoice.paid                   incomplete, past_due, unpaid → active
 //	invoice.payment_failed         active, trialing → past_due
+//	entitlements.active_entitlement_summary.updated
+//	                               the customer's active features
 //
 // The states, and what the quota middleware is given for each by [LimitsCache]:
 //
 //	none                no entitlement               no plan (402)
-//	pending             checkout done, not yet paid  Provisional allowance
-//	active, trialing    paid or in trial             the tier's plan, over the billing period
-//	past_due            a payment failed             the grace policy's tier until GraceUntil, then no plan
+//	pending             checkout done, not yet paid  Provisional allowance (requests only)
+//	active, trialing    paid or in trial             the tier's plan's meters, over the billing period
+//	past_due            a payment failed             the grace policy's tier's meters until GraceUntil, then no plan
 //	unpaid, incomplete, incomplete_expired,
 //	paused, canceled                                 no plan
 //
@@ -167,6 +232,6 @@
 // # Usage reporting
 //
 // Package [github.com/billkit/billkit/billing/usage] reports the counted
-// units to Stripe, once and only once, as meter events or usage records
-// according to each subject's plan.
+// units of every meter to Stripe, once and only once, as meter events or
+// usage records according to each meter of the subject's plan.
 package billing

@@ -51,9 +51,15 @@ type Entitlement struct {
 	CustomerID string `json:"customer_id,omitempty"`
 	// SubscriptionID is the Stripe subscription the entitlement follows.
 	SubscriptionID string `json:"subscription_id,omitempty"`
-	// MeteredItemID is the subscription item of the plan's metered price,
-	// to which usage records are reported.
+	// MeteredItemID is the subscription item of the plan's metered price
+	// (the first metered price of its meters), to which usage records are
+	// reported.
 	MeteredItemID string `json:"metered_item_id,omitempty"`
+	// MeteredItems are the subscription's items of every configured
+	// metered price, by price ID: the item each meter's usage records are
+	// reported to. Nil when the subscription has none (and in
+	// entitlements stored before billkit kept it).
+	MeteredItems map[string]string `json:"metered_items,omitempty"`
 
 	// Period is the subscription's current billing period.
 	Period quota.Period `json:"period"`
@@ -73,6 +79,11 @@ type Entitlement struct {
 	// GraceUntil (its own tier, or a lower one when the grace policy
 	// downgrades).
 	GraceTier string `json:"grace_tier,omitempty"`
+	// StripeFeatures are the lookup keys of the features Stripe
+	// Entitlements lists as active for CustomerID, sorted, from the newest
+	// entitlements.active_entitlement_summary.updated event (see
+	// [Lifecycle.HasFeature]). Nil when there is none.
+	StripeFeatures []string `json:"stripe_features,omitempty"`
 	// LastEventAt is the creation time of the newest Stripe event applied.
 	LastEventAt time.Time `json:"last_event_at,omitempty"`
 	// UpdatedAt is when the entitlement was last written.
@@ -113,12 +124,14 @@ func (e *Entitlement) UnmarshalJSON(b []byte) error {
 }
 
 // sources are the facts an entitlement is derived from: the newest
-// subscription snapshot, the newest invoice outcome and the newest completed
-// checkout, each stamped with the Stripe event that carried it.
+// subscription snapshot, the newest invoice outcome, the newest completed
+// checkout and the newest Stripe Entitlements summary, each stamped with the
+// Stripe event that carried it.
 type sources struct {
 	Subscription subscriptionFact `json:"subscription"`
 	Invoice      invoiceFact      `json:"invoice"`
 	Checkout     checkoutFact     `json:"checkout"`
+	Features     *featuresFact    `json:"features,omitempty"`
 }
 
 // subscriptionFact is a snapshot of a Stripe subscription.
@@ -129,15 +142,18 @@ type subscriptionFact struct {
 	At time.Time `json:"at,omitempty"`
 	// EventID is the event's ID; it breaks ties between snapshots of equal
 	// At, Period and status.
-	EventID        string       `json:"event_id,omitempty"`
-	ID             string       `json:"id,omitempty"`
-	CustomerID     string       `json:"customer_id,omitempty"`
-	Status         Status       `json:"status,omitempty"`
-	Tier           string       `json:"tier,omitempty"`
-	PriceID        string       `json:"price_id,omitempty"`
-	MeteredItemID  string       `json:"metered_item_id,omitempty"`
-	Period         quota.Period `json:"period"`
-	PreviousPeriod quota.Period `json:"previous_period"`
+	EventID       string `json:"event_id,omitempty"`
+	ID            string `json:"id,omitempty"`
+	CustomerID    string `json:"customer_id,omitempty"`
+	Status        Status `json:"status,omitempty"`
+	Tier          string `json:"tier,omitempty"`
+	PriceID       string `json:"price_id,omitempty"`
+	MeteredItemID string `json:"metered_item_id,omitempty"`
+	// MeteredItems maps every configured metered price among the
+	// subscription's items to its item.
+	MeteredItems   map[string]string `json:"metered_items,omitempty"`
+	Period         quota.Period      `json:"period"`
+	PreviousPeriod quota.Period      `json:"previous_period"`
 	// PreviousTier and PreviousAt are the tier and event time of the
 	// newest snapshot whose Period was PreviousPeriod.
 	PreviousTier string    `json:"previous_tier,omitempty"`
@@ -168,6 +184,20 @@ type checkoutFact struct {
 	CustomerID     string    `json:"customer_id,omitempty"`
 	SubscriptionID string    `json:"subscription_id,omitempty"`
 	Tier           string    `json:"tier,omitempty"`
+}
+
+// featuresFact is a customer's active features, as Stripe Entitlements
+// summarized them (an entitlements.active_entitlement_summary, or the list
+// of the customer's active entitlements read from the API).
+type featuresFact struct {
+	// At is the creation time of the event (for a list read from the API:
+	// when the read began, less one second, if that is later).
+	At         time.Time `json:"at"`
+	EventID    string    `json:"event_id,omitempty"`
+	CustomerID string    `json:"customer_id,omitempty"`
+	// Features are the active features' lookup keys, sorted, without
+	// duplicates.
+	Features []string `json:"features,omitempty"`
 }
 
 // EntitlementStore keeps entitlements and the customer → subject index.

@@ -3,12 +3,15 @@ package billing_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/checkout"
+	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
@@ -69,12 +72,16 @@ func Example() {
 	// canceled quota: subject has no active plan
 }
 
-// ExamplePlansFromJSON loads plans from a JSON document.
+// ExamplePlansFromJSON loads plans from a JSON document: a one-meter
+// plan, and a plan that meters requests and tokens and lists features.
 func ExamplePlansFromJSON() {
 	plans, err := billing.PlansFromJSON([]byte(`{"plans": [
 		{"tier": "starter", "price_id": "price_starter", "included": 1000},
-		{"tier": "pro", "price_id": "price_pro", "included": 10000, "hard": 20000,
-		 "overage": true, "metered_price_id": "price_pro_metered"}
+		{"tier": "pro", "price_id": "price_pro", "features": ["sso", "export"],
+		 "meters": [
+			{"name": "requests", "included": 10000, "hard": 20000, "overage": true, "meter_event_name": "api_requests"},
+			{"name": "tokens", "included": 50000, "overage": true, "meter_event_name": "api_tokens", "bill": "overage"}
+		 ]}
 	]}`))
 	if err != nil {
 		fmt.Println(err)
@@ -82,12 +89,52 @@ func ExamplePlansFromJSON() {
 	}
 	for _, tier := range plans.Tiers() {
 		p, _ := plans.ByTier(tier)
-		fmt.Printf("%s: %d included, cap %d, overage %v\n", p.Tier, p.Included, p.Limits(billing.Entitlement{}.Period).Limit(), p.Overage)
+		for _, m := range p.AllMeters() {
+			lim := p.Limits(m.Name, quota.Period{})
+			fmt.Printf("%s %s: %d included, cap %d (unlimited %v), features %v\n", p.Tier, m.Name, m.Included, lim.Limit(), lim.Unlimited(), p.Features)
+		}
 	}
-	_, err = billing.PlansFromJSON([]byte(`{"plans": [{"tier": "pro", "price_id": "price_pro", "included": -5}]}`))
+	_, err = billing.PlansFromJSON([]byte(`{"plans": [{"tier": "pro", "price_id": "price_pro", "meters": [{"name": "tokens", "included": -5}]}]}`))
 	fmt.Println(err)
 	// Output:
-	// starter: 1000 included, cap 1000, overage false
-	// pro: 10000 included, cap 20000, overage true
-	// billing: invalid config: plans[0].included: must not be negative, got -5
+	// starter requests: 1000 included, cap 1000 (unlimited false), features []
+	// pro requests: 10000 included, cap 20000 (unlimited false), features [sso export]
+	// pro tokens: 50000 included, cap 0 (unlimited true), features [sso export]
+	// billing: invalid config: plans[0].meters[0].included: must not be negative
+}
+
+// ExampleLifecycle_RequireFeature gates a route on a plan's feature.
+func ExampleLifecycle_RequireFeature() {
+	ctx := context.Background()
+	plans, _ := billing.PlansFromEnv([]string{
+		"PRICE_STARTER=price_starter", "PLAN_STARTER_INCLUDED=1000",
+		"PRICE_PRO=price_pro", "PLAN_PRO_INCLUDED=10000", "PLAN_PRO_FEATURES=sso,export",
+	})
+	store := billing.NewMemoryStore(billing.MemoryOptions{})
+	lc, _ := billing.NewLifecycle(billing.Config{Store: store, Plans: plans})
+	for subject, tier := range map[string]string{"acct_pro": "pro", "acct_starter": "starter"} {
+		store.Update(ctx, subject, func(e *billing.Entitlement) error { // as the lifecycle handlers would
+			e.Status, e.Tier = billing.StatusActive, tier
+			return nil
+		})
+	}
+	subject := func(r *http.Request) (string, error) { return r.Header.Get("X-Account"), nil } // your authentication
+	sso := lc.RequireFeature(subject, "sso")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "welcome")
+	}))
+	for _, account := range []string{"acct_pro", "acct_starter", "acct_unknown", ""} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/sso", nil)
+		req.Header.Set("X-Account", account)
+		sso.ServeHTTP(rec, req)
+		fmt.Printf("%-13q %d\n", account, rec.Code)
+	}
+	ok, _ := lc.HasFeature(ctx, "acct_pro", "export")
+	fmt.Println("acct_pro has export:", ok)
+	// Output:
+	// "acct_pro"    200
+	// "acct_starter" 403
+	// "acct_unknown" 402
+	// ""            401
+	// acct_pro has export: true
 }

@@ -45,9 +45,14 @@ func (a parkingAdapter) ForEachParked(ctx context.Context, fn func(customerID st
 	return a.s.forEachParked(ctx, fn)
 }
 
-// For is limitsFor, for the external tests.
+// For is limitsFor of the requests meter, for the external tests.
 func (l *LimitsCache) For(e Entitlement, now time.Time) (quota.Limits, error) {
-	return l.limitsFor(e, now)
+	return l.limitsFor(e, now, quota.DefaultMeter)
+}
+
+// ForMeter is limitsFor, for the external tests.
+func (l *LimitsCache) ForMeter(e Entitlement, now time.Time, meter string) (quota.Limits, error) {
+	return l.limitsFor(e, now, meter)
 }
 
 // Key and CustomerKey expose the Redis store's keys to the external tests.

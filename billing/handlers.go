@@ -47,6 +47,8 @@ func (l *Lifecycle) HandleEvent(ctx context.Context, ev *stripe.Event) error {
 		err = l.onSubscription(ctx, log, ev, at, raw)
 	case stripe.EventTypeInvoicePaid, stripe.EventTypeInvoicePaymentFailed:
 		err = l.onInvoice(ctx, log, ev, at, raw, ev.Type == stripe.EventTypeInvoicePaid)
+	case eventSummaryUpdated:
+		err = l.onFeatures(ctx, log, ev, at, raw)
 	default:
 		return nil
 	}

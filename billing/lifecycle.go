@@ -40,9 +40,10 @@ type Config struct {
 	// returns ErrInvalidConfig.
 	Stripe *client.API
 	// Refetch makes every subscription and invoice event re-read the
-	// subscription from Stripe and apply that snapshot, so that the result
-	// no longer depends on the event's payload or its order at all. It
-	// costs one API call per event and requires Stripe. The default value
+	// subscription from Stripe and apply that snapshot, and every
+	// Entitlements summary event list the customer's active entitlements,
+	// so that the result no longer depends on the event's payload or its
+	// order at all. It costs an API call per event and requires Stripe. The default value
 	// is false: the event's own object is applied.
 	Refetch bool
 	// OnChange, when set, is called after an event, Reconcile or Link
@@ -187,6 +188,7 @@ var lifecycleEvents = []stripe.EventType{
 	stripe.EventTypeCustomerSubscriptionResumed,
 	stripe.EventTypeInvoicePaid,
 	stripe.EventTypeInvoicePaymentFailed,
+	eventSummaryUpdated,
 }
 
 // Limits returns the lifecycle's limits cache, the quota middleware's
@@ -309,9 +311,10 @@ func rawJSON(v any, resp *stripe.APIResponse) ([]byte, error) {
 // snapshot turns a subscription into a fact: the tier is the plan whose
 // price is on one of its items (the first such item), the period the
 // subscription's or, in API versions from basil on, that item's; the
-// metered item is the one whose price is that plan's (or any plan's)
-// metered price. Tier and Period are empty when no item has a configured
-// plan's price.
+// metered items are those whose price is any plan's metered price, and the
+// metered item the one of the plan's first metered price (or, when the
+// plan has none, the first of any plan's). Tier and Period are empty when
+// no item has a configured plan's price.
 func (l *Lifecycle) snapshot(sub subscriptionView, at time.Time, eventID string) subscriptionFact {
 	f := subscriptionFact{At: at, EventID: eventID, ID: sub.ID, CustomerID: sub.CustomerID, Status: sub.Status}
 	var plan Plan
@@ -325,9 +328,18 @@ func (l *Lifecycle) snapshot(sub subscriptionView, at time.Time, eventID string)
 		return f
 	}
 	f.Period = sub.periodFor(plan.PriceID)
+	metered := plan.meteredPrice()
 	for _, it := range sub.Items {
-		if (plan.MeteredPriceID != "" && it.PriceID == plan.MeteredPriceID) ||
-			(plan.MeteredPriceID == "" && f.MeteredItemID == "" && l.cfg.Plans.isMeteredPrice(it.PriceID)) {
+		if !l.cfg.Plans.isMeteredPrice(it.PriceID) {
+			continue
+		}
+		if f.MeteredItems == nil {
+			f.MeteredItems = map[string]string{}
+		}
+		if _, dup := f.MeteredItems[it.PriceID]; !dup {
+			f.MeteredItems[it.PriceID] = it.ID
+		}
+		if (metered != "" && it.PriceID == metered) || (metered == "" && f.MeteredItemID == "") {
 			f.MeteredItemID = it.ID
 		}
 	}

@@ -1,6 +1,8 @@
 package billing
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/billkit/billkit/quota"
@@ -148,6 +150,15 @@ func mergeCheckout(e *Entitlement, x checkoutFact) {
 	}
 }
 
+// mergeFeatures keeps the newer Stripe Entitlements summary: by event time,
+// then by event ID.
+func mergeFeatures(e *Entitlement, x featuresFact) {
+	cur := e.sources.Features
+	if cur == nil || x.At.After(cur.At) || (x.At.Equal(cur.At) && cmpString(x.EventID, cur.EventID) > 0) {
+		e.sources.Features = &x
+	}
+}
+
 // prune drops facts that a newer fact has made irrelevant, so that an event
 // older than the newest one of its subscription leaves no trace and every
 // order of the same events stores the same facts: a checkout not newer than
@@ -181,6 +192,8 @@ func prune(e *Entitlement) {
 //     unpaid active; a failure makes active or trialing past_due.
 //   - Without one, a completed checkout is pending, and becomes active when
 //     an invoice of its subscription is paid.
+//   - StripeFeatures are the newest Entitlements summary's, when it is of
+//     the entitlement's customer.
 //   - past_due gets the grace policy's access end and tier, counted from
 //     the failed invoice's finalization (else from the snapshot's time).
 func derive(e *Entitlement, grace GracePolicy) {
@@ -189,13 +202,21 @@ func derive(e *Entitlement, grace GracePolicy) {
 
 	e.LastEventAt = maxTime(s.At, inv.At, co.At)
 	e.CustomerID = firstNonEmpty(s.CustomerID, co.CustomerID, inv.CustomerID, e.CustomerID)
-	e.Status, e.Tier, e.SubscriptionID, e.MeteredItemID = StatusNone, "", "", ""
+	e.StripeFeatures = nil
+	if f := src.Features; f != nil {
+		e.LastEventAt = maxTime(e.LastEventAt, f.At)
+		if f.CustomerID == e.CustomerID && len(f.Features) > 0 {
+			e.StripeFeatures = slices.Clone(f.Features)
+		}
+	}
+	e.Status, e.Tier, e.SubscriptionID, e.MeteredItemID, e.MeteredItems = StatusNone, "", "", "", nil
 	e.Period, e.PreviousPeriod, e.PreviousTier = quota.Period{}, quota.Period{}, ""
 	e.GraceUntil, e.GraceTier = time.Time{}, ""
 
 	useSub := s.ID != "" && !(s.Status.Terminal() && co.At.After(s.At))
 	if useSub {
 		e.Status, e.Tier, e.SubscriptionID, e.MeteredItemID = s.Status, s.Tier, s.ID, s.MeteredItemID
+		e.MeteredItems = maps.Clone(s.MeteredItems)
 		e.Period, e.PreviousPeriod, e.PreviousTier = s.Period, s.PreviousPeriod, s.PreviousTier
 		if !inv.At.IsZero() && inv.SubscriptionID == s.ID && !inv.At.Before(s.At) {
 			switch {

@@ -30,9 +30,12 @@ func defaultProvisional() quota.Limits {
 // share one Store read. It maps an entitlement's status to limits:
 //
 //	active, trialing   the plan of Tier, counted over the billing Period
-//	pending            the Provisional allowance
+//	pending            the Provisional allowance (meter "requests" only)
 //	past_due           the plan of GraceTier until GraceUntil, then none
 //	anything else      none: quota.ErrNoPlan
+//
+// A plan answers for each of its meters ([Plan.Limits]); a meter it does
+// not have gets the zero Limits, which allow nothing.
 //
 // Once an active, trialing or past_due entitlement's Period has ended and
 // the renewal's event has not been applied yet (a late or lost webhook),
@@ -95,10 +98,12 @@ func newLimitsCache(c limitsConfig) *LimitsCache {
 	return &LimitsCache{cfg: c, cache: map[string]cached{}, calls: map[string]*loadCall{}}
 }
 
-// Limits returns what subject may use of meter now, or an error wrapping
-// quota.ErrNoPlan when it may use nothing. A plan meters
-// quota.DefaultMeter ("requests"); the zero Limits (which allow nothing)
-// answer any other meter.
+// Limits returns what subject may use of meter ("" means
+// quota.DefaultMeter) now, or an error wrapping quota.ErrNoPlan when its
+// entitlement grants nothing. A subject's plan answers for each of its
+// meters (see [Plan.Limits]); a meter the plan does not have gets the zero
+// Limits, which allow nothing. The Provisional allowance of a pending
+// subject is of quota.DefaultMeter ("requests") only.
 func (l *LimitsCache) Limits(ctx context.Context, subject, meter string) (quota.Limits, error) {
 	e, found, err := l.entitlement(ctx, subject)
 	if err != nil {
@@ -107,31 +112,48 @@ func (l *LimitsCache) Limits(ctx context.Context, subject, meter string) (quota.
 	if !found {
 		return quota.Limits{}, quota.ErrNoPlan
 	}
-	lim, err := l.limitsFor(e, l.cfg.Now())
-	if err != nil || (meter != quota.DefaultMeter && meter != "") {
-		return quota.Limits{Plan: lim.Plan}, err
-	}
-	return lim, nil
+	return l.limitsFor(e, l.cfg.Now(), meter)
 }
 
-// limitsFor maps an entitlement to the limits it grants at time now,
-// without caching or reading the store.
-func (l *LimitsCache) limitsFor(e Entitlement, now time.Time) (quota.Limits, error) {
+// What an entitlement grants at a time (see [LimitsCache.grantOf]).
+const (
+	grantNone        = iota // nothing: quota.ErrNoPlan
+	grantPlan               // a plan of the catalog
+	grantProvisional        // the Provisional allowance
+)
+
+// grantOf returns what e grants at time now: the plan of its tier (the
+// grace tier's while past_due), the provisional allowance, or nothing.
+func (l *LimitsCache) grantOf(e Entitlement, now time.Time) (Plan, int) {
 	switch e.Status {
 	case StatusActive, StatusTrialing:
 		if p, ok := l.cfg.Plans.ByTier(e.Tier); ok {
-			period, _ := e.CountingPeriod(now)
-			return p.Limits(period), nil
+			return p, grantPlan
 		}
 	case StatusPending:
-		return l.cfg.Provisional, nil
+		return Plan{}, grantProvisional
 	case StatusPastDue:
 		if now.Before(e.GraceUntil) {
 			if p, ok := l.cfg.Plans.ByTier(firstNonEmpty(e.GraceTier, e.Tier)); ok {
-				period, _ := e.CountingPeriod(now)
-				return p.Limits(period), nil
+				return p, grantPlan
 			}
 		}
+	}
+	return Plan{}, grantNone
+}
+
+// limitsFor maps an entitlement to the limits of meter it grants at time
+// now, without caching or reading the store.
+func (l *LimitsCache) limitsFor(e Entitlement, now time.Time, meter string) (quota.Limits, error) {
+	switch p, g := l.grantOf(e, now); g {
+	case grantPlan:
+		period, _ := e.CountingPeriod(now)
+		return p.Limits(meter, period), nil
+	case grantProvisional:
+		if meter == "" || meter == quota.DefaultMeter {
+			return l.cfg.Provisional, nil
+		}
+		return quota.Limits{Plan: l.cfg.Provisional.Plan}, nil
 	}
 	return quota.Limits{}, quota.ErrNoPlan
 }

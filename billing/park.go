@@ -50,6 +50,7 @@ type parkedFact struct {
 	ParkedAt     time.Time         `json:"parked_at"`
 	Subscription *subscriptionFact `json:"subscription,omitempty"`
 	Invoice      *invoiceFact      `json:"invoice,omitempty"`
+	Features     *featuresFact     `json:"features,omitempty"`
 }
 
 // park keeps the facts of ev, whose customer is linked to no subject yet,
@@ -114,6 +115,9 @@ func (l *Lifecycle) unpark(ctx context.Context, log *slog.Logger, subject, custo
 			}
 			if p.Invoice != nil {
 				mergeInvoice(e, *p.Invoice)
+			}
+			if p.Features != nil {
+				mergeFeatures(e, *p.Features)
 			}
 		}
 	})

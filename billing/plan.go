@@ -1,12 +1,10 @@
 package billing
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
+	"slices"
 	"strings"
 
 	"github.com/billkit/billkit/checkout"
@@ -14,7 +12,15 @@ import (
 )
 
 // Plan is one pricing tier: the Stripe price a subscription to it carries,
-// and what it allows per billing period.
+// what it allows per billing period of each of its meters, and its
+// features.
+//
+// A plan with one meter, the quota middleware's default "requests"
+// ([quota.DefaultMeter]), sets its limits in the plan's own fields
+// (Included, Soft, Hard, Overage, OverageOnly, MeteredPriceID,
+// MeterEventName) and leaves Meters empty. A plan with several meters
+// (requests and tokens, say) lists every one of them in Meters and leaves
+// those fields zero.
 type Plan struct {
 	// Tier names the plan, for example "pro". Required: lower-case letters,
 	// digits, '-' and '_'.
@@ -59,22 +65,112 @@ type Plan struct {
 	// (Entitlement.PreviousTier once it is the previous period).
 	OverageOnly bool `json:"-"`
 	// Interval is the counting interval used when no subscription period is
-	// known. The zero value is quota.Month.
+	// known, for every meter. The zero value is quota.Month.
 	Interval quota.Interval `json:"-"`
+	// Meters are the plan's meters when it has several (or one not named
+	// "requests"); each has the fields above under its own name. When
+	// Meters is set, the one-meter fields above must be zero, and a meter
+	// named "requests" is the quota middleware's default meter. The
+	// checkout catalog ([Plans.Tier]) sells the first metered price of the
+	// plan's meters only: subscribe the other meters' prices another way
+	// (see the package documentation, "Meters"). The default value nil
+	// means the one meter "requests" of the fields above.
+	Meters []Meter `json:"meters,omitempty"`
+	// Features are the plan's boolean features, for example "sso" or
+	// "export", answered by [Lifecycle.HasFeature]: each a printable name
+	// of at most 80 bytes without white space or commas (the form of a
+	// Stripe feature's lookup key). The default value nil lists none.
+	Features []string `json:"features,omitempty"`
 }
 
-// Limits returns the plan's quota limits for the billing period p (the zero
-// period counts by Interval).
-func (p Plan) Limits(period quota.Period) quota.Limits {
-	return quota.Limits{
-		Plan:     p.Tier,
-		Included: p.Included,
-		Soft:     p.Soft,
-		Hard:     p.Hard,
-		Overage:  p.Overage,
-		Period:   period,
-		Interval: p.Interval,
+// Meter is one metered quantity of a [Plan], such as "requests" or
+// "tokens": the units the plan includes of it per period, its limits, and
+// the Stripe meter event or metered price its usage is billed under. Its
+// fields mean what the Plan fields of the same names mean for the
+// one-meter plan. A Meter is a plain value; its zero value has no name and
+// is invalid in a plan.
+type Meter struct {
+	// Name is the quota meter the limits apply to and whose counters the
+	// usage reporter bills. Required: a lower-case letter, then lower-case
+	// letters, digits and '_', at most 64 bytes.
+	Name string `json:"name"`
+	// Included, Soft, Hard, Overage, OverageOnly, MeteredPriceID and
+	// MeterEventName are as in [Plan].
+	Included       int64  `json:"included"`
+	Soft           int64  `json:"soft,omitempty"`
+	Hard           int64  `json:"hard,omitempty"`
+	Overage        bool   `json:"overage,omitempty"`
+	OverageOnly    bool   `json:"-"`
+	MeteredPriceID string `json:"metered_price_id,omitempty"`
+	MeterEventName string `json:"meter_event_name,omitempty"`
+}
+
+// AllMeters returns the plan's meters: a copy of Meters, or when it is
+// empty the one meter named quota.DefaultMeter ("requests") that the
+// plan's own fields describe.
+func (p Plan) AllMeters() []Meter {
+	if len(p.Meters) > 0 {
+		return slices.Clone(p.Meters)
 	}
+	return []Meter{p.requestsMeter()}
+}
+
+// requestsMeter is the meter of a one-meter plan's own fields.
+func (p Plan) requestsMeter() Meter {
+	return Meter{Name: quota.DefaultMeter, Included: p.Included, Soft: p.Soft, Hard: p.Hard, Overage: p.Overage,
+		OverageOnly: p.OverageOnly, MeteredPriceID: p.MeteredPriceID, MeterEventName: p.MeterEventName}
+}
+
+// meter returns the plan's meter name ("" is quota.DefaultMeter), without
+// allocating.
+func (p Plan) meter(name string) (Meter, bool) {
+	if name == "" {
+		name = quota.DefaultMeter
+	}
+	if len(p.Meters) == 0 {
+		if name == quota.DefaultMeter {
+			return p.requestsMeter(), true
+		}
+		return Meter{}, false
+	}
+	for _, m := range p.Meters {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Meter{}, false
+}
+
+// meteredPrice returns the first metered price of the plan's meters, ""
+// when none has one: the price checkout sells with the plan, and whose
+// subscription item is Entitlement.MeteredItemID.
+func (p Plan) meteredPrice() string {
+	if len(p.Meters) == 0 {
+		return p.MeteredPriceID
+	}
+	for _, m := range p.Meters {
+		if m.MeteredPriceID != "" {
+			return m.MeteredPriceID
+		}
+	}
+	return ""
+}
+
+// Limits returns the plan's quota limits of meter ("" means
+// quota.DefaultMeter) for the billing period period (the zero period
+// counts by Interval). For a meter the plan does not have it returns the
+// zero Limits with Plan set, which allow nothing.
+func (p Plan) Limits(meter string, period quota.Period) quota.Limits {
+	m, ok := p.meter(meter)
+	if !ok {
+		return quota.Limits{Plan: p.Tier}
+	}
+	return m.limits(p, period)
+}
+
+func (m Meter) limits(p Plan, period quota.Period) quota.Limits {
+	return quota.Limits{Plan: p.Tier, Included: m.Included, Soft: m.Soft, Hard: m.Hard, Overage: m.Overage,
+		Period: period, Interval: p.Interval}
 }
 
 // parseBill reads the "all" or "overage" of PLAN_<TIER>_BILL and JSON
@@ -89,46 +185,120 @@ func parseBill(s string) (bool, error) {
 	return false, errors.New("not all or overage")
 }
 
-var tierRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+var (
+	tierRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	meterRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+)
 
-// validate checks p; field names a field for the error message in the
-// vocabulary of the plan's source (Go field, env variable or JSON key).
-func (p Plan) validate(field func(string) string) error {
-	bad := func(f, format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field(f), fmt.Sprintf(format, args...))
+// maxFeatureLen is the longest feature name: Stripe's limit on a
+// feature's lookup key.
+const maxFeatureLen = 80
+
+// validFeature reports whether f can name a feature.
+func validFeature(f string) bool {
+	if f == "" || len(f) > maxFeatureLen {
+		return false
+	}
+	for _, r := range f {
+		if r <= ' ' || r == ',' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// namer names a field of a plan for an error message, in the vocabulary of
+// the plan's source (Go field, environment variable or JSON key): meter is
+// the index in Plan.Meters, or -1 for the plan's own fields.
+type namer func(meter int, field string) string
+
+// validate checks p.
+func (p Plan) validate(name namer) error {
+	bad := func(meter int, f, msg string) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, name(meter, f), msg)
 	}
 	switch {
 	case p.Tier == "":
-		return bad("Tier", "required")
+		return bad(-1, "Tier", "required")
 	case !tierRE.MatchString(p.Tier):
-		return bad("Tier", "%q must be lower-case letters, digits, '-' or '_'", p.Tier)
+		return bad(-1, "Tier", "must be lower-case letters, digits, '-' or '_'")
 	case p.PriceID == "":
-		return bad("PriceID", "required (the tier's Stripe price ID)")
+		return bad(-1, "PriceID", "required (the tier's Stripe price ID)")
 	case strings.ContainsAny(p.PriceID, " \t\r\n"):
-		return bad("PriceID", "contains white space")
-	case p.Included < 0:
-		return bad("Included", "must not be negative, got %d", p.Included)
-	case p.Soft < 0:
-		return bad("Soft", "must not be negative, got %d", p.Soft)
-	case p.Hard < 0:
-		return bad("Hard", "must not be negative, got %d", p.Hard)
-	case p.Hard > 0 && p.Hard < p.Included:
-		return bad("Hard", "%d is below Included %d", p.Hard, p.Included)
-	case p.Included == 0 && p.Hard == 0 && !p.Overage:
-		return bad("Included", "required: the plan would allow no units")
-	case p.Included == 0 && !p.Overage:
+		return bad(-1, "PriceID", "contains white space")
+	case p.Interval != quota.Month && p.Interval != quota.Day:
+		return bad(-1, "Interval", "unknown interval")
+	}
+	for _, f := range p.Features {
+		if !validFeature(f) {
+			return bad(-1, "Features", fmt.Sprintf("a feature must be 1 to %d printable bytes without white space or commas", maxFeatureLen))
+		}
+	}
+	if len(p.Meters) == 0 {
+		return p.requestsMeter().validate(p, func(f string) string { return name(-1, f) })
+	}
+	one := p.requestsMeter()
+	one.Name = ""
+	if one != (Meter{}) {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"Included", one.Included != 0}, {"Soft", one.Soft != 0}, {"Hard", one.Hard != 0}, {"Overage", one.Overage},
+			{"OverageOnly", one.OverageOnly}, {"MeteredPriceID", one.MeteredPriceID != ""}, {"MeterEventName", one.MeterEventName != ""}} {
+			if f.set {
+				return bad(-1, f.name, "set with Meters: set it on a meter (a meter named \"requests\" for the default meter)")
+			}
+		}
+	}
+	for i, m := range p.Meters {
+		field := func(f string) string { return name(i, f) }
+		switch {
+		case !meterRE.MatchString(m.Name):
+			return bad(i, "Name", "must be a lower-case letter, then lower-case letters, digits or '_', at most 64 bytes")
+		case slices.ContainsFunc(p.Meters[:i], func(o Meter) bool { return o.Name == m.Name }):
+			return bad(i, "Name", "duplicate meter name")
+		case m.MeteredPriceID != "" && slices.ContainsFunc(p.Meters[:i], func(o Meter) bool { return o.MeteredPriceID == m.MeteredPriceID }):
+			return bad(i, "MeteredPriceID", "another meter of the plan has the same metered price")
+		case m.MeterEventName != "" && slices.ContainsFunc(p.Meters[:i], func(o Meter) bool { return o.MeterEventName == m.MeterEventName }):
+			return bad(i, "MeterEventName", "another meter of the plan has the same meter event name")
+		}
+		if err := m.validate(p, field); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validate checks one meter of p; field names its fields.
+func (m Meter) validate(p Plan, field func(string) string) error {
+	bad := func(f, msg string) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field(f), msg)
+	}
+	lim := m.limits(p, quota.Period{}).Limit()
+	switch {
+	case m.Included < 0:
+		return bad("Included", "must not be negative")
+	case m.Soft < 0:
+		return bad("Soft", "must not be negative")
+	case m.Hard < 0:
+		return bad("Hard", "must not be negative")
+	case m.Hard > 0 && m.Hard < m.Included:
+		return bad("Hard", "is below "+field("Included"))
+	case m.Included == 0 && m.Hard == 0 && !m.Overage:
+		return bad("Included", "required: the meter would allow no units")
+	case m.Included == 0 && !m.Overage:
 		// Without overage quota caps usage at Included, so Hard alone
 		// allows nothing: every request would be denied.
-		return bad("Included", "0 without overage allows no units (Hard %d applies only with overage): set Included, or Overage with a metered price", p.Hard)
-	case p.Soft > 0 && p.Limits(quota.Period{}).Limit() > 0 && p.Soft > p.Limits(quota.Period{}).Limit():
-		return bad("Soft", "%d is above the hard limit %d", p.Soft, p.Limits(quota.Period{}).Limit())
-	case p.Overage && p.MeteredPriceID == "" && p.MeterEventName == "":
+		return bad("Included", "0 without overage allows no units (Hard applies only with overage): set Included, or Overage with a metered price")
+	case m.Soft > 0 && lim > 0 && m.Soft > lim:
+		return bad("Soft", "is above the hard limit")
+	case m.Overage && m.MeteredPriceID == "" && m.MeterEventName == "":
 		return bad("MeteredPriceID", "overage needs a metered price ID or a meter event name")
-	case p.MeteredPriceID != "" && p.MeteredPriceID == p.PriceID:
+	case strings.ContainsAny(m.MeteredPriceID, " \t\r\n"):
+		return bad("MeteredPriceID", "contains white space")
+	case m.MeteredPriceID != "" && m.MeteredPriceID == p.PriceID:
 		return bad("MeteredPriceID", "must differ from PriceID")
-	case p.Interval != quota.Month && p.Interval != quota.Day:
-		return bad("Interval", "unknown interval %d", p.Interval)
-	case p.OverageOnly && !p.Overage:
+	case m.OverageOnly && !m.Overage:
 		return bad("OverageOnly", "overage billing needs Overage: without it no unit above Included is allowed")
 	}
 	return nil
@@ -141,44 +311,55 @@ type Plans struct {
 	list    []Plan
 	byTier  map[string]int
 	byPrice map[string]int
-	metered map[string]int
+	metered map[string]int // every meter's metered price → the first plan that has it
 }
 
 // NewPlans validates plans and returns their catalog. Errors wrap
-// [ErrInvalidConfig] and name the plan and the field.
+// [ErrInvalidConfig] and name the plan and the field, as in
+// plans[1].Meters[0].Hard.
 func NewPlans(plans ...Plan) (*Plans, error) {
-	return newPlans(plans, func(i int, f string) string {
+	return newPlans(plans, func(i, m int, f string) string {
+		if m >= 0 {
+			return fmt.Sprintf("plans[%d].Meters[%d].%s", i, m, f)
+		}
 		return fmt.Sprintf("plans[%d].%s", i, f)
 	})
 }
 
-func newPlans(plans []Plan, field func(i int, f string) string) (*Plans, error) {
+func newPlans(plans []Plan, field func(plan, meter int, f string) string) (*Plans, error) {
 	c := &Plans{byTier: map[string]int{}, byPrice: map[string]int{}, metered: map[string]int{}}
 	if len(plans) == 0 {
 		return nil, fmt.Errorf("%w: no plans configured", ErrInvalidConfig)
 	}
 	for i, p := range plans {
-		f := func(name string) string { return field(i, name) }
-		if err := p.validate(f); err != nil {
+		name := func(m int, f string) string { return field(i, m, f) }
+		if err := p.validate(name); err != nil {
 			return nil, err
 		}
-		if _, dup := c.byTier[p.Tier]; dup {
-			return nil, fmt.Errorf("%w: %s: duplicate tier %q", ErrInvalidConfig, f("Tier"), p.Tier)
+		if j, dup := c.byTier[p.Tier]; dup {
+			return nil, fmt.Errorf("%w: %s: the same tier as %s", ErrInvalidConfig, name(-1, "Tier"), field(j, -1, "Tier"))
 		}
 		if j, dup := c.byPrice[p.PriceID]; dup {
-			return nil, fmt.Errorf("%w: %s: price %q is also tier %q's", ErrInvalidConfig, f("PriceID"), p.PriceID, plans[j].Tier)
+			return nil, fmt.Errorf("%w: %s: the same price as %s", ErrInvalidConfig, name(-1, "PriceID"), field(j, -1, "PriceID"))
 		}
-		if j, dup := c.metered[p.PriceID]; dup {
-			return nil, fmt.Errorf("%w: %s: price %q is tier %q's metered price", ErrInvalidConfig, f("PriceID"), p.PriceID, plans[j].Tier)
+		if _, dup := c.metered[p.PriceID]; dup {
+			return nil, fmt.Errorf("%w: %s: the price is another plan's metered price", ErrInvalidConfig, name(-1, "PriceID"))
 		}
-		if p.MeteredPriceID != "" {
-			if j, dup := c.byPrice[p.MeteredPriceID]; dup {
-				return nil, fmt.Errorf("%w: %s: price %q is tier %q's licensed price", ErrInvalidConfig, f("MeteredPriceID"), p.MeteredPriceID, plans[j].Tier)
+		for m, mt := range p.AllMeters() {
+			if len(p.Meters) == 0 {
+				m = -1
 			}
-			if _, seen := c.metered[p.MeteredPriceID]; !seen {
-				c.metered[p.MeteredPriceID] = i
+			if _, dup := c.byPrice[mt.MeteredPriceID]; dup && mt.MeteredPriceID != "" {
+				return nil, fmt.Errorf("%w: %s: the price is a plan's licensed price", ErrInvalidConfig, name(m, "MeteredPriceID"))
 			}
 		}
+		for _, mt := range p.AllMeters() {
+			if _, seen := c.metered[mt.MeteredPriceID]; mt.MeteredPriceID != "" && !seen {
+				c.metered[mt.MeteredPriceID] = i
+			}
+		}
+		p.Meters = slices.Clone(p.Meters)
+		p.Features = slices.Clone(p.Features)
 		c.byTier[p.Tier] = i
 		c.byPrice[p.PriceID] = i
 		c.list = append(c.list, p)
@@ -186,7 +367,8 @@ func newPlans(plans []Plan, field func(i int, f string) string) (*Plans, error) 
 	return c, nil
 }
 
-// ByTier returns the plan of tier.
+// ByTier returns the plan of tier. Its Meters and Features are shared
+// with the catalog: do not modify them.
 func (c *Plans) ByTier(tier string) (Plan, bool) {
 	if c == nil {
 		return Plan{}, false
@@ -210,7 +392,8 @@ func (c *Plans) byPriceID(priceID string) (Plan, bool) {
 	return c.list[i], true
 }
 
-// isMeteredPrice reports whether priceID is some plan's MeteredPriceID.
+// isMeteredPrice reports whether priceID is the metered price of some
+// plan's meter.
 func (c *Plans) isMeteredPrice(priceID string) bool {
 	if c == nil {
 		return false
@@ -221,13 +404,14 @@ func (c *Plans) isMeteredPrice(priceID string) bool {
 
 // Tier returns the Stripe prices of tier for checkout: Plans is the
 // [checkout.Catalog] of billkit's plans, so that a plan's prices are
-// declared once.
+// declared once. Its metered price is the first metered price of the
+// plan's meters.
 func (c *Plans) Tier(name string) (checkout.Tier, bool) {
 	p, ok := c.ByTier(name)
 	if !ok {
 		return checkout.Tier{}, false
 	}
-	return checkout.Tier{Name: p.Tier, PriceID: p.PriceID, MeteredPriceID: p.MeteredPriceID}, true
+	return checkout.Tier{Name: p.Tier, PriceID: p.PriceID, MeteredPriceID: p.meteredPrice()}, true
 }
 
 var _ checkout.Catalog = (*Plans)(nil)
@@ -242,176 +426,4 @@ func (c *Plans) Tiers() []string {
 		out[i] = p.Tier
 	}
 	return out
-}
-
-// Environment variable names read by [PlansFromEnv], with <TIER> the
-// upper-case tier name. The PRICE_ variables are the ones the checkout
-// package's catalog reads, so one environment configures both.
-const (
-	envPricePrefix    = "PRICE_"   // PRICE_<TIER>: the tier's Stripe price ID
-	envMeteredSuffix  = "_METERED" // PRICE_<TIER>_METERED: the tier's metered price ID
-	envPlanPrefix     = "PLAN_"    // PLAN_<TIER>_<FIELD>: the plan's limits
-	envPlanFieldNames = "INCLUDED, SOFT, HARD, OVERAGE, METER_EVENT, INTERVAL, BILL"
-)
-
-// PlansFromEnv builds the catalog from environment entries in the form
-// returned by os.Environ ("KEY=value"). Every PRICE_<TIER> variable defines
-// tier strings.ToLower(<TIER>) with that price, PRICE_<TIER>_METERED its
-// metered price (as the checkout catalog reads them), and these variables
-// configure it:
-//
-//	PLAN_<TIER>_INCLUDED      units included per period (integer)
-//	PLAN_<TIER>_SOFT          soft limit (integer, 0 = none)
-//	PLAN_<TIER>_HARD          hard limit (integer, 0 = INCLUDED, or no cap with overage)
-//	PLAN_<TIER>_OVERAGE       true to allow and bill usage above INCLUDED
-//	PLAN_<TIER>_METER_EVENT   the billing meter event name overage is billed under
-//	PLAN_<TIER>_INTERVAL      month (default) or day, when no billing period is known
-//	PLAN_<TIER>_BILL          all (default): report every unit; overage: only units above INCLUDED
-//
-// Plans come out sorted by tier name. Errors wrap [ErrInvalidConfig] and name
-// the variable. A PLAN_ variable that names no tier or no field above is an
-// error, so that a typo is not silently ignored.
-func PlansFromEnv(environ []string) (*Plans, error) {
-	env := map[string]string{}
-	for _, kv := range environ {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok {
-			env[k] = v
-		}
-	}
-	// The PRICE_* variables are checkout's: one parser for both.
-	prices, err := checkout.PricesFromEnviron(environ)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
-	tiers := prices.Tiers()
-	keys := make([]string, len(tiers))
-	used := map[string]bool{}
-	plans := make([]Plan, 0, len(tiers))
-	for i, tier := range tiers {
-		t, _ := prices.Tier(tier)
-		key := strings.TrimPrefix(checkout.EnvVar(tier), checkout.EnvPrefix)
-		keys[i] = key
-		p := Plan{Tier: t.Name, PriceID: t.PriceID, MeteredPriceID: t.MeteredPriceID}
-		name := func(f string) string { used[envPlanPrefix+key+"_"+f] = true; return envPlanPrefix + key + "_" + f }
-		ints := []struct {
-			f   string
-			dst *int64
-		}{{"INCLUDED", &p.Included}, {"SOFT", &p.Soft}, {"HARD", &p.Hard}}
-		for _, x := range ints {
-			if v, ok := env[name(x.f)]; ok {
-				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				if err != nil {
-					return nil, fmt.Errorf("%w: %s: not an integer", ErrInvalidConfig, name(x.f))
-				}
-				*x.dst = n
-			}
-		}
-		if v, ok := env[name("OVERAGE")]; ok {
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s: not true or false", ErrInvalidConfig, name("OVERAGE"))
-			}
-			p.Overage = b
-		}
-		p.MeterEventName = strings.TrimSpace(env[name("METER_EVENT")])
-		if v, ok := env[name("INTERVAL")]; ok {
-			iv, err := parseInterval(v)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, name("INTERVAL"), err)
-			}
-			p.Interval = iv
-		}
-		if v, ok := env[name("BILL")]; ok {
-			b, err := parseBill(v)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrInvalidConfig, name("BILL"), err)
-			}
-			p.OverageOnly = b
-		}
-		plans = append(plans, p)
-	}
-	for k := range env {
-		if strings.HasPrefix(k, envPlanPrefix) && !used[k] {
-			return nil, fmt.Errorf("%w: %s: not a PLAN_<TIER>_<FIELD> variable of a tier with a PRICE_<TIER> (fields: %s)",
-				ErrInvalidConfig, k, envPlanFieldNames)
-		}
-	}
-	envField := map[string]string{
-		"Included": "_INCLUDED", "Soft": "_SOFT", "Hard": "_HARD",
-		"Overage": "_OVERAGE", "MeterEventName": "_METER_EVENT", "Interval": "_INTERVAL", "OverageOnly": "_BILL",
-	}
-	return newPlans(plans, func(i int, f string) string {
-		switch f {
-		case "Tier", "PriceID":
-			return envPricePrefix + keys[i]
-		case "MeteredPriceID":
-			return envPricePrefix + keys[i] + envMeteredSuffix
-		}
-		return envPlanPrefix + keys[i] + envField[f]
-	})
-}
-
-func parseInterval(s string) (quota.Interval, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "", "month":
-		return quota.Month, nil
-	case "day":
-		return quota.Day, nil
-	}
-	return 0, errors.New("not month or day")
-}
-
-// planJSON is the JSON form of a plan.
-type planJSON struct {
-	Tier           string `json:"tier"`
-	PriceID        string `json:"price_id"`
-	Included       int64  `json:"included"`
-	Soft           int64  `json:"soft"`
-	Hard           int64  `json:"hard"`
-	Overage        bool   `json:"overage"`
-	MeteredPriceID string `json:"metered_price_id"`
-	MeterEventName string `json:"meter_event_name"`
-	Interval       string `json:"interval"`
-	Bill           string `json:"bill"`
-}
-
-var jsonField = map[string]string{
-	"Tier": "tier", "PriceID": "price_id", "Included": "included", "Soft": "soft", "Hard": "hard",
-	"Overage": "overage", "MeteredPriceID": "metered_price_id", "MeterEventName": "meter_event_name", "Interval": "interval",
-	"OverageOnly": "bill",
-}
-
-// PlansFromJSON builds the catalog from JSON of the form
-//
-//	{"plans": [{"tier": "pro", "price_id": "price_123", "included": 10000,
-//	            "soft": 8000, "hard": 12000, "overage": true,
-//	            "metered_price_id": "price_456", "meter_event_name": "api_requests",
-//	            "interval": "month", "bill": "overage"}]}
-//
-// Unknown keys are errors. Errors wrap [ErrInvalidConfig] and name the JSON
-// field, as in plans[1].hard.
-func PlansFromJSON(data []byte) (*Plans, error) {
-	var doc struct {
-		Plans []planJSON `json:"plans"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
-	}
-	plans := make([]Plan, len(doc.Plans))
-	for i, pj := range doc.Plans {
-		iv, err := parseInterval(pj.Interval)
-		if err != nil {
-			return nil, fmt.Errorf("%w: plans[%d].interval: %v", ErrInvalidConfig, i, err)
-		}
-		bill, err := parseBill(pj.Bill)
-		if err != nil {
-			return nil, fmt.Errorf("%w: plans[%d].bill: %v", ErrInvalidConfig, i, err)
-		}
-		plans[i] = Plan{Tier: pj.Tier, PriceID: pj.PriceID, Included: pj.Included, Soft: pj.Soft, Hard: pj.Hard,
-			Overage: pj.Overage, MeteredPriceID: pj.MeteredPriceID, MeterEventName: pj.MeterEventName, Interval: iv, OverageOnly: bill}
-	}
-	return newPlans(plans, func(i int, f string) string { return fmt.Sprintf("plans[%d].%s", i, jsonField[f]) })
 }

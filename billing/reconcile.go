@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -212,6 +213,8 @@ func changedFields(a, b Entitlement) []string {
 	add("customer_id", a.CustomerID != b.CustomerID)
 	add("subscription_id", a.SubscriptionID != b.SubscriptionID)
 	add("metered_item_id", a.MeteredItemID != b.MeteredItemID)
+	// (Entitlements stored before MeteredItems existed gain it: no drift.)
+	add("metered_items", a.MeteredItems != nil && !maps.Equal(a.MeteredItems, b.MeteredItems))
 	add("period", a.Period != b.Period)
 	add("previous_period", a.PreviousPeriod != b.PreviousPeriod)
 	add("previous_tier", a.PreviousTier != b.PreviousTier)

@@ -157,8 +157,9 @@ func firstOf(o map[string]any, key string) map[string]any {
 type sub struct {
 	ID, Customer, Subject string
 	Status                string
-	Price                 string // licensed price; default price_pro
-	Metered               bool   // add the metered item
+	Price                 string   // licensed price; default price_pro
+	Metered               bool     // add the metered item
+	MoreMetered           []string // add an item "si_<price>" of each of these metered prices
 	Start, End            time.Time
 	NoMetadata            bool
 }
@@ -214,6 +215,9 @@ func (sh shape) sub(s sub) map[string]any {
 	items := []any{item("si_licensed", s.Price, "licensed")}
 	if s.Metered {
 		items = append(items, item("si_metered", "price_pro_metered", "metered"))
+	}
+	for _, price := range s.MoreMetered {
+		items = append(items, item("si_"+price, price, "metered"))
 	}
 	o["items"].(map[string]any)["data"] = items
 	return o

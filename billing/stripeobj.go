@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,10 @@ import (
 //	line subscription item subscription_item or
 //	                       parent.subscription_item_details.subscription_item
 //	customer, subscription an ID string or an expanded object with an "id"
+//	active feature         entitlements.data[].lookup_key of an
+//	                       active_entitlement_summary (or of a list of
+//	                       active entitlements), else the lookup_key of
+//	                       its expanded feature
 //
 // A field of a known name but an unexpected JSON type makes the object
 // unreadable (an error), never a silently zero value.
@@ -356,4 +361,92 @@ func readCustomerID(raw []byte) string {
 		return ""
 	}
 	return string(o.Customer)
+}
+
+// featuresView is what billkit reads from an active_entitlement_summary
+// or a page of a customer's active entitlements.
+type featuresView struct {
+	CustomerID string
+	// Features are the lookup keys listed, sorted, without duplicates.
+	Features []string
+	// More is set when the list is incomplete (has_more): the rest must
+	// be listed from the API.
+	More bool
+}
+
+// objectSummary is the object type of an entitlements summary event.
+const objectSummary = "entitlements.active_entitlement_summary"
+
+// readEntitlementSummary reads an active_entitlement_summary: its customer
+// and the lookup keys of its entitlements.data. An entitlement whose
+// lookup key cannot be read makes the summary unreadable: a feature is
+// never dropped in silence.
+func readEntitlementSummary(raw []byte) (featuresView, error) {
+	var s struct {
+		Object       string          `json:"object"`
+		Customer     stripeID        `json:"customer"`
+		Entitlements json.RawMessage `json:"entitlements"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil || s.Object != objectSummary {
+		if err == nil {
+			err = fmt.Errorf("%w: want %q, got %q", errObjectType, objectSummary, s.Object)
+		}
+		return featuresView{}, err
+	}
+	if s.Customer == "" {
+		return featuresView{}, errors.New("active entitlement summary without a customer")
+	}
+	if len(bytes.TrimSpace(s.Entitlements)) == 0 || bytes.Equal(bytes.TrimSpace(s.Entitlements), []byte("null")) {
+		return featuresView{}, errors.New("active entitlement summary without entitlements")
+	}
+	v, err := readActiveEntitlements(s.Entitlements)
+	if err != nil {
+		return featuresView{}, fmt.Errorf("active entitlement summary: %w", err)
+	}
+	v.CustomerID = string(s.Customer)
+	return v, nil
+}
+
+// readActiveEntitlements reads a list of active entitlements ("data" and
+// "has_more"), as a summary embeds it and the API lists it.
+func readActiveEntitlements(raw []byte) (featuresView, error) {
+	var l struct {
+		Data *[]*struct {
+			LookupKey *string         `json:"lookup_key"`
+			Feature   json.RawMessage `json:"feature"`
+		} `json:"data"`
+		HasMore bool `json:"has_more"`
+	}
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return featuresView{}, fmt.Errorf("entitlements: %w", err)
+	}
+	if l.Data == nil {
+		return featuresView{}, errors.New("entitlements without data")
+	}
+	v := featuresView{More: l.HasMore}
+	for _, it := range *l.Data {
+		if it == nil {
+			continue
+		}
+		key := ""
+		if it.LookupKey != nil {
+			key = *it.LookupKey
+		}
+		if f := bytes.TrimSpace(it.Feature); key == "" && len(f) > 0 && f[0] == '{' {
+			var feat struct {
+				LookupKey string `json:"lookup_key"`
+			}
+			if err := json.Unmarshal(f, &feat); err != nil {
+				return featuresView{}, fmt.Errorf("entitlement feature: %w", err)
+			}
+			key = feat.LookupKey
+		}
+		if key == "" {
+			return featuresView{}, errors.New("an active entitlement without a lookup key")
+		}
+		v.Features = append(v.Features, key)
+	}
+	slices.Sort(v.Features)
+	v.Features = slices.Compact(v.Features)
+	return v, nil
 }

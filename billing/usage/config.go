@@ -42,10 +42,12 @@ type Config struct {
 	// middleware's store). Required.
 	Counters Counters
 	// Plans is the plan catalog: each subject is billed by its tier's
-	// plan, as meter events when the plan has a MeterEventName (the
-	// default for new integrations), else as usage records to the
-	// subscription item of its MeteredPriceID (accounts pinned before
-	// 2025-03-31.basil); a plan with neither bills nothing. Required.
+	// plan, every meter of it ([billing.Plan.AllMeters]) reported from
+	// the quota counters of the meter's name: as meter events when the
+	// meter has a MeterEventName (the default for new integrations), else
+	// as usage records to the subscription item of its MeteredPriceID
+	// (accounts pinned before 2025-03-31.basil); a meter with neither
+	// bills nothing. Required.
 	Plans *billing.Plans
 	// Stripe is the API client that meter events and usage records are
 	// sent with; its MaxNetworkRetries apply. Required.
@@ -58,9 +60,6 @@ type Config struct {
 	Redis redis.UniversalClient
 	// Prefix starts every Redis key. The default value is "billkit".
 	Prefix string
-	// Meter is the quota meter whose counters are reported. The default
-	// value is quota.DefaultMeter.
-	Meter string
 	// MeterCustomerKey and MeterValueKey are the payload keys of a meter
 	// event that carry the Stripe customer and the quantity, as the
 	// billing meter is configured. The default values are
@@ -157,11 +156,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Prefix == "" {
 		c.Prefix = billing.DefaultPrefix
 	}
-	if c.Meter == "" {
-		c.Meter = quota.DefaultMeter
-	}
 	if c.meter == nil {
-		c.meter = planMeters(c.Plans, c.Meter)
+		c.meter = planMeters(c.Plans)
 	}
 	if c.MeterCustomerKey == "" {
 		c.MeterCustomerKey = "stripe_customer_id"

@@ -2,11 +2,15 @@
 // once and only once, for the subjects whose entitlements package billing
 // keeps.
 //
-// A [Reporter] reads each subject's counted units (quota's Usage.Used;
-// denied units are never billed) and bills them through the plan of its
-// tier, in one of two protocols over one shared loop:
+// A [Reporter] reads each subject's counted units (quota's Usage.Used, the
+// settled units; denied units and units held by unsettled reservations are
+// never billed) of every meter of the plan of its tier
+// ([billing.Plan.AllMeters]: "requests" for a one-meter plan, or each of
+// Plan.Meters, such as requests and tokens), and bills each meter through
+// its own Stripe meter event name or metered price, in one of two protocols
+// over one shared loop:
 //
-//   - Meter events, for plans with a MeterEventName (Billing Meters, the
+//   - Meter events, for meters with a MeterEventName (Billing Meters, the
 //     default for new integrations): a meter event carrying the units
 //     counted since the last acknowledged report, timestamped now (within
 //     the period), under a deterministic identifier derived from the
@@ -16,17 +20,27 @@
 //     after a crash or a failure: a crash before the call loses nothing, a
 //     crash after it bills nothing twice. Stripe's answer to a duplicate
 //     identifier counts as delivered.
-//   - Usage records, for plans with only a legacy MeteredPriceID (accounts
+//   - Usage records, for meters with only a legacy MeteredPriceID (accounts
 //     pinned before API version 2025-03-31.basil): a usage record with
 //     action=set carrying the period's running total at the period's
-//     start, so that a repeat overwrites instead of adding. The price needs
-//     aggregate_usage "sum" (the default) or "last_during_period".
+//     start, to the subscription item of that price
+//     (Entitlement.MeteredItems), so that a repeat overwrites instead of
+//     adding. The price needs aggregate_usage "sum" (the default) or
+//     "last_during_period".
 //
-// One catalog may mix both while accounts migrate; a plan with both bills
-// meter events. A plan that bills overage only (Plan.OverageOnly)
-// reports max(0, used − Included); what a period reported never decreases,
-// even when a tier change raises Included. A previous period is billed
-// with the tier it ended on.
+// One catalog, and one plan, may mix both while accounts migrate; a meter
+// with both bills meter events. A meter that bills overage only
+// (OverageOnly) reports max(0, used − Included); what a period reported
+// never decreases, even when a tier change raises Included. A previous
+// period is billed with the meters of the tier it ended on
+// (Entitlement.PreviousTier): a meter that tier had and the current one
+// lacks still bills that period, and a meter only the current tier has
+// does not.
+//
+// Each meter of each period has its own watermark, identifiers and
+// in-flight record, so the guarantees below hold per meter: a crash
+// between two meters' reports loses and repeats nothing of either. All the
+// meters of a subject are reported under the subject's one lease.
 //
 // A watermark per subject, meter and period records what Stripe
 // acknowledged; it is written only after Stripe's answer. One reporter at a
@@ -66,7 +80,8 @@
 // (RateLimitPause, doubling while 429s go on), the rate halves and regains
 // a tenth per success, and the call is retried up to three times.
 // [Reporter.Stats] reports the last pass's reported, failed, pending and
-// unbillable subjects; an unbillable one (live, with counted units but no
-// billing period, an unknown tier, or no customer or metered item) is also
-// logged at ERROR every pass.
+// unbillable subjects; an unbillable one (live, with counted units of a
+// meter but no billing period, an unknown tier, or no customer or no
+// subscription item of the meter's metered price) is also logged at ERROR,
+// naming the meter, every pass.
 package usage

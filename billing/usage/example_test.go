@@ -86,3 +86,50 @@ func ExampleReporter() {
 	// Stripe holds 50 after 2 calls
 	// reports: 2 failures: 0
 }
+
+// ExampleReporter_meters reports a plan of two meters: requests, every
+// unit billed, and tokens, the units above the 1000 included billed, each
+// under its own billing meter.
+func ExampleReporter_meters() {
+	ctx := context.Background()
+	fake := fakestripe.NewServer() // stands in for api.stripe.com
+	defer fake.Close()
+	api := client.New("sk_test_123", &stripe.Backends{
+		API: stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{
+			URL:           stripe.String(fake.URL),
+			LeveledLogger: &stripe.LeveledLogger{Level: stripe.LevelNull},
+		}),
+	})
+	plans, err := billing.NewPlans(billing.Plan{Tier: "ai", PriceID: "price_ai", Meters: []billing.Meter{
+		{Name: "requests", Included: 100, Overage: true, MeterEventName: "api_requests"},
+		{Name: "tokens", Included: 1000, Overage: true, OverageOnly: true, MeterEventName: "api_tokens"},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	period := quota.CalendarPeriod(quota.Month, time.Now())
+	counters := quota.NewMemoryStore(quota.MemoryOptions{})
+	count := func(meter string, n int64) {
+		counters.Take(ctx, quota.TakeRequest{Subject: "alice", Meter: meter, Period: period,
+			Cost: n, Unlimited: true, ExpireAt: period.End.Add(35 * 24 * time.Hour)})
+	}
+	ents := billing.NewMemoryStore(billing.MemoryOptions{})
+	ents.Update(ctx, "alice", func(e *billing.Entitlement) error {
+		e.Tier, e.Status, e.CustomerID, e.Period = "ai", billing.StatusActive, "cus_alice", period
+		return nil
+	})
+	r, err := usage.NewReporter(usage.Config{
+		Entitlements: ents, Counters: counters, Plans: plans, Stripe: api,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		panic(err)
+	}
+
+	count("requests", 42)
+	count("tokens", 1250)
+	r.Flush(ctx, "alice")
+	fmt.Println("requests:", fake.MeterTotal("cus_alice", "api_requests"), "tokens:", fake.MeterTotal("cus_alice", "api_tokens"))
+	// Output:
+	// requests: 42 tokens: 250
+}

@@ -23,8 +23,9 @@ import (
 //     action=set at the period's start, which overwrites, so a repeat is
 //     harmless.
 type protocol interface {
-	// unready returns why e cannot be billed this way, "" when it can.
-	unready(e billing.Entitlement) string
+	// unready returns why meter m of e cannot be billed this way, "" when
+	// it can.
+	unready(e billing.Entitlement, m meterSpec) string
 	// rereadUnderLease reports whether the counters must be read again
 	// once the lease is held (a total must not be older than one a
 	// previous holder sent; deltas compare-and-set their watermark).
@@ -44,7 +45,7 @@ func (r *Reporter) protocol(m meterSpec) protocol {
 
 type deltas struct{}
 
-func (deltas) unready(e billing.Entitlement) string {
+func (deltas) unready(e billing.Entitlement, _ meterSpec) string {
 	if e.CustomerID == "" {
 		return "it has no Stripe customer"
 	}
@@ -88,9 +89,9 @@ func (deltas) report(ctx context.Context, r *Reporter, j *job, ps *periodState) 
 
 type totals struct{}
 
-func (totals) unready(e billing.Entitlement) string {
-	if e.MeteredItemID == "" {
-		return "its subscription has no item of the plan's metered price"
+func (totals) unready(_ billing.Entitlement, m meterSpec) string {
+	if m.ItemID == "" {
+		return "its subscription has no item of the meter's metered price"
 	}
 	return ""
 }
@@ -105,7 +106,7 @@ func (totals) report(ctx context.Context, r *Reporter, j *job, ps *periodState) 
 		return 0, nil
 	}
 	rep := j.report(ps.period, inFlight{From: ps.wm.Reported, To: ps.used, Timestamp: ps.period.Start.UTC()})
-	rep.Identifier = reportIdentifier(r.cfg.IdentifierPrefix, reportTotals, j.e.Subject, j.m.Name, ps.period, j.e.MeteredItemID, 0, ps.used)
+	rep.Identifier = reportIdentifier(r.cfg.IdentifierPrefix, reportTotals, j.e.Subject, j.m.Name, ps.period, j.m.ItemID, 0, ps.used)
 	if err := r.send(ctx, rep); err != nil {
 		return 0, err
 	}
@@ -116,7 +117,7 @@ func (totals) report(ctx context.Context, r *Reporter, j *job, ps *periodState) 
 // report returns the report of the range f of period p.
 func (j *job) report(p quota.Period, f inFlight) usageReport {
 	return usageReport{
-		Subject: j.e.Subject, CustomerID: j.e.CustomerID, SubscriptionItemID: j.e.MeteredItemID,
+		Subject: j.e.Subject, CustomerID: j.e.CustomerID, SubscriptionItemID: j.m.ItemID,
 		Meter: j.m, Period: p, From: f.From, To: f.To, Identifier: f.Identifier, Timestamp: f.Timestamp,
 	}
 }

@@ -61,6 +61,11 @@ func TestReporterCrashes(t *testing.T) {
 		// period are not reported.
 		{"usage-records-overage", reportTotals, true, 60},
 		{"meter-events-overage", reportDeltas, true, 60},
+		// Two meters of one subject (requests, and tokens billing the
+		// units above 20 of each period) under one lease: each to its own
+		// subscription item or meter event name, each exactly.
+		{"usage-records-two-meters", reportTotals, true, 100},
+		{"meter-events-two-meters", reportDeltas, true, 100},
 	}
 	for _, v := range variants {
 		runs := v.runs
@@ -77,8 +82,9 @@ func TestReporterCrashes(t *testing.T) {
 			if strings.HasSuffix(v.name, "-overage") {
 				included = 8
 			}
+			twoMeters := strings.HasSuffix(v.name, "-two-meters")
 			for seed := 0; seed < runs; seed++ {
-				crashRun(t, fake, v.mode, included, uint64(seed), &crashes, &faults)
+				crashRun(t, fake, v.mode, included, twoMeters, uint64(seed), &crashes, &faults)
 				if t.Failed() {
 					t.Fatalf("seed %d failed", seed)
 				}
@@ -91,7 +97,26 @@ func TestReporterCrashes(t *testing.T) {
 	}
 }
 
-func crashRun(t *testing.T, fake *fakestripe.Server, mode reportMode, included int64, seed uint64, crashes, faults *atomic.Int64) {
+// tokensMeter is the second meter of the two-meter crash runs: its own
+// quota counter, meter event name and subscription item, 20 units of each
+// period included.
+const (
+	tokensMeter    = "tokens"
+	tokensEvent    = "api_tokens"
+	tokensIncluded = 20
+)
+
+func tokensItem(e billing.Entitlement) string { return e.MeteredItemID + "_tokens" }
+
+// twoMeterFunc reports requests and tokens.
+func twoMeterFunc(e billing.Entitlement) []meterSpec {
+	return []meterSpec{
+		{Name: testMeter, EventName: "api_requests", PriceID: "price_requests", ItemID: e.MeteredItemID},
+		{Name: tokensMeter, EventName: tokensEvent, PriceID: "price_tokens", ItemID: tokensItem(e), Included: tokensIncluded},
+	}
+}
+
+func crashRun(t *testing.T, fake *fakestripe.Server, mode reportMode, included int64, twoMeters bool, seed uint64, crashes, faults *atomic.Int64) {
 	ctx := context.Background()
 	rng := &lockedRand{r: rand.New(rand.NewPCG(seed, 0x5eed))}
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
@@ -106,7 +131,7 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode reportMode, included i
 	var subjects []string
 	var es []billing.Entitlement
 	for i := 0; i < 3; i++ {
-		s := fmt.Sprintf("%s-i%d-r%d-s%d", mode, included, seed, i)
+		s := fmt.Sprintf("%s-i%d-m%v-r%d-s%d", mode, included, twoMeters, seed, i)
 		subjects = append(subjects, s)
 		es = append(es, billing.Entitlement{Subject: s, Tier: "pro", Status: billing.StatusActive,
 			CustomerID: "cus_" + s, MeteredItemID: "si_" + s, Period: p1})
@@ -136,10 +161,14 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode reportMode, included i
 		}
 		return nil
 	}
+	meters := includedMeterFunc(included)
+	if twoMeters {
+		meters = twoMeterFunc
+	}
 	newReporter := func(faulty bool) *Reporter {
 		cfg := Config{
 			Entitlements: ents, Counters: counters, watermarks: wms, leases: leases,
-			meter: includedMeterFunc(included), Concurrency: 2, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
+			meter: meters, Concurrency: 2, Rate: 1e6, Burst: 1000, FlushWait: time.Millisecond,
 			BackoffMin: time.Second, BackoffMax: 10 * time.Second,
 			Logger: quietLogger(), Now: clock.Now,
 		}
@@ -176,6 +205,9 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode reportMode, included i
 		if clock.Now().Before(p.End.Add(4 * time.Minute)) {
 			for _, s := range subjects {
 				take(t, counters, s, p, int64(rng.intN(6)))
+				if twoMeters {
+					takeMeter(t, counters, s, tokensMeter, p, int64(rng.intN(30)))
+				}
 			}
 		}
 		clock.Add(time.Duration(1+rng.intN(20)) * time.Second)
@@ -223,13 +255,33 @@ func crashRun(t *testing.T, fake *fakestripe.Server, mode reportMode, included i
 		if got := held(fake, mode, e); got != want {
 			t.Errorf("seed %d subject %s: Stripe holds %d units, counted %d", seed, e.Subject, got, want)
 		}
+		if !twoMeters {
+			continue
+		}
+		var wantTokens int64
+		for _, p := range []quota.Period{p1, p2} {
+			u, err := counters.Usage(ctx, e.Subject, tokensMeter, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantTokens += max(0, u.Used-tokensIncluded)
+		}
+		got := fake.MeterTotal(e.CustomerID, tokensEvent)
+		if mode == reportTotals {
+			got = fake.UsageTotal(tokensItem(e))
+		}
+		if got != wantTokens {
+			t.Errorf("seed %d subject %s: Stripe holds %d tokens, counted %d above the included", seed, e.Subject, got, wantTokens)
+		}
 	}
 	if mode == reportTotals {
 		// One record per period, at the period's start.
 		for _, e := range es {
-			for _, ts := range fake.UsageTimestamps(e.MeteredItemID) {
-				if ts != p1.Start.Unix() && ts != p2.Start.Unix() {
-					t.Errorf("usage record at %d, not at a period start", ts)
+			for _, item := range []string{e.MeteredItemID, tokensItem(e)} {
+				for _, ts := range fake.UsageTimestamps(item) {
+					if ts != p1.Start.Unix() && ts != p2.Start.Unix() {
+						t.Errorf("usage record at %d, not at a period start", ts)
+					}
 				}
 			}
 		}

@@ -142,10 +142,18 @@ func withSink(cfg Config, s sink) Config {
 		cfg.sinks[2-s.Mode()] = noSink{}
 	}
 	if inner := cfg.meter; inner != nil && s.Mode() == reportTotals {
-		cfg.meter = func(e billing.Entitlement) (meterSpec, bool) {
-			m, ok := inner(e)
-			m.EventName, m.PriceID = "", "price_metered"
-			return m, ok
+		cfg.meter = func(e billing.Entitlement) []meterSpec {
+			ms := inner(e)
+			for i := range ms {
+				ms[i].EventName = ""
+				if ms[i].PriceID == "" {
+					ms[i].PriceID = "price_metered"
+				}
+				if ms[i].ItemID == "" {
+					ms[i].ItemID = e.MeteredItemID
+				}
+			}
+			return ms
 		}
 	}
 	return cfg
@@ -161,17 +169,17 @@ func (noSink) Report(context.Context, usageReport) error {
 
 const testMeter = "requests"
 
-func testMeterFunc(e billing.Entitlement) (meterSpec, bool) {
-	return meterSpec{Name: testMeter, EventName: "api_requests"}, true
+func testMeterFunc(e billing.Entitlement) []meterSpec {
+	return []meterSpec{{Name: testMeter, EventName: "api_requests"}}
 }
 
 // includedMeterFunc is testMeterFunc with included units per period not
 // reported (a plan that bills overage only).
 func includedMeterFunc(included int64) meterFunc {
-	return func(e billing.Entitlement) (meterSpec, bool) {
-		m, ok := testMeterFunc(e)
-		m.Included = included
-		return m, ok
+	return func(e billing.Entitlement) []meterSpec {
+		ms := testMeterFunc(e)
+		ms[0].Included = included
+		return ms
 	}
 }
 
@@ -183,14 +191,20 @@ func held(fake *fakestripe.Server, mode reportMode, e billing.Entitlement) int64
 	return fake.MeterTotal(e.CustomerID, "api_requests")
 }
 
-// take counts n units for subject in p.
+// take counts n units of the requests meter for subject in p.
 func take(t testing.TB, st quota.Store, subject string, p quota.Period, n int64) {
+	t.Helper()
+	takeMeter(t, st, subject, testMeter, p, n)
+}
+
+// takeMeter counts n units of meter for subject in p.
+func takeMeter(t testing.TB, st quota.Store, subject, meter string, p quota.Period, n int64) {
 	t.Helper()
 	if n <= 0 {
 		return
 	}
 	_, err := st.Take(context.Background(), quota.TakeRequest{
-		Subject: subject, Meter: testMeter, Period: p, Cost: n, Unlimited: true, ExpireAt: p.End.Add(35 * 24 * time.Hour),
+		Subject: subject, Meter: meter, Period: p, Cost: n, Unlimited: true, ExpireAt: p.End.Add(35 * 24 * time.Hour),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -22,8 +22,9 @@ func TestReportOverageOnly(t *testing.T) {
 			ctx := context.Background()
 			env := newReportEnv(t, "alice")
 			included := map[string]int64{"basic": 10, "pro": 20, "mini": 5, "big": 1000}
-			meter := func(e billing.Entitlement) (meterSpec, bool) {
-				return meterSpec{Name: testMeter, EventName: map[reportMode]string{reportDeltas: "api_requests"}[mode], Included: included[e.Tier]}, true
+			meter := func(e billing.Entitlement) []meterSpec {
+				return []meterSpec{{Name: testMeter, EventName: map[reportMode]string{reportDeltas: "api_requests"}[mode],
+					ItemID: e.MeteredItemID, Included: included[e.Tier]}}
 			}
 			r := env.reporter(t, mode, func(c *Config) { c.meter = meter })
 			setTier := func(tier string) {

@@ -214,7 +214,7 @@ func TestUnbillableCountedAndLogged(t *testing.T) {
 	}{
 		{"no period", billing.Entitlement{Tier: "pro", Status: billing.StatusActive, CustomerID: "cus_x"}, calendar, "no billing period"},
 		{"unknown tier", billing.Entitlement{Tier: "gold", Status: billing.StatusActive, CustomerID: "cus_x", Period: p}, p, "not in the plan catalog"},
-		{"no metered item", billing.Entitlement{Tier: "legacy", Status: billing.StatusActive, CustomerID: "cus_x", Period: p}, p, "no item of the plan's metered price"},
+		{"no metered item", billing.Entitlement{Tier: "legacy", Status: billing.StatusActive, CustomerID: "cus_x", Period: p}, p, "no item of the meter's metered price"},
 		{"no customer", billing.Entitlement{Tier: "pro", Status: billing.StatusTrialing, Period: p}, p, "no Stripe customer"},
 	}
 	for _, tc := range cases {

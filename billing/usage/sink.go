@@ -74,9 +74,12 @@ type meterSpec struct {
 	// (Config.UsageRecords).
 	EventName string
 	// PriceID is the legacy metered price that bills this quantity when
-	// EventName is empty, for logs; the subscription item reported to is
-	// billing.Entitlement.MeteredItemID.
+	// EventName is empty, for logs.
 	PriceID string
+	// ItemID is the subscription item of PriceID that usage records are
+	// reported to (when EventName is empty); "" when the subject's
+	// subscription has none.
+	ItemID string
 	// Included is the number of units of each period that are not
 	// reported: the period's reported quantity is max(0, counted −
 	// Included). The zero value reports every counted unit. [planMeters]
@@ -92,7 +95,7 @@ type usageReport struct {
 	Subject string
 	// CustomerID is the subject's Stripe customer.
 	CustomerID string
-	// SubscriptionItemID is the subscription item of the plan's metered
+	// SubscriptionItemID is the subscription item of the meter's metered
 	// price (legacy usage records).
 	SubscriptionItemID string
 	// Meter is the meter reported.

@@ -30,12 +30,15 @@ func (ps *periodState) hasWork() bool {
 	return ps.wm.inFlight != nil || (ps.read && ps.used > ps.wm.Reported)
 }
 
-// job is one subject's report under its lease.
+// job is one meter of one subject, reported under the subject's lease:
+// the meter and the periods it bills.
 type job struct {
-	e     billing.Entitlement
-	m     meterSpec
-	proto protocol
-	now   time.Time
+	e       billing.Entitlement
+	m       meterSpec
+	proto   protocol
+	now     time.Time
+	periods []quota.Period
+	states  []periodState
 }
 
 // periods returns the periods of e still to consider at now: its
@@ -88,7 +91,7 @@ func (r *Reporter) readUsage(ctx context.Context, j *job, ps *periodState) error
 	if err != nil {
 		return fmt.Errorf("billing: read usage: %w", err)
 	}
-	ps.used, ps.read = max(ps.used, billable(u.Used, r.included(j.e, j.m, ps.period))), true
+	ps.used, ps.read = max(ps.used, billable(u.Used, j.m.Included)), true
 	return nil
 }
 
@@ -96,90 +99,60 @@ func (r *Reporter) readUsage(ctx context.Context, j *job, ps *periodState) error
 // the plan includes included units without reporting them.
 func billable(used, included int64) int64 { return max(0, used-max(0, included)) }
 
-// periodMeter returns the meter that bills period p of e: the meter of the
-// tier p ended on (Entitlement.PreviousTier) for e's PreviousPeriod, m for
-// any other period. It reports false when that tier bills no usage.
-func (r *Reporter) periodMeter(e billing.Entitlement, m meterSpec, p quota.Period) (meterSpec, bool) {
-	if e.PreviousTier == "" || e.PreviousTier == e.Tier || !p.Start.Equal(e.PreviousPeriod.Start) {
-		return m, true
-	}
-	pe := e
-	pe.Tier = e.PreviousTier
-	return r.cfg.meter(pe)
-}
-
-// included returns the units of period p that its plan includes without
-// reporting them (meterSpec.Included of the tier p ended on).
-func (r *Reporter) included(e billing.Entitlement, m meterSpec, p quota.Period) int64 {
-	if pm, ok := r.periodMeter(e, m, p); ok {
-		return pm.Included
-	}
-	return m.Included
-}
-
 func (r *Reporter) settled(p quota.Period, now time.Time) bool {
 	return !now.Before(p.End.Add(r.cfg.Settle))
 }
 
 func (r *Reporter) expireAt(p quota.Period) time.Time { return p.End.Add(r.cfg.Retention) }
 
-// reportSubject reports e's current and previous period. It reads without
-// the lease first and takes the lease only when there is something to
-// send, so idle subjects cost reads only. The subject's plan chooses the
-// protocol: meter events or usage records.
+// outcomeRank orders the outcomes of a subject's meters: the subject's
+// outcome is the highest of them.
+var outcomeRank = [nOutcomes]int{outIdle: 0, outReported: 1, outUnbillable: 2, outBackoff: 3, outBusy: 4, outFailed: 5}
+
+// reportSubject reports every meter of e over its current and previous
+// period (see [Reporter.jobs]). It reads without the lease first and takes
+// the lease, once for all the subject's meters, only when there is
+// something to send, so idle subjects cost reads only. Each meter's
+// billing chooses its protocol: meter events or usage records.
 func (r *Reporter) reportSubject(ctx context.Context, e billing.Entitlement, flush bool) (outcome, error) {
 	now := r.cfg.Now()
-	m, ok := r.cfg.meter(e)
-	if !ok || m.Name == "" {
-		if _, known := r.cfg.Plans.ByTier(e.Tier); r.cfg.Plans != nil && !known {
-			return r.unbillable(ctx, e, r.cfg.Meter, now, fmt.Sprintf("tier %q is not in the plan catalog", e.Tier))
-		}
-		return outIdle, nil
+	if _, known := r.cfg.Plans.ByTier(e.Tier); r.cfg.Plans != nil && !known {
+		return r.unbillable(ctx, e, quota.DefaultMeter, r.unbillablePeriods(e, now),
+			fmt.Sprintf("tier %q is not in the plan catalog", e.Tier))
 	}
-	j := &job{e: e, m: m, proto: r.protocol(m), now: now}
-	if why := j.proto.unready(e); why != "" {
-		return r.unbillable(ctx, e, m.Name, now, why)
-	}
-	if e.Period.IsZero() {
-		return r.unbillable(ctx, e, m.Name, now, "it has no billing period")
-	}
-	periods := slices.DeleteFunc(r.periods(e, now), func(p quota.Period) bool {
-		// A previous period whose tier billed no usage is not billed
-		// under the current tier's meter.
-		_, ok := r.periodMeter(e, m, p)
-		return !ok
-	})
-	if len(periods) == 0 {
-		return outIdle, nil
-	}
-	states, err := r.load(ctx, j, periods)
-	if err != nil {
-		return outFailed, err
+	jobs, result, err := r.jobs(ctx, e, now)
+	if err != nil || len(jobs) == 0 {
+		return result, err
 	}
 	work := false
-	for i := range states {
-		ps := &states[i]
-		if ps.hasWork() {
-			work = true
-			continue
+	for _, j := range jobs {
+		if j.states, err = r.load(ctx, j, j.periods); err != nil {
+			return outFailed, err
 		}
-		if ps.read && !ps.wm.Final && ps.used <= ps.wm.Reported && r.settled(ps.period, now) {
-			// Closed, settled, fully reported: stop reading its counter.
-			k := wmKey{Subject: e.Subject, Meter: m.Name, Period: ps.period}
-			if _, err := r.cfg.watermarks.Commit(ctx, k, wmCommit{To: ps.used, Final: true}, r.expireAt(ps.period)); err != nil {
-				return outFailed, err
+		for i := range j.states {
+			ps := &j.states[i]
+			if ps.hasWork() {
+				work = true
+				continue
 			}
-		}
-		if ps.read && ps.used < ps.wm.Reported && r.included(e, m, ps.period) == 0 {
-			// (With included units, a tier change that raised them
-			// lowers the billable units: what was reported stands.)
-			r.log.WarnContext(ctx, "billing: usage counter below reported watermark",
-				"subject", e.Subject, "meter", m.Name, "period", ps.period.ID(),
-				"used", ps.used, "reported", ps.wm.Reported)
+			if ps.read && !ps.wm.Final && ps.used <= ps.wm.Reported && r.settled(ps.period, now) {
+				// Closed, settled, fully reported: stop reading its counter.
+				k := wmKey{Subject: e.Subject, Meter: j.m.Name, Period: ps.period}
+				if _, err := r.cfg.watermarks.Commit(ctx, k, wmCommit{To: ps.used, Final: true}, r.expireAt(ps.period)); err != nil {
+					return outFailed, err
+				}
+			}
+			if ps.read && ps.used < ps.wm.Reported && j.m.Included == 0 {
+				// (With included units, a tier change that raised them
+				// lowers the billable units: what was reported stands.)
+				r.log.WarnContext(ctx, "billing: usage counter below reported watermark",
+					"subject", e.Subject, "meter", j.m.Name, "period", ps.period.ID(),
+					"used", ps.used, "reported", ps.wm.Reported)
+			}
 		}
 	}
 	if !work {
-		return outIdle, nil
+		return result, nil
 	}
 
 	token, deadline, ok, err := r.acquire(ctx, e.Subject, flush)
@@ -199,27 +172,88 @@ func (r *Reporter) reportSubject(ctx context.Context, e billing.Entitlement, flu
 	lctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	if j.proto.rereadUnderLease() {
-		for i := range states {
-			if states[i].read {
-				if err := r.readUsage(lctx, j, &states[i]); err != nil {
-					return outFailed, err
+	sent := 0
+	for _, j := range jobs {
+		if j.proto.rereadUnderLease() {
+			for i := range j.states {
+				if j.states[i].read {
+					if err := r.readUsage(lctx, j, &j.states[i]); err != nil {
+						return outFailed, err
+					}
 				}
 			}
 		}
-	}
-	sent := 0
-	for i := range states {
-		n, err := r.reportPeriod(lctx, j, &states[i])
-		sent += n
-		if err != nil {
-			return outFailed, err
+		for i := range j.states {
+			n, err := r.reportPeriod(lctx, j, &j.states[i])
+			sent += n
+			if err != nil {
+				return outFailed, err
+			}
 		}
 	}
-	if sent == 0 {
-		return outIdle, nil
+	if sent > 0 && outcomeRank[outReported] > outcomeRank[result] {
+		result = outReported
 	}
-	return outReported, nil
+	return result, nil
+}
+
+// jobs returns the meters of e to report at now, each with its periods:
+// every meter of e's tier over e's periods, except that a PreviousPeriod
+// that ended on another tier (PreviousTier) is billed by that tier's
+// meters instead, and not at all when that tier bills no usage. A meter
+// that cannot be billed (no Stripe customer for meter events, no
+// subscription item for usage records, or no billing period) is left out
+// and reported by [Reporter.unbillable]; the outcome says whether any was
+// unbillable.
+func (r *Reporter) jobs(ctx context.Context, e billing.Entitlement, now time.Time) ([]*job, outcome, error) {
+	result := outIdle
+	prevTier := e.PreviousTier != "" && e.PreviousTier != e.Tier && !e.PreviousPeriod.IsZero()
+	var cur, prev []quota.Period
+	for _, p := range r.periods(e, now) {
+		if prevTier && p.Start.Equal(e.PreviousPeriod.Start) {
+			prev = append(prev, p)
+		} else {
+			cur = append(cur, p)
+		}
+	}
+	var jobs []*job
+	add := func(e, pe billing.Entitlement, periods, unbillableIn []quota.Period) error {
+		for _, m := range r.cfg.meter(pe) {
+			if m.Name == "" {
+				continue
+			}
+			proto := r.protocol(m)
+			why := proto.unready(e, m)
+			if why == "" && e.Period.IsZero() {
+				why = "it has no billing period"
+			}
+			if why != "" {
+				out, err := r.unbillable(ctx, e, m.Name, unbillableIn, why)
+				if err != nil {
+					return err
+				}
+				if outcomeRank[out] > outcomeRank[result] {
+					result = out
+				}
+				continue
+			}
+			if len(periods) > 0 {
+				jobs = append(jobs, &job{e: e, m: m, proto: proto, now: now, periods: periods})
+			}
+		}
+		return nil
+	}
+	if err := add(e, e, cur, r.unbillablePeriods(e, now)); err != nil {
+		return nil, outFailed, err
+	}
+	if prevTier && len(prev) > 0 {
+		pe := e
+		pe.Tier = e.PreviousTier
+		if err := add(e, pe, prev, prev); err != nil {
+			return nil, outFailed, err
+		}
+	}
+	return jobs, result, nil
 }
 
 // reportPeriod reports one period through the job's protocol. When another
@@ -239,14 +273,9 @@ func (r *Reporter) reportPeriod(ctx context.Context, j *job, ps *periodState) (i
 	return n + m, err
 }
 
-// unbillable reports e as unbillable for reason when it is active, trialing
-// or past_due and has counted units of meter in the periods quota counts it
-// in (its calendar period when it has no billing period): it logs them at
-// ERROR and returns outUnbillable. Otherwise e has nothing to bill.
-func (r *Reporter) unbillable(ctx context.Context, e billing.Entitlement, meter string, now time.Time, reason string) (outcome, error) {
-	if !e.Status.Live() {
-		return outIdle, nil
-	}
+// unbillablePeriods returns the periods in which quota counts e's usage:
+// its periods, and its calendar period when it has no billing period.
+func (r *Reporter) unbillablePeriods(e billing.Entitlement, now time.Time) []quota.Period {
 	periods := r.periods(e, now)
 	if e.Period.IsZero() {
 		iv := quota.Month
@@ -254,6 +283,16 @@ func (r *Reporter) unbillable(ctx context.Context, e billing.Entitlement, meter 
 			iv = p.Interval
 		}
 		periods = append(periods, quota.CalendarPeriod(iv, now))
+	}
+	return periods
+}
+
+// unbillable reports e as unbillable for reason when it is active, trialing
+// or past_due and has counted units of meter in periods: it logs them at
+// ERROR and returns outUnbillable. Otherwise e has nothing to bill.
+func (r *Reporter) unbillable(ctx context.Context, e billing.Entitlement, meter string, periods []quota.Period, reason string) (outcome, error) {
+	if !e.Status.Live() {
+		return outIdle, nil
 	}
 	var used int64
 	for _, p := range periods {

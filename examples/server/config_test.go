@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 	// price; starter bills nothing.
 	wantPro := billing.Plan{Tier: "pro", PriceID: demoPricePro, MeteredPriceID: demoPriceProMetered, MeterEventName: demoMeterEvent,
 		Included: proIncluded, Soft: proSoft, Hard: proHard, Overage: true}
-	if starter != wantStarter || pro != wantPro {
+	if !reflect.DeepEqual(starter, wantStarter) || !reflect.DeepEqual(pro, wantPro) {
 		t.Errorf("demo plans\n%+v\n%+v\nwant\n%+v\n%+v", starter, pro, wantStarter, wantPro)
 	}
 	if c.PublicURL != "http://localhost:8080" {
@@ -219,7 +220,7 @@ func TestConfigPlans(t *testing.T) {
 		{"starter only", map[string]string{"PRICE_STARTER": "price_S"}, false, "starter",
 			func(t *testing.T, plans *billing.Plans) {
 				want := billing.Plan{Tier: "starter", PriceID: "price_S", Included: starterIncluded, Soft: starterSoft}
-				if got, _ := plans.ByTier("starter"); got != want {
+				if got, _ := plans.ByTier("starter"); !reflect.DeepEqual(got, want) {
 					t.Errorf("starter %+v, want %+v", got, want)
 				}
 			}},
@@ -230,7 +231,7 @@ func TestConfigPlans(t *testing.T) {
 			func(t *testing.T, plans *billing.Plans) {
 				want := billing.Plan{Tier: "enterprise", PriceID: "price_E", MeteredPriceID: "price_EM", MeterEventName: "enterprise_requests",
 					Included: 1_000_000, Overage: true, OverageOnly: true, Interval: quota.Day}
-				if got, _ := plans.ByTier("enterprise"); got != want {
+				if got, _ := plans.ByTier("enterprise"); !reflect.DeepEqual(got, want) {
 					t.Errorf("enterprise %+v, want %+v", got, want)
 				}
 				// Checkout sells what the plans declare.
@@ -250,7 +251,7 @@ func TestConfigPlans(t *testing.T) {
 			}},
 		{"the demo plans without overage", map[string]string{"PLAN_PRO_OVERAGE": "false"}, true, "pro,starter",
 			func(t *testing.T, plans *billing.Plans) {
-				if pro, _ := plans.ByTier("pro"); pro.Overage || pro.MeterEventName != demoMeterEvent || pro.Limits(quota.Period{}).Limit() != proIncluded {
+				if pro, _ := plans.ByTier("pro"); pro.Overage || pro.MeterEventName != demoMeterEvent || pro.Limits(quota.DefaultMeter, quota.Period{}).Limit() != proIncluded {
 					t.Errorf("pro %+v, want no overage, capped at %d", pro, proIncluded)
 				}
 			}},
