@@ -23,17 +23,28 @@ import (
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
 	t.Run("Memory", func(t *testing.T) {
-		st := quota.NewMemoryStore(quota.MemoryOptions{})
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+		clk := newClock(time.Now())
+		st := quota.NewMemoryStore(quota.MemoryOptions{Now: clk.Now})
+		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }, Now: clk.Now, Advance: clk.Add})
 	})
 	t.Run("MemoryZeroValue", func(t *testing.T) {
 		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return new(quota.MemoryStore) }})
 	})
 	t.Run("Miniredis", func(t *testing.T) {
 		_, c := miniredisClient(t)
-		st := newRedisStore(t, c)
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+		conformance(t, c)
 	})
+}
+
+// conformance runs quotatest on a RedisStore of c whose clock is fake, so
+// that holds can expire without waiting.
+func conformance(t *testing.T, c redis.UniversalClient) {
+	clk := newClock(time.Now())
+	st, err := quota.NewRedisStore(c, quota.RedisOptions{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }, Now: clk.Now, Advance: clk.Add})
 }
 
 // TestRedisStore runs the store and the middleware against a real
@@ -44,9 +55,7 @@ func TestRedisStore(t *testing.T) {
 	c := redisClient(t, srv.Addr)
 	st := newRedisStore(t, c)
 
-	t.Run("Conformance", func(t *testing.T) {
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
-	})
+	t.Run("Conformance", func(t *testing.T) { conformance(t, c) })
 	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
 	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
 	t.Run("OneRoundTrip", func(t *testing.T) { testOneRoundTrip(t, srv.Addr) })
@@ -76,9 +85,7 @@ func TestRedisCluster(t *testing.T) {
 	cl := testserver.StartCluster(t)
 	c := cl.Client(t)
 	st := newRedisStore(t, c)
-	t.Run("Conformance", func(t *testing.T) {
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
-	})
+	t.Run("Conformance", func(t *testing.T) { conformance(t, c) })
 	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
 	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
 	t.Run("EveryKeyExpires", func(t *testing.T) {
