@@ -167,7 +167,7 @@ func TestReserveDenied(t *testing.T) {
 	}{
 		{
 			name: "tokens exhausted", before: 1,
-			lim:  meterLimits{"requests": {Plan: "pro", Included: 10}, "tokens": {Plan: "pro", Included: 150, Interval: quota.Day}},
+			lim: meterLimits{"requests": {Plan: "pro", Included: 10}, "tokens": {Plan: "pro", Included: 150, Interval: quota.Day}},
 			want: problem{Type: quota.ProblemQuotaExceeded, Status: 402, Meter: "tokens", ViolatedPolicies: []string{"tokens"},
 				Limit: 150, Used: 100, Reset: "2026-12-01T00:00:00Z"},
 			retryAfter: strconv.Itoa(18 * 3600),
@@ -175,7 +175,7 @@ func TestReserveDenied(t *testing.T) {
 		},
 		{
 			name: "requests exhausted", before: 1,
-			lim:  meterLimits{"requests": {Plan: "pro", Included: 1}, "tokens": {Plan: "pro", Included: 1000}},
+			lim: meterLimits{"requests": {Plan: "pro", Included: 1}, "tokens": {Plan: "pro", Included: 1000}},
 			want: problem{Type: quota.ProblemQuotaExceeded, Status: 402, Meter: "requests", ViolatedPolicies: []string{"requests"},
 				Limit: 1, Used: 1, Reset: "2026-12-01T00:00:00Z"},
 			retryAfter: strconv.Itoa(18 * 3600),
