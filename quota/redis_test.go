@@ -61,6 +61,9 @@ func TestRedisStore(t *testing.T) {
 	t.Run("OneRoundTrip", func(t *testing.T) { testOneRoundTrip(t, srv.Addr) })
 	t.Run("ScriptFlushed", func(t *testing.T) { testScriptFlushed(t, srv.Addr) })
 	t.Run("NearInt64Range", func(t *testing.T) { testNearInt64Range(t, c, st) })
+	t.Run("Reserve", func(t *testing.T) {
+		testReserve(t, func(t *testing.T) redis.UniversalClient { return redisClient(t, srv.Addr) })
+	})
 	t.Run("KeyFormat", func(t *testing.T) {
 		st, err := quota.NewRedisStore(c, quota.RedisOptions{Prefix: "acme"})
 		if err != nil {
@@ -88,6 +91,9 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) { conformance(t, c) })
 	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
 	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
+	t.Run("Reserve", func(t *testing.T) {
+		testReserve(t, func(t *testing.T) redis.UniversalClient { return cl.Client(t) })
+	})
 	t.Run("EveryKeyExpires", func(t *testing.T) {
 		err := c.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
 			assertAllKeysExpire(t, m)

@@ -36,6 +36,7 @@ func settling(t testing.TB, n int64) http.Handler {
 		if err := quota.Settle(r.Context(), "tokens", n); err != nil {
 			t.Errorf("Settle: %v", err)
 		}
+		w.WriteHeader(http.StatusOK)
 	})
 }
 
