@@ -200,12 +200,17 @@ func (s *MemoryStore) Take(ctx context.Context, req TakeRequest) (TakeResult, er
 	if len(req.Reserve) > 0 {
 		res.Holds = make([]HoldResult, len(req.Reserve))
 	}
-	// Check every meter; nothing is changed before all have been checked
-	// (but releasing expired holds).
+	// Each meter's counter is looked up once (nil: none yet). Nothing is
+	// changed before every meter has been checked, but for releasing
+	// expired holds.
+	var buf [4]*memCounter
+	cs := buf[:0]
 	for i := -1; i < len(req.Reserve); i++ {
 		mm := req.memMeter(i)
+		c := s.live(mm.key, now)
+		cs = append(cs, c)
 		var used, reserved int64
-		if c := s.live(mm.key, now); c != nil {
+		if c != nil {
 			used, reserved = c.used, c.reserved
 		}
 		if i < 0 {
@@ -219,30 +224,32 @@ func (s *MemoryStore) Take(ctx context.Context, req TakeRequest) (TakeResult, er
 	}
 	// Written so that no sum can wrap around: an increment past the
 	// int64 range is an error, as Redis's HINCRBY makes it.
-	for i := -1; i < len(req.Reserve); i++ {
-		mm := req.memMeter(i)
-		var n int64
-		if c := s.live(mm.key, now); c != nil {
-			switch {
-			case !res.Allowed:
-				n = c.denied
-			case i < 0:
-				n = c.used
-			default:
-				n = c.reserved
-			}
+	for i, c := range cs {
+		if c == nil {
+			continue
 		}
-		if n > math.MaxInt64-mm.amount {
+		n := c.denied
+		switch {
+		case !res.Allowed:
+		case i == 0:
+			n = c.used
+		default:
+			n = c.reserved
+		}
+		if n > math.MaxInt64-req.memMeter(i-1).amount {
 			return TakeResult{}, ErrCounterOverflow
 		}
 	}
-	for i := -1; i < len(req.Reserve); i++ {
-		mm := req.memMeter(i)
-		c := s.counter(mm.key, now)
+	for i, c := range cs {
+		mm := req.memMeter(i - 1)
+		if c == nil {
+			c = &memCounter{}
+			s.m[mm.key] = c
+		}
 		switch {
 		case !res.Allowed:
 			c.denied += mm.amount
-		case i < 0:
+		case i == 0:
 			c.used += mm.amount
 			res.Used = c.used
 		default:
@@ -255,7 +262,7 @@ func (s *MemoryStore) Take(ctx context.Context, req TakeRequest) (TakeResult, er
 			if len(c.holds) == 1 || until.Before(c.nextHoldExpiry) {
 				c.nextHoldExpiry = until
 			}
-			res.Holds[i].Reserved = c.reserved
+			res.Holds[i-1].Reserved = c.reserved
 		}
 		c.extend(mm.expireAt)
 	}

@@ -372,11 +372,12 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			return
 		}
 	}
+	var st *reqState
 	var holds []Hold
 	var plans []Limits
 	if len(cfg.Reserve) > 0 {
-		holds = make([]Hold, len(cfg.Reserve))
-		plans = make([]Limits, len(cfg.Reserve))
+		st = newReqState(len(cfg.Reserve))
+		holds, plans = st.req.Reserve, st.plans
 		for i, rv := range cfg.Reserve {
 			est, err := rv.Estimate(r)
 			if err == nil && est <= 0 {
@@ -405,7 +406,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 				"The account has no active plan. Subscribe to a plan to use this API.", nil)
 			return
 		}
-		m.unavailable(w, r, next, subject, "limits", err, nil)
+		m.unavailable(w, r, next, subject, "limits", err)
 		return
 	}
 	period := lim.PeriodAt(now)
@@ -459,7 +460,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			// tombstone for a take still on its way.
 			m.refund(r.Context(), req)
 		}
-		m.unavailable(w, r, next, subject, "store", err, holds)
+		m.unavailable(w, r, next, subject, "store", err)
 		return
 	}
 	if !res.Allowed && res.Exhausted == "" {
@@ -493,9 +494,8 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		d.SoftLimitReached = true
 		d.SoftLimitCrossed = res.Used-cost < lim.Soft
 	}
-	var st *reqState
-	if len(holds) > 0 {
-		st = &reqState{req: req, amounts: make([]int64, len(holds)), res: make([]ReservationDecision, len(holds))}
+	if st != nil {
+		st.req = req
 		for i := range holds {
 			h, pl := &holds[i], &plans[i]
 			var hr HoldResult
@@ -558,11 +558,34 @@ func remaining(limit, used, reserved int64) int64 {
 // goroutines.
 type reqState struct {
 	req     TakeRequest
+	plans   []Limits              // the reserved meters' limits
 	res     []ReservationDecision // backs Decision.Reservations
 	mu      sync.Mutex
 	amounts []int64 // settled amounts, the estimates until Settle
 	done    bool    // the handler returned: Settle is refused
 	drop    bool    // degraded (fail-open): nothing is sent to the store
+
+	// Backing arrays for up to inlineHolds reservations: one allocation
+	// per request.
+	holdBuf   [inlineHolds]Hold
+	planBuf   [inlineHolds]Limits
+	resBuf    [inlineHolds]ReservationDecision
+	amountBuf [inlineHolds]int64
+}
+
+// inlineHolds is the number of reservations whose request state needs no
+// allocation besides its own.
+const inlineHolds = 2
+
+// newReqState returns the state of a request with n reservations.
+func newReqState(n int) *reqState {
+	st := &reqState{}
+	if n <= inlineHolds {
+		st.req.Reserve, st.plans, st.res, st.amounts = st.holdBuf[:n:n], st.planBuf[:n:n], st.resBuf[:n:n], st.amountBuf[:n:n]
+	} else {
+		st.req.Reserve, st.plans, st.res, st.amounts = make([]Hold, n), make([]Limits, n), make([]ReservationDecision, n), make([]int64, n)
+	}
+	return st
 }
 
 // Settle reports the units of meter that the request whose context is ctx
@@ -656,8 +679,7 @@ func decisionContext(parent context.Context, d time.Duration) (context.Context, 
 }
 
 // unavailable answers a request for which no decision could be made.
-// holds are the request's reservations, if known.
-func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error, holds []Hold) {
+func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error) {
 	cfg := &m.cfg
 	if cfg.FailOpen {
 		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
@@ -665,13 +687,10 @@ func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next ht
 		dc := &decisionCtx{Context: r.Context(), d: Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}}
 		if len(cfg.Reserve) > 0 {
 			// Settle works, and counts nothing, as the request.
-			st := &reqState{drop: true, amounts: make([]int64, len(cfg.Reserve))}
-			st.req.Reserve = holds
-			if holds == nil {
-				st.req.Reserve = make([]Hold, len(cfg.Reserve))
-				for i, rv := range cfg.Reserve {
-					st.req.Reserve[i].Meter = rv.Meter
-				}
+			st := newReqState(len(cfg.Reserve))
+			st.drop = true
+			for i, rv := range cfg.Reserve {
+				st.req.Reserve[i].Meter = rv.Meter
 			}
 			dc.st = st
 		}

@@ -385,18 +385,18 @@ func (s *RedisStore) keyLen(subject, meter string) int {
 
 // call holds the arguments of one script call. The command's argument
 // slice points at strs and nums (go-redis writes *string and *int64 like
-// string and int64), so nothing is boxed per argument; a take of one meter
-// fits the inline arrays, so its call is one allocation (plus the one
-// string holding its keys). A call is never reused: a go-redis hook may
-// keep the command.
+// string and int64), so nothing is boxed per argument; a take of up to two
+// meters (and a settle of one) fits the inline arrays, so its call is one
+// allocation (plus the one string holding its keys). A call is never
+// reused: a go-redis hook may keep the command.
 type call struct {
 	args []any
 	strs []string
 	nums []int64
 
-	argBuf [13]any
-	strBuf [4]string
-	numBuf [7]int64
+	argBuf [19]any
+	strBuf [6]string
+	numBuf [11]int64
 }
 
 // newCall returns a call with room for nstr strings and nnum integers.
@@ -432,7 +432,7 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 		n += 2 * s.keyLen(req.Subject, req.Reserve[i].Meter)
 	}
 	b.Grow(n)
-	var endBuf [3]int
+	var endBuf [5]int
 	ends := endBuf[:0]
 	b.WriteString(s.prefix)
 	b.WriteString(":{")
@@ -468,7 +468,7 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 	n := 1 + len(req.Reserve)
 	nkeys := 1 + 2*n
 	c := newCall(takeScript, nkeys, nkeys+1, 2+4*n)
-	var kb [3]string
+	var kb [5]string
 	for _, k := range s.takeKeys(&req, kb[:0]) {
 		c.str(k)
 	}
@@ -520,15 +520,23 @@ func decodeTakeArray(req *TakeRequest, v []any) (TakeResult, error) {
 	if len(v) != 1+2*n {
 		return TakeResult{}, fmt.Errorf("quota: redis take: reply of %d values for %d meters", len(v), n)
 	}
-	ints := make([]int64, len(v))
-	for i, x := range v {
-		k, ok := x.(int64)
+	at := func(i int) (int64, error) {
+		k, ok := v[i].(int64)
 		if !ok {
-			return TakeResult{}, fmt.Errorf("quota: redis take: unexpected reply value %T", x)
+			return 0, fmt.Errorf("quota: redis take: unexpected reply value %T", v[i])
+		}
+		return k, nil
+	}
+	var res TakeResult
+	var ints [3]int64
+	for i := range ints {
+		k, err := at(i)
+		if err != nil {
+			return TakeResult{}, err
 		}
 		ints[i] = k
 	}
-	res := TakeResult{Allowed: ints[0] == 0, Used: ints[1], Reserved: ints[2]}
+	res.Allowed, res.Used, res.Reserved = ints[0] == 0, ints[1], ints[2]
 	switch deny := ints[0]; {
 	case deny == 1:
 		res.Exhausted = req.Meter
@@ -538,7 +546,15 @@ func decodeTakeArray(req *TakeRequest, v []any) (TakeResult, error) {
 	if len(req.Reserve) > 0 {
 		res.Holds = make([]HoldResult, len(req.Reserve))
 		for i := range res.Holds {
-			res.Holds[i] = HoldResult{Used: ints[3+2*i], Reserved: ints[4+2*i]}
+			u, err := at(3 + 2*i)
+			if err != nil {
+				return TakeResult{}, err
+			}
+			r, err := at(4 + 2*i)
+			if err != nil {
+				return TakeResult{}, err
+			}
+			res.Holds[i] = HoldResult{Used: u, Reserved: r}
 		}
 	}
 	return res, nil
@@ -551,7 +567,8 @@ func (s *RedisStore) Settle(ctx context.Context, req TakeRequest, used []int64) 
 	}
 	n := len(req.Reserve)
 	c := newCall(settleScript, 2*n, 2*n+1, 1+3*n)
-	keys := s.takeKeys(&req, make([]string, 0, 3+2*n))[3:] // without the record and the request meter
+	var kb [5]string
+	keys := s.takeKeys(&req, kb[:0])[3:] // without the record and the request meter
 	for _, k := range keys {
 		c.str(k)
 	}
@@ -576,7 +593,8 @@ func (s *RedisStore) Refund(ctx context.Context, req TakeRequest) error {
 	n := 1 + len(req.Reserve)
 	nkeys := 1 + 2*n
 	c := newCall(refundScript, nkeys, nkeys+1, 1+2*n)
-	for _, k := range s.takeKeys(&req, make([]string, 0, nkeys)) {
+	var kb [5]string
+	for _, k := range s.takeKeys(&req, kb[:0]) {
 		c.str(k)
 	}
 	c.num(s.rttl)
