@@ -222,7 +222,9 @@ func (c *Config) withDefaults() (Config, error) {
 }
 
 // Middleware meters requests against their subject's plan. Build it with
-// [New] and wrap handlers with [Middleware.Handle].
+// [New], wrap handlers with [Middleware.Handle], and call
+// [Middleware.Close] once the server has shut down, so that the settles
+// and refunds it sends after responses are not cut short.
 //
 // A Middleware is safe for concurrent use. The zero value is not usable.
 type Middleware struct {
@@ -796,7 +798,8 @@ func (d *Decision) reservation(meter string) (*ReservationDecision, bool) {
 }
 
 // ReservationDecision is the state of one reserved meter ([Reservation])
-// in a [Decision], as the decision left it. It is a plain value.
+// in a [Decision], as the decision left it. It is a plain value; its zero
+// value describes nothing reserved of an unnamed meter.
 type ReservationDecision struct {
 	// Meter names the meter.
 	Meter string
