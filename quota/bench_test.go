@@ -107,9 +107,10 @@ func both(b *testing.B, loop func(next func() bool)) {
 
 // BenchmarkReserve compares, on a real redis-server, a request that
 // reserves 100 tokens before its handler and settles what the handler
-// used after it (ReserveSettle) with a request that only takes its cost
-// (Take), serially and with b.RunParallel. Both go through the middleware
-// and a handler that answers 200. Besides ns/op and allocs/op it reports
+// used after it (op=ReserveSettle) with a request that only takes its
+// cost (op=Take), serially and with b.RunParallel. Both go through the
+// middleware and a handler that answers 200. Besides ns/op and allocs/op
+// it reports
 // round trips per request: trips/op counts every command the client sent
 // (internal/testserver.CommandHook), the settle included, and
 // path-trips/op those sent before the response was complete, measured
@@ -117,7 +118,8 @@ func both(b *testing.B, loop func(next func() bool)) {
 // is complete). Each run ends with Close, so the settles are inside the
 // measured time.
 //
-//	go test -run '^$' -bench BenchmarkReserve -benchmem -count 6 ./quota/
+//	go test -run '^$' -bench BenchmarkReserve -benchmem -count 6 ./quota/ | tee reserve.txt
+//	benchstat -col /op reserve.txt
 func BenchmarkReserve(b *testing.B) {
 	srv := testserver.StartRedis(b)
 	lim := quota.StaticLimits{Plan: "pro", Included: 1 << 40}
@@ -127,8 +129,8 @@ func BenchmarkReserve(b *testing.B) {
 		reserve []quota.Reservation
 		handler http.Handler
 	}{
-		{"Take", nil, okHandler()},
-		{"ReserveSettle", []quota.Reservation{{Meter: "tokens", Estimate: fixed(100)}}, settling(b, 42)},
+		{"op=Take", nil, okHandler()},
+		{"op=ReserveSettle", []quota.Reservation{{Meter: "tokens", Estimate: fixed(100)}}, settling(b, 42)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			rdb := redisClient(b, srv.Addr)
