@@ -125,7 +125,8 @@ type Config struct {
 	// Deadline bounds one decision: the limits source and the store call
 	// together. The default is 100ms. A request whose context ends sooner
 	// is decided within its own deadline. A store must honour its context
-	// (see [NewRedisStore]).
+	// (see [NewRedisStore]). Each settle and refund, sent after a
+	// response, has ten times Deadline.
 	Deadline time.Duration
 	// Retention is how long a counter outlives its period, so that the
 	// billing usage reporter can still read and report a closed period:
