@@ -104,3 +104,77 @@ func both(b *testing.B, loop func(next func() bool)) {
 		b.RunParallel(func(pb *testing.PB) { loop(pb.Next) })
 	})
 }
+
+// BenchmarkReserve compares, on a real redis-server, a request that
+// reserves 100 tokens before its handler and settles what the handler
+// used after it (op=ReserveSettle) with a request that only takes its
+// cost (op=Take), serially and with b.RunParallel. Both go through the
+// middleware and a handler that answers 200. Besides ns/op and allocs/op
+// it reports
+// round trips per request: trips/op counts every command the client sent
+// (internal/testserver.CommandHook), the settle included, and
+// path-trips/op those sent before the response was complete, measured
+// apart (one request at a time, each settle held back until its response
+// is complete). Each run ends with Close, so the settles are inside the
+// measured time.
+//
+//	go test -run '^$' -bench BenchmarkReserve -benchmem -count 6 ./quota/ | tee reserve.txt
+//	benchstat -col /op reserve.txt
+func BenchmarkReserve(b *testing.B) {
+	srv := testserver.StartRedis(b)
+	lim := quota.StaticLimits{Plan: "pro", Included: 1 << 40}
+	var seq atomic.Int64
+	for _, c := range []struct {
+		name    string
+		reserve []quota.Reservation
+		handler http.Handler
+	}{
+		{"op=Take", nil, okHandler()},
+		{"op=ReserveSettle", []quota.Reservation{{Meter: "tokens", Estimate: fixed(100)}}, settling(b, 42)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			rdb := redisClient(b, srv.Addr)
+			hook := &testserver.CommandHook{}
+			rdb.AddHook(hook)
+			gs := &gatedStore{Store: newRedisStore(b, rdb)}
+			m := newMiddleware(b, quota.Config{Store: gs, Limits: lim, Deadline: 10 * time.Second, Reserve: c.reserve})
+			h := m.Handle(c.handler)
+			sub := "bench-reserve-" + strconv.FormatInt(seq.Add(1), 10)
+			path, _ := pathTrips(b, m, gs, hook, h, sub, 51) // leaves the gate open
+			for _, parallel := range []bool{false, true} {
+				name := map[bool]string{false: "serial", true: "parallel"}[parallel]
+				b.Run(name, func(b *testing.B) {
+					b.ReportAllocs()
+					var failed atomic.Int64
+					loop := func(next func() bool) {
+						r := httptest.NewRequest(http.MethodPost, "/v1/complete", nil)
+						r.Header.Set("X-Subject", sub)
+						w := &codeWriter{}
+						for next() {
+							w.reset()
+							h.ServeHTTP(w, r)
+							if w.code != http.StatusOK {
+								failed.Add(1)
+							}
+						}
+					}
+					t0 := hook.RoundTrips()
+					b.ResetTimer()
+					if parallel {
+						b.RunParallel(func(pb *testing.PB) { loop(pb.Next) })
+					} else {
+						i := 0
+						loop(func() bool { i++; return i <= b.N })
+					}
+					m.Close()
+					b.StopTimer()
+					if n := failed.Load(); n > 0 {
+						b.Fatalf("%d requests did not get 200", n)
+					}
+					b.ReportMetric(float64(hook.RoundTrips()-t0)/float64(b.N), "trips/op")
+					b.ReportMetric(path, "path-trips/op")
+				})
+			}
+		})
+	}
+}

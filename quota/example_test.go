@@ -2,6 +2,7 @@ package quota_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -134,4 +135,61 @@ func ExampleConfig_onSoftLimit() {
 	// 200 Quota-Soft-Limit: "2"
 	// 200 Quota-Soft-Limit: "2"
 	// 200 Quota-Soft-Limit: "2"
+}
+
+// ExampleSettle meters an API whose cost is known only after the
+// response: each request reserves 100 tokens before the handler runs, and
+// the handler settles what it used (60). The fourth request does not fit
+// under the plan's 250 tokens and is refused with 402 naming the meter;
+// what it would have cost is never billed.
+func ExampleSettle() {
+	now := func() time.Time { return time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC) }
+	store := quota.NewMemoryStore(quota.MemoryOptions{Now: now})
+	mw, err := quota.New(quota.Config{
+		Subject: func(*http.Request) (string, error) { return "alice", nil },
+		Limits: quota.LimitsFunc(func(_ context.Context, _, meter string) (quota.Limits, error) {
+			if meter == "tokens" {
+				return quota.Limits{Plan: "pro", Included: 250}, nil
+			}
+			return quota.Limits{Plan: "pro", Included: 1000}, nil
+		}),
+		Store: store,
+		Now:   now,
+		Reserve: []quota.Reservation{{
+			Meter:    "tokens",
+			Estimate: func(*http.Request) (int64, error) { return 100, nil }, // such as the request's max_tokens
+		}},
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer mw.Close()
+	api := mw.Handle(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		used := int64(60) // known once the work is done
+		if err := quota.Settle(r.Context(), "tokens", used); err != nil {
+			panic(err)
+		}
+		fmt.Fprintln(w, "generated", used, "tokens")
+	}))
+
+	for i := 0; i < 4; i++ {
+		w := httptest.NewRecorder()
+		api.ServeHTTP(w, httptest.NewRequest("POST", "/v1/complete", nil))
+		mw.Close() // waits for the settle, sent after the response
+		fmt.Println(w.Code, w.Header().Get("RateLimit"))
+		if w.Code == http.StatusPaymentRequired {
+			var p struct{ Meter string }
+			json.Unmarshal(w.Body.Bytes(), &p)
+			fmt.Println("  exhausted:", p.Meter)
+		}
+	}
+	u, _ := store.Usage(context.Background(), "alice", "tokens", quota.CalendarPeriod(quota.Month, now()))
+	fmt.Printf("tokens: used %d, reserved %d, denied %d\n", u.Used, u.Reserved, u.Denied)
+	// Output:
+	// 200 "requests";r=999;t=86400, "tokens";r=150;t=86400
+	// 200 "requests";r=998;t=86400, "tokens";r=90;t=86400
+	// 200 "requests";r=997;t=86400, "tokens";r=30;t=86400
+	// 402 "requests";r=997;t=86400, "tokens";r=70;t=86400
+	//   exhausted: tokens
+	// tokens: used 180, reserved 0, denied 100
 }

@@ -31,8 +31,9 @@ func TestRedisOutage(t *testing.T) {
 	lim := quota.StaticLimits{Plan: "pro", Included: 1000}
 	var last quota.Decision
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { last, _ = quota.FromContext(r.Context()) })
-	closed := newMiddleware(t, quota.Config{Store: st, Limits: lim, Deadline: deadline}).Handle(handler)
-	open := newMiddleware(t, quota.Config{Store: st, Limits: lim, Deadline: deadline, FailOpen: true}).Handle(handler)
+	closedMW := newMiddleware(t, quota.Config{Store: st, Limits: lim, Deadline: deadline})
+	openMW := newMiddleware(t, quota.Config{Store: st, Limits: lim, Deadline: deadline, FailOpen: true})
+	closed, open := closedMW.Handle(handler), openMW.Handle(handler)
 
 	if w := do(closed, "alice"); w.Code != http.StatusOK {
 		t.Fatalf("before the outage: status %d", w.Code)
@@ -54,6 +55,11 @@ func TestRedisOutage(t *testing.T) {
 			t.Fatalf("Redis down, fail-open: status %d, decision %+v; want 200, degraded", w.Code, last)
 		}
 	}
+
+	// Each refused request started a refund of its take (which may have
+	// reached Redis before it went away); each ends by its own deadline.
+	closedMW.Close()
+	openMW.Close()
 
 	if err := srv.Start(); err != nil { // returns once the server accepts connections
 		t.Fatal(err)
