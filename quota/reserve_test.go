@@ -372,9 +372,9 @@ func (s *gatedStore) Settle(ctx context.Context, req quota.TakeRequest, used []i
 
 // TestSettleOffRequestPath: the response is complete while the settle is
 // still waiting (it is sent after the handler, in the background); Close
-// waits for it, and no goroutine outlives Close.
+// waits for it, and no goroutine outlives Close. It is not parallel: it
+// counts the process's goroutines, which other tests would disturb.
 func TestSettleOffRequestPath(t *testing.T) {
-	t.Parallel()
 	gs := &gatedStore{Store: quota.NewMemoryStore(quota.MemoryOptions{}), gate: make(chan struct{})}
 	m := newMiddleware(t, quota.Config{Store: gs, Limits: quota.StaticLimits{Included: 1 << 20},
 		Reserve: []quota.Reservation{{Meter: "tokens", Estimate: fixed(100)}}})
