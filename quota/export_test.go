@@ -6,4 +6,13 @@ var (
 	RedisKey = (*RedisStore).key
 	// MemoryLen is [MemoryStore.counters]: the number of counters held.
 	MemoryLen = (*MemoryStore).counters
+	// TakeScriptSHA and RefundScriptSHA are the SHA-1s of the take and
+	// refund scripts, for hooks that single their calls out.
+	TakeScriptSHA   = takeScript.sha.(string)
+	SettleScriptSHA = settleScript.sha.(string)
+	RefundScriptSHA = refundScript.sha.(string)
 )
+
+// Pending returns the number of settles and refunds that m has started
+// and that have not ended.
+func (m *Middleware) Pending() int { return m.bg.pending() }

@@ -52,6 +52,8 @@ func newMiddleware(t testing.TB, cfg quota.Config) *quota.Middleware {
 	if err != nil {
 		t.Fatalf("quota.New: %v", err)
 	}
+	// No settle or refund outlives its test.
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

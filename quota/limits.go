@@ -27,9 +27,17 @@ var (
 	// ErrInvalidMeter is returned for a meter name that is empty, longer
 	// than [MaxMeterLen] bytes, or contains ':', '{' or '}'.
 	ErrInvalidMeter = errors.New("quota: invalid meter")
-	// ErrInvalidRequest is returned by [Store.Take] for a request whose
-	// period or expiry is missing or inconsistent.
+	// ErrInvalidRequest is returned by a [Store] for a request whose
+	// period, expiry, ID or holds are missing or inconsistent.
 	ErrInvalidRequest = errors.New("quota: invalid take request")
+	// ErrDuplicateTake is returned by [Store.Take] for a take whose ID was
+	// used before, or refunded before it ran ([Store.Refund]); such a
+	// take counts nothing.
+	ErrDuplicateTake = errors.New("quota: take ID already used or refunded")
+	// ErrInvalidSettle is returned, wrapped, by [Settle] for a meter that
+	// the request did not reserve, a negative amount, or a settle after
+	// the handler returned.
+	ErrInvalidSettle = errors.New("quota: invalid settle")
 	// ErrCounterOverflow is returned by [MemoryStore.Take] when a count
 	// would leave the int64 range ([RedisStore.Take] returns Redis's own
 	// error for it).

@@ -9,13 +9,18 @@ import (
 
 // MemoryOptions configures a [MemoryStore]. The zero value is ready to use.
 type MemoryOptions struct {
-	// Now is the store's clock, used to expire counters. The default is
-	// time.Now. Give it the same clock as [Config.Now].
+	// Now is the store's clock, used to expire counters, holds and take
+	// records. The default is time.Now. Give it the same clock as
+	// [Config.Now].
 	Now func() time.Time
 	// SweepInterval is how often, by the store's clock, expired counters
-	// are removed from memory; each sweep is O(counters) and runs inside
-	// a Take. The default is one minute.
+	// and take records are removed from memory; each sweep is
+	// O(counters + records) and runs inside a call. The default is one
+	// minute.
 	SweepInterval time.Duration
+	// RefundWindow is how long a take is remembered for [Store.Refund],
+	// as in [RedisOptions]. The default is [DefaultRefundWindow].
+	RefundWindow time.Duration
 }
 
 func (o *MemoryOptions) withDefaults() MemoryOptions {
@@ -26,15 +31,20 @@ func (o *MemoryOptions) withDefaults() MemoryOptions {
 	if out.SweepInterval <= 0 {
 		out.SweepInterval = time.Minute
 	}
+	if out.RefundWindow <= 0 {
+		out.RefundWindow = DefaultRefundWindow
+	}
 	return out
 }
 
 // MemoryStore is a [Store] that keeps counters in process memory, for tests,
 // examples and single-instance deployments. It has the same semantics as
-// [RedisStore]: atomic check and count, denied units apart from used units,
-// expiry no earlier than [TakeRequest.ExpireAt] and never shortened. Expired
-// counters read as zero and are removed by a periodic sweep, so memory stays
-// bounded by the counters that are live.
+// [RedisStore]: atomic check and count of every meter of a take, denied
+// units apart from used units, holds released when settled or expired,
+// takes remembered for refunds, expiry no earlier than
+// [TakeRequest.ExpireAt] and never shortened. Expired counters read as
+// zero and are removed by a periodic sweep, so memory stays bounded by the
+// counters that are live.
 //
 // A MemoryStore is safe for concurrent use. Its zero value is an empty store
 // using time.Now; use [NewMemoryStore] to set options.
@@ -44,6 +54,7 @@ type MemoryStore struct {
 	inited    bool
 	nextSweep time.Time
 	m         map[memKey]*memCounter
+	records   map[memRecordKey]memRecord
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -54,22 +65,119 @@ type memKey struct {
 }
 
 type memCounter struct {
-	used, denied int64
-	expireAt     time.Time
+	used, denied, reserved int64
+	expireAt               time.Time
+	holds                  map[string]memHold // by take ID
+	nextHoldExpiry         time.Time          // no hold expires before it
+}
+
+type memHold struct {
+	amount int64
+	until  time.Time
+}
+
+type memRecordKey struct{ subject, id string }
+
+// memRecord is what a take left: 'a' allowed, 'd' denied, 'r' refunded.
+type memRecord struct {
+	state    byte
+	expireAt time.Time
 }
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore(opts MemoryOptions) *MemoryStore {
-	return &MemoryStore{opts: opts.withDefaults(), inited: true, m: make(map[memKey]*memCounter)}
+	s := &MemoryStore{opts: opts}
+	s.init()
+	return s
 }
 
-// init prepares a zero-value store; s.mu must be held.
+// init prepares a zero-value store; s.mu must be held (or s unshared).
 func (s *MemoryStore) init() {
 	if !s.inited {
 		s.opts = s.opts.withDefaults()
 		s.m = make(map[memKey]*memCounter)
+		s.records = make(map[memRecordKey]memRecord)
 		s.inited = true
 	}
+}
+
+// lock locks s, prepares it and sweeps it; it returns the store's time.
+func (s *MemoryStore) lock() time.Time {
+	s.mu.Lock()
+	s.init()
+	now := s.opts.Now()
+	s.sweep(now)
+	return now
+}
+
+// live returns the counter of k if it exists and has not expired, with
+// its expired holds released.
+func (s *MemoryStore) live(k memKey, now time.Time) *memCounter {
+	c := s.m[k]
+	if c == nil || !now.Before(c.expireAt) {
+		return nil
+	}
+	c.prune(now)
+	return c
+}
+
+// counter returns the live counter of k, or a new one in its place.
+func (s *MemoryStore) counter(k memKey, now time.Time) *memCounter {
+	if c := s.live(k, now); c != nil {
+		return c
+	}
+	c := &memCounter{}
+	s.m[k] = c
+	return c
+}
+
+// prune releases the holds whose time has come (until <= now), as the
+// Redis scripts do.
+func (c *memCounter) prune(now time.Time) {
+	if len(c.holds) == 0 || now.Before(c.nextHoldExpiry) {
+		return
+	}
+	var next time.Time
+	for id, h := range c.holds {
+		if !now.Before(h.until) {
+			c.reserved -= h.amount
+			delete(c.holds, id)
+		} else if next.IsZero() || h.until.Before(next) {
+			next = h.until
+		}
+	}
+	c.nextHoldExpiry = next
+}
+
+func (c *memCounter) extend(expireAt time.Time) {
+	if expireAt.After(c.expireAt) {
+		c.expireAt = expireAt
+	}
+}
+
+// memMeter is one meter of a take.
+type memMeter struct {
+	key       memKey
+	amount    int64
+	limit     int64
+	unlimited bool
+	expireAt  time.Time
+	ttl       time.Duration // 0 for the request meter
+}
+
+func (req *TakeRequest) memMeter(i int) memMeter {
+	if i < 0 {
+		return memMeter{memKey{req.Subject, req.Meter, req.Period.Start.Unix()}, req.Cost, req.Limit, req.Unlimited, req.ExpireAt, 0}
+	}
+	h := &req.Reserve[i]
+	return memMeter{memKey{req.Subject, h.Meter, h.Period.Start.Unix()}, h.Amount, h.Limit, h.Unlimited, h.ExpireAt, h.TTL}
+}
+
+// fits reports whether amount fits under limit beside used and reserved,
+// none of them negative, without overflowing.
+func fits(amount, limit, used, reserved int64) bool {
+	avail := limit - used // >= -MaxInt64
+	return reserved <= avail && amount <= avail-reserved
 }
 
 // Take implements [Store].
@@ -80,33 +188,161 @@ func (s *MemoryStore) Take(ctx context.Context, req TakeRequest) (TakeResult, er
 	if err := ctx.Err(); err != nil {
 		return TakeResult{}, err
 	}
-	k := memKey{req.Subject, req.Meter, req.Period.Start.Unix()}
-	s.mu.Lock()
+	now := s.lock()
 	defer s.mu.Unlock()
-	s.init()
-	now := s.opts.Now()
-	s.sweep(now)
-	c := s.m[k]
-	if c == nil || !now.Before(c.expireAt) {
-		c = &memCounter{}
-		s.m[k] = c
+	rk := memRecordKey{req.Subject, req.ID}
+	if req.ID != "" {
+		if r, ok := s.records[rk]; ok && now.Before(r.expireAt) {
+			return TakeResult{}, ErrDuplicateTake
+		}
 	}
-	// Written so that no sum can wrap around: c.used and c.denied are
-	// never negative, and an increment past the int64 range is an error,
-	// as Redis's HINCRBY makes it.
-	allowed := req.Unlimited || req.Cost <= req.Limit-c.used
-	n := &c.denied
-	if allowed {
-		n = &c.used
+	res := TakeResult{Allowed: true}
+	if len(req.Reserve) > 0 {
+		res.Holds = make([]HoldResult, len(req.Reserve))
 	}
-	if *n > math.MaxInt64-req.Cost {
-		return TakeResult{}, ErrCounterOverflow
+	// Check every meter; nothing is changed before all have been checked
+	// (but releasing expired holds).
+	for i := -1; i < len(req.Reserve); i++ {
+		mm := req.memMeter(i)
+		var used, reserved int64
+		if c := s.live(mm.key, now); c != nil {
+			used, reserved = c.used, c.reserved
+		}
+		if i < 0 {
+			res.Used, res.Reserved = used, reserved
+		} else {
+			res.Holds[i] = HoldResult{Used: used, Reserved: reserved}
+		}
+		if res.Allowed && !mm.unlimited && !fits(mm.amount, mm.limit, used, reserved) {
+			res.Allowed, res.Exhausted = false, mm.key.meter
+		}
 	}
-	*n += req.Cost
-	if req.ExpireAt.After(c.expireAt) {
-		c.expireAt = req.ExpireAt
+	// Written so that no sum can wrap around: an increment past the
+	// int64 range is an error, as Redis's HINCRBY makes it.
+	for i := -1; i < len(req.Reserve); i++ {
+		mm := req.memMeter(i)
+		var n int64
+		if c := s.live(mm.key, now); c != nil {
+			switch {
+			case !res.Allowed:
+				n = c.denied
+			case i < 0:
+				n = c.used
+			default:
+				n = c.reserved
+			}
+		}
+		if n > math.MaxInt64-mm.amount {
+			return TakeResult{}, ErrCounterOverflow
+		}
 	}
-	return TakeResult{Allowed: allowed, Used: c.used}, nil
+	for i := -1; i < len(req.Reserve); i++ {
+		mm := req.memMeter(i)
+		c := s.counter(mm.key, now)
+		switch {
+		case !res.Allowed:
+			c.denied += mm.amount
+		case i < 0:
+			c.used += mm.amount
+			res.Used = c.used
+		default:
+			c.reserved += mm.amount
+			if c.holds == nil {
+				c.holds = make(map[string]memHold)
+			}
+			until := now.Add(mm.ttl)
+			c.holds[req.ID] = memHold{amount: mm.amount, until: until}
+			if len(c.holds) == 1 || until.Before(c.nextHoldExpiry) {
+				c.nextHoldExpiry = until
+			}
+			res.Holds[i].Reserved = c.reserved
+		}
+		c.extend(mm.expireAt)
+	}
+	if req.ID != "" {
+		st := byte('a')
+		if !res.Allowed {
+			st = 'd'
+		}
+		s.records[rk] = memRecord{state: st, expireAt: now.Add(s.opts.RefundWindow)}
+	}
+	return res, nil
+}
+
+// Settle implements [Store].
+func (s *MemoryStore) Settle(ctx context.Context, req TakeRequest, used []int64) error {
+	if err := validateSettle(&req, used); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.lock()
+	defer s.mu.Unlock()
+	for i := range req.Reserve {
+		mm := req.memMeter(i)
+		if c := s.live(mm.key, now); c != nil && c.used > math.MaxInt64-used[i] {
+			return ErrCounterOverflow
+		}
+	}
+	for i := range req.Reserve {
+		mm := req.memMeter(i)
+		c := s.live(mm.key, now)
+		if c != nil {
+			if h, ok := c.holds[req.ID]; ok && h.amount == mm.amount {
+				c.reserved -= h.amount
+				delete(c.holds, req.ID)
+			}
+		}
+		if used[i] > 0 {
+			if c == nil {
+				c = s.counter(mm.key, now)
+			}
+			c.used += used[i]
+		}
+		if c != nil {
+			c.extend(mm.expireAt)
+		}
+	}
+	return nil
+}
+
+// Refund implements [Store].
+func (s *MemoryStore) Refund(ctx context.Context, req TakeRequest) error {
+	if err := validateRefund(&req); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := s.lock()
+	defer s.mu.Unlock()
+	rk := memRecordKey{req.Subject, req.ID}
+	var old byte
+	if r, ok := s.records[rk]; ok && now.Before(r.expireAt) {
+		old = r.state
+	}
+	s.records[rk] = memRecord{state: 'r', expireAt: now.Add(s.opts.RefundWindow)}
+	if old != 'a' && old != 'd' {
+		return nil
+	}
+	for i := -1; i < len(req.Reserve); i++ {
+		mm := req.memMeter(i)
+		c := s.live(mm.key, now)
+		switch {
+		case c == nil:
+		case old == 'd':
+			c.denied -= mm.amount
+		case i < 0:
+			c.used -= mm.amount
+		default:
+			if h, ok := c.holds[req.ID]; ok && h.amount == mm.amount {
+				c.reserved -= h.amount
+				delete(c.holds, req.ID)
+			}
+		}
+	}
+	return nil
 }
 
 // Usage implements [Store].
@@ -117,14 +353,13 @@ func (s *MemoryStore) Usage(ctx context.Context, subject, meter string, period P
 	if err := ctx.Err(); err != nil {
 		return Usage{}, err
 	}
-	s.mu.Lock()
+	now := s.lock()
 	defer s.mu.Unlock()
-	s.init()
-	c := s.m[memKey{subject, meter, period.Start.Unix()}]
-	if c == nil || !s.opts.Now().Before(c.expireAt) {
+	c := s.live(memKey{subject, meter, period.Start.Unix()}, now)
+	if c == nil {
 		return Usage{}, nil
 	}
-	return Usage{Used: c.used, Denied: c.denied}, nil
+	return Usage{Used: c.used, Denied: c.denied, Reserved: c.reserved}, nil
 }
 
 // counters returns the number of counters held, including expired ones
@@ -135,8 +370,8 @@ func (s *MemoryStore) counters() int {
 	return len(s.m)
 }
 
-// sweep removes expired counters when the sweep interval has passed; s.mu
-// must be held.
+// sweep removes expired counters and take records when the sweep
+// interval has passed; s.mu must be held.
 func (s *MemoryStore) sweep(now time.Time) {
 	if now.Before(s.nextSweep) {
 		return
@@ -145,6 +380,11 @@ func (s *MemoryStore) sweep(now time.Time) {
 	for k, c := range s.m {
 		if !now.Before(c.expireAt) {
 			delete(s.m, k)
+		}
+	}
+	for k, r := range s.records {
+		if !now.Before(r.expireAt) {
+			delete(s.records, k)
 		}
 	}
 }

@@ -2,11 +2,16 @@ package quota
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,7 +54,38 @@ const (
 	// DefaultRetryAfter is the Retry-After of a 503 when
 	// [Config.RetryAfter] is zero.
 	DefaultRetryAfter = time.Second
+	// DefaultReservationTTL is how long an unsettled reservation holds
+	// its units when [Config.ReservationTTL] is zero.
+	DefaultReservationTTL = 5 * time.Minute
 )
+
+// backgroundFactor times [Config.Deadline] is the deadline of each settle
+// and refund that the middleware sends after a response.
+const backgroundFactor = 10
+
+// Reservation declares a meter whose amount a handler learns only after it
+// has done the work, such as the tokens of a completion, the bytes of an
+// upload or the seconds of a job. Before the handler runs, the middleware
+// reserves Estimate's units in the same decision (one store call) that
+// counts the request meter, and refuses the request with 402 when they do
+// not fit under the meter's hard limit; the handler then reports what it
+// used with [Settle]. See the package documentation, section Reservations.
+//
+// A Reservation is a plain value. Its zero value is not valid (it has no
+// meter).
+type Reservation struct {
+	// Meter names the reserved meter. Required; it must satisfy the rules
+	// of [ErrInvalidMeter] and differ from [Config.Meter] and from the
+	// other reservations' meters.
+	Meter string
+	// Estimate returns the units to reserve for a request: the most it
+	// may use, or a fair estimate when settling more than reserved is
+	// acceptable (the excess is counted, past the hard limit if need
+	// be). Required. A result of zero or less, or an error, is a bug in
+	// the server: the middleware answers 500 and counts nothing. It must
+	// be safe for concurrent use.
+	Estimate CostFunc
+}
 
 // Config configures a [Middleware]. Subject, Limits and Store are required;
 // every other zero field means its documented default.
@@ -68,6 +104,19 @@ type Config struct {
 	Meter string
 	// Cost returns a request's units. The default counts 1 per request.
 	Cost CostFunc
+	// Reserve lists the meters whose usage a request's handler learns
+	// only afterwards and reports with [Settle]. They are checked and
+	// reserved together with Meter, in one store call. The default (nil)
+	// reserves nothing.
+	Reserve []Reservation
+	// ReservationTTL bounds an unsettled reservation: after it, units
+	// reserved by a process that died before settling are released,
+	// never billed. It must exceed the longest time a handler takes (a
+	// settle after it still counts the units used, but they were no
+	// longer held, so concurrent requests may have taken them: the meter
+	// may then pass its hard limit by that settle). The default is five
+	// minutes.
+	ReservationTTL time.Duration
 	// FailOpen lets requests through, uncounted, when no decision could be
 	// made in time (store or limits source failed or exceeded Deadline);
 	// the failure is logged. The default (false) is fail-closed: such
@@ -122,12 +171,34 @@ func (c *Config) withDefaults() (Config, error) {
 		return out, fmt.Errorf("%w: Retention is negative", ErrInvalidConfig)
 	case out.RetryAfter < 0:
 		return out, fmt.Errorf("%w: RetryAfter is negative", ErrInvalidConfig)
+	case out.ReservationTTL < 0:
+		return out, fmt.Errorf("%w: ReservationTTL is negative", ErrInvalidConfig)
 	}
 	if out.Meter == "" {
 		out.Meter = DefaultMeter
 	}
 	if err := validMeter(out.Meter); err != nil {
 		return out, fmt.Errorf("%w: Meter %q: %w", ErrInvalidConfig, out.Meter, err)
+	}
+	out.Reserve = slices.Clone(out.Reserve)
+	for i, rv := range out.Reserve {
+		if err := validMeter(rv.Meter); err != nil {
+			return out, fmt.Errorf("%w: Reserve[%d].Meter %q: %w", ErrInvalidConfig, i, rv.Meter, err)
+		}
+		if rv.Meter == out.Meter {
+			return out, fmt.Errorf("%w: Reserve[%d].Meter %q is Meter: the request meter is counted, not reserved", ErrInvalidConfig, i, rv.Meter)
+		}
+		for j := 0; j < i; j++ {
+			if out.Reserve[j].Meter == rv.Meter {
+				return out, fmt.Errorf("%w: Reserve[%d].Meter %q is reserved twice", ErrInvalidConfig, i, rv.Meter)
+			}
+		}
+		if rv.Estimate == nil {
+			return out, fmt.Errorf("%w: Reserve[%d].Estimate is required", ErrInvalidConfig, i)
+		}
+	}
+	if out.ReservationTTL == 0 {
+		out.ReservationTTL = DefaultReservationTTL
 	}
 	if out.Deadline == 0 {
 		out.Deadline = DefaultDeadline
@@ -157,6 +228,9 @@ func (c *Config) withDefaults() (Config, error) {
 type Middleware struct {
 	cfg        Config
 	retryAfter string // precomputed Retry-After of a 503
+	idPrefix   string // random, starts every take ID of this middleware
+	seq        atomic.Uint64
+	bg         background
 
 	mu       sync.RWMutex
 	policies map[policyKey]string // RateLimit-Policy values
@@ -179,11 +253,81 @@ func New(cfg Config) (*Middleware, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Middleware{
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("quota: random take ID prefix: %w", err)
+	}
+	m := &Middleware{
 		cfg:        c,
 		retryAfter: itoa(ceilSeconds(c.RetryAfter)),
+		idPrefix:   hex.EncodeToString(rnd[:]) + "-",
 		policies:   make(map[policyKey]string),
-	}, nil
+	}
+	m.bg.idle.L = &m.bg.mu
+	return m, nil
+}
+
+// Close waits until every settle and refund that the middleware has
+// started in the background has ended, and returns nil. Each of them is
+// bounded by its own deadline (ten times [Config.Deadline]), so Close
+// returns within that after the last request. Call it once the HTTP server
+// has shut down (after http.Server.Shutdown returns), before closing the
+// store's Redis client; requests served after Close still work and start
+// their own background calls, which a later Close waits for.
+func (m *Middleware) Close() error {
+	m.bg.wait()
+	return nil
+}
+
+// background counts the goroutines that settle and refund after a
+// response, so that Close can wait for them. A sync.WaitGroup would not do:
+// Close may run while requests still start goroutines.
+type background struct {
+	mu   sync.Mutex
+	n    int
+	idle sync.Cond
+}
+
+// goFunc runs f in a goroutine of its own, counted until it returns.
+func (b *background) goFunc(f func()) {
+	b.mu.Lock()
+	b.n++
+	b.mu.Unlock()
+	go func() {
+		defer b.done()
+		f()
+	}()
+}
+
+func (b *background) done() {
+	b.mu.Lock()
+	b.n--
+	if b.n == 0 {
+		b.idle.Broadcast()
+	}
+	b.mu.Unlock()
+}
+
+func (b *background) wait() {
+	b.mu.Lock()
+	for b.n > 0 {
+		b.idle.Wait()
+	}
+	b.mu.Unlock()
+}
+
+// pending returns the number of background calls that have not ended.
+func (b *background) pending() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
+}
+
+// nextID returns a take ID unique to this middleware and, by its random
+// prefix, to any other.
+func (m *Middleware) nextID() string {
+	var b [40]byte
+	return string(strconv.AppendUint(append(b[:0], m.idPrefix...), m.seq.Add(1), 36))
 }
 
 // Handle returns next wrapped by the middleware. Requests that are allowed
@@ -191,13 +335,16 @@ func New(cfg Config) (*Middleware, error) {
 // RateLimit header fields set; other requests get a problem response:
 //
 //   - 401: no subject.
-//   - 402 (type quota-exceeded): over the hard limit, with Retry-After.
+//   - 402 (type quota-exceeded): a meter over its hard limit (the problem's
+//     "meter" names it), with Retry-After.
 //   - 402 (type [ProblemNoPlan]): the limits source returned [ErrNoPlan].
-//   - 500: the cost function failed or the subject cannot be stored.
+//   - 500: the cost or an estimate function failed, or the subject cannot
+//     be stored.
 //   - 503 with Retry-After: no decision within the deadline (fail-closed).
 //
-// None of them counts anything, except 402 over the limit, whose cost goes
-// to the denied counter.
+// None of them counts anything billable: a 402 over a limit adds its
+// units to the denied counters, and a 503 whose store call may have
+// counted is refunded in the background.
 func (m *Middleware) Handle(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.serve(w, r, next)
@@ -225,10 +372,32 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			return
 		}
 	}
+	var holds []Hold
+	var plans []Limits
+	if len(cfg.Reserve) > 0 {
+		holds = make([]Hold, len(cfg.Reserve))
+		plans = make([]Limits, len(cfg.Reserve))
+		for i, rv := range cfg.Reserve {
+			est, err := rv.Estimate(r)
+			if err == nil && est <= 0 {
+				err = ErrInvalidCost
+			}
+			if err != nil {
+				cfg.Logger.ErrorContext(r.Context(), "quota: estimate function failed",
+					slog.String("subject", subject), slog.String("meter", rv.Meter), slog.Any("error", err))
+				writeServerError(w)
+				return
+			}
+			holds[i] = Hold{Meter: rv.Meter, Amount: est, TTL: cfg.ReservationTTL}
+		}
+	}
 
 	now := cfg.Now()
 	ctx, cancel := decisionContext(r.Context(), cfg.Deadline)
 	lim, err := cfg.Limits.Limits(ctx, subject, cfg.Meter)
+	for i := 0; err == nil && i < len(holds); i++ {
+		plans[i], err = cfg.Limits.Limits(ctx, subject, holds[i].Meter)
+	}
 	if err != nil {
 		cancel()
 		if errors.Is(err, ErrNoPlan) {
@@ -236,28 +405,45 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 				"The account has no active plan. Subscribe to a plan to use this API.", nil)
 			return
 		}
-		m.unavailable(w, r, next, subject, "limits", err)
+		m.unavailable(w, r, next, subject, "limits", err, nil)
 		return
 	}
 	period := lim.PeriodAt(now)
 	limit := lim.Limit()
 	capped := !lim.Unlimited()
-	var res TakeResult
+	req := TakeRequest{
+		ID:        m.nextID(),
+		Subject:   subject,
+		Meter:     cfg.Meter,
+		Period:    period,
+		Cost:      cost,
+		Limit:     limit,
+		Unlimited: !capped,
+		ExpireAt:  period.End.Add(cfg.Retention),
+		Reserve:   holds,
+	}
+	// A meter whose plan allows nothing decides without the store: no
+	// round trip, no 503 or fail-open pass while it is down, and nothing
+	// counted.
+	nothing := ""
 	if capped && limit == 0 {
-		// The plan allows nothing: the decision needs no store, so the
-		// store is not asked (no round trip, no 503 or fail-open pass
-		// while it is down) and nothing is counted.
+		nothing = cfg.Meter
+	}
+	for i := range holds {
+		h, pl := &holds[i], &plans[i]
+		h.Period = pl.PeriodAt(now)
+		h.Limit, h.Unlimited = pl.Limit(), pl.Unlimited()
+		h.ExpireAt = h.Period.End.Add(cfg.Retention)
+		if nothing == "" && !h.Unlimited && h.Limit == 0 {
+			nothing = h.Meter
+		}
+	}
+	var res TakeResult
+	if nothing != "" {
 		err = checkSubject(subject)
+		res.Exhausted = nothing
 	} else {
-		res, err = cfg.Store.Take(ctx, TakeRequest{
-			Subject:   subject,
-			Meter:     cfg.Meter,
-			Period:    period,
-			Cost:      cost,
-			Limit:     limit,
-			Unlimited: !capped,
-			ExpireAt:  period.End.Add(cfg.Retention),
-		})
+		res, err = cfg.Store.Take(ctx, req)
 	}
 	cancel()
 	if err != nil {
@@ -267,8 +453,17 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			writeServerError(w)
 			return
 		}
-		m.unavailable(w, r, next, subject, "store", err)
+		if !errors.Is(err, ErrDuplicateTake) {
+			// The store may have counted the take before failing (a
+			// reply lost to the deadline): give it back, or leave a
+			// tombstone for a take still on its way.
+			m.refund(r.Context(), req)
+		}
+		m.unavailable(w, r, next, subject, "store", err, holds)
 		return
+	}
+	if !res.Allowed && res.Exhausted == "" {
+		res.Exhausted = cfg.Meter // a Store of another package may leave it empty
 	}
 
 	dc := &decisionCtx{Context: r.Context(), d: Decision{
@@ -276,18 +471,20 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		Plan:      lim.Plan,
 		Meter:     cfg.Meter,
 		Allowed:   res.Allowed,
+		Exhausted: res.Exhausted,
 		Cost:      cost,
 		Limit:     limit,
 		Unlimited: !capped,
 		Included:  lim.Included,
 		Soft:      lim.Soft,
 		Used:      res.Used,
+		Reserved:  res.Reserved,
 		Period:    period,
 	}}
 	d := &dc.d
 	d.Remaining = -1
 	if capped {
-		d.Remaining = max(limit-res.Used, 0)
+		d.Remaining = remaining(limit, res.Used, res.Reserved)
 	}
 	if lim.Overage && lim.Included > 0 {
 		d.Overage = max(res.Used-lim.Included, 0)
@@ -296,10 +493,36 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		d.SoftLimitReached = true
 		d.SoftLimitCrossed = res.Used-cost < lim.Soft
 	}
+	var st *reqState
+	if len(holds) > 0 {
+		st = &reqState{req: req, amounts: make([]int64, len(holds)), res: make([]ReservationDecision, len(holds))}
+		for i := range holds {
+			h, pl := &holds[i], &plans[i]
+			var hr HoldResult
+			if i < len(res.Holds) {
+				hr = res.Holds[i]
+			}
+			st.amounts[i] = h.Amount
+			rd := &st.res[i]
+			*rd = ReservationDecision{
+				Meter: h.Meter, Plan: pl.Plan, Estimate: h.Amount,
+				Limit: h.Limit, Unlimited: h.Unlimited, Included: pl.Included,
+				Used: hr.Used, Reserved: hr.Reserved, Remaining: -1, Period: h.Period,
+			}
+			if !h.Unlimited {
+				rd.Remaining = remaining(h.Limit, hr.Used, hr.Reserved)
+			}
+		}
+		d.res = &st.res
+		dc.st = st
+	}
 	r = r.WithContext(dc)
 	h := w.Header()
 	m.setRateLimit(h, dc, now)
 	if !res.Allowed {
+		if st != nil {
+			st.done = true // nothing to settle
+		}
 		if cfg.OnDeny != nil {
 			cfg.OnDeny(r.Context(), *d)
 		}
@@ -313,7 +536,111 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			cfg.OnSoftLimit(r.Context(), *d)
 		}
 	}
+	if st != nil {
+		// Deferred, so that a handler that panics still settles (its
+		// estimate, or what it settled before).
+		defer m.settle(r.Context(), st)
+	}
 	next.ServeHTTP(w, r)
+}
+
+// remaining is limit - used - reserved, at least 0, without overflow.
+func remaining(limit, used, reserved int64) int64 {
+	if used >= limit || reserved >= limit-used {
+		return 0
+	}
+	return limit - used - reserved
+}
+
+// reqState is what a request with reservations needs after its handler:
+// the take to settle (or refund) and the amounts the handler settled. Its
+// mutex guards amounts and done: a handler may settle from several
+// goroutines.
+type reqState struct {
+	req     TakeRequest
+	res     []ReservationDecision // backs Decision.Reservations
+	mu      sync.Mutex
+	amounts []int64 // settled amounts, the estimates until Settle
+	done    bool    // the handler returned: Settle is refused
+	drop    bool    // degraded (fail-open): nothing is sent to the store
+}
+
+// Settle reports the units of meter that the request whose context is ctx
+// actually used: the handler calls it with its request's context before
+// it returns. The middleware settles after the handler has returned, in
+// the background (no round trip is added before the response): the
+// reservation is released and n is counted, so settling less than the
+// estimate releases the rest, and settling more counts the excess, even
+// past the meter's hard limit: settling more than reserved is the only
+// way past a hard limit, and only by the excess. A handler that returns
+// without settling a meter settles its estimate. Calling Settle again
+// replaces the amount.
+//
+// Settle returns an error wrapping [ErrInvalidSettle] when ctx is not the
+// context of a request with a reservation of meter, when n is negative, or
+// after the handler has returned. In a request let through without a
+// decision (fail-open, [Decision.Degraded]) it accepts n and counts
+// nothing, like the rest of that request. It is safe for concurrent use.
+func Settle(ctx context.Context, meter string, n int64) error {
+	st, _ := ctx.Value(settleKey{}).(*reqState)
+	if st == nil {
+		return fmt.Errorf("%w: the request has no reservation (is the handler behind a quota middleware with Config.Reserve?)", ErrInvalidSettle)
+	}
+	if n < 0 {
+		return fmt.Errorf("%w: negative amount %d", ErrInvalidSettle, n)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.done {
+		return fmt.Errorf("%w: settled after the handler returned", ErrInvalidSettle)
+	}
+	for i := range st.req.Reserve {
+		if st.req.Reserve[i].Meter == meter {
+			st.amounts[i] = n
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: meter %q is not reserved by this request", ErrInvalidSettle, meter)
+}
+
+// settle sends the request's settlement in the background, once its
+// handler has returned.
+func (m *Middleware) settle(parent context.Context, st *reqState) {
+	st.mu.Lock()
+	st.done = true
+	drop := st.drop
+	amounts := st.amounts
+	st.mu.Unlock()
+	if drop {
+		return
+	}
+	m.inBackground(parent, "settle", func(ctx context.Context) error {
+		return m.cfg.Store.Settle(ctx, st.req, amounts)
+	})
+}
+
+// refund sends a refund of req in the background.
+func (m *Middleware) refund(parent context.Context, req TakeRequest) {
+	m.inBackground(parent, "refund", func(ctx context.Context) error {
+		return m.cfg.Store.Refund(ctx, req)
+	})
+}
+
+// inBackground runs f in a goroutine counted for Close, with a context that
+// keeps parent's values but not its cancellation (the response has been
+// written, or is being written) and has a deadline of its own.
+func (m *Middleware) inBackground(parent context.Context, what string, f func(context.Context) error) {
+	ctx := context.WithoutCancel(parent)
+	m.bg.goFunc(func() {
+		ctx, cancel := context.WithTimeout(ctx, backgroundFactor*m.cfg.Deadline)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			// A failed settle leaves the reservation to expire (its units
+			// are then not billed); a failed refund may leave a refused
+			// request's units counted.
+			m.cfg.Logger.ErrorContext(ctx, "quota: "+what+" failed", slog.Any("error", err))
+		}
+	})
 }
 
 // decisionContext returns the context of one decision: parent with a
@@ -329,13 +656,26 @@ func decisionContext(parent context.Context, d time.Duration) (context.Context, 
 }
 
 // unavailable answers a request for which no decision could be made.
-func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error) {
+// holds are the request's reservations, if known.
+func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error, holds []Hold) {
 	cfg := &m.cfg
 	if cfg.FailOpen {
 		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
 			slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
-		d := Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}
-		next.ServeHTTP(w, r.WithContext(newContext(r.Context(), d)))
+		dc := &decisionCtx{Context: r.Context(), d: Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}}
+		if len(cfg.Reserve) > 0 {
+			// Settle works, and counts nothing, as the request.
+			st := &reqState{drop: true, amounts: make([]int64, len(cfg.Reserve))}
+			st.req.Reserve = holds
+			if holds == nil {
+				st.req.Reserve = make([]Hold, len(cfg.Reserve))
+				for i, rv := range cfg.Reserve {
+					st.req.Reserve[i].Meter = rv.Meter
+				}
+			}
+			dc.st = st
+		}
+		next.ServeHTTP(w, r.WithContext(dc))
 		return
 	}
 	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
@@ -355,9 +695,12 @@ func isInputError(err error) bool {
 }
 
 // Decision is the outcome of metering one request. Handlers behind the
-// middleware read it with [FromContext]. Its zero value is a denial of an
-// unknown subject under a plan that allows nothing; [FromContext] reports
-// whether a decision was made at all.
+// middleware read it with [FromContext]. Its fields describe the request
+// meter ([Config.Meter]); [Decision.Reservations] describes the reserved
+// meters. Its zero value is a denial of an unknown subject under a plan
+// that allows nothing; [FromContext] reports whether a decision was made
+// at all. A Decision is a value: copies share only the slice behind
+// Reservations, which they never write.
 type Decision struct {
 	// Subject is who the request is metered against.
 	Subject string
@@ -367,6 +710,9 @@ type Decision struct {
 	Meter string
 	// Allowed reports whether the request was admitted.
 	Allowed bool
+	// Exhausted names the meter whose hard limit refused the request:
+	// Meter or a reserved meter. It is empty when Allowed.
+	Exhausted string
 	// Degraded reports that the request was let through uncounted because
 	// no decision could be made (fail-open); the counts below are then
 	// unknown and zero.
@@ -383,10 +729,13 @@ type Decision struct {
 	// Included and Soft are the plan's included units and soft limit.
 	Included, Soft int64
 	// Used is the period's billable count after this request (0 when the
-	// plan allows nothing: the store is then not asked).
+	// store was not asked: a meter of the plan allows nothing).
 	Used int64
-	// Remaining is Limit - Used, at least 0; -1 when Unlimited or
-	// Degraded.
+	// Reserved is the meter's units held by unsettled reservations of
+	// other requests (when other routes reserve the request meter).
+	Reserved int64
+	// Remaining is Limit - Used - Reserved, at least 0; -1 when Unlimited
+	// or Degraded.
 	Remaining int64
 	// Overage is the units above Included counted this period, when the
 	// plan allows overage.
@@ -397,12 +746,66 @@ type Decision struct {
 	SoftLimitCrossed bool
 	// Period is the counting period; its End is when the count resets.
 	Period Period
+
+	res *[]ReservationDecision // nil without Config.Reserve
 }
 
 // Reset returns when the period's count resets: the period's end.
 func (d Decision) Reset() time.Time { return d.Period.End }
 
-type decisionKey struct{}
+// Reservations returns the decision's reserved meters, in the order of
+// [Config.Reserve]; nil when the middleware reserves nothing, or in a
+// Degraded decision. The slice is a copy.
+func (d Decision) Reservations() []ReservationDecision {
+	if d.res == nil {
+		return nil
+	}
+	return slices.Clone(*d.res)
+}
+
+// reservation returns the reserved meter named meter, if any.
+func (d *Decision) reservation(meter string) (*ReservationDecision, bool) {
+	if d.res == nil {
+		return nil, false
+	}
+	for i := range *d.res {
+		if rd := &(*d.res)[i]; rd.Meter == meter {
+			return rd, true
+		}
+	}
+	return nil, false
+}
+
+// ReservationDecision is the state of one reserved meter ([Reservation])
+// in a [Decision], as the decision left it. It is a plain value.
+type ReservationDecision struct {
+	// Meter names the meter.
+	Meter string
+	// Plan is [Limits.Plan] of the meter's limits.
+	Plan string
+	// Estimate is the units reserved for the request.
+	Estimate int64
+	// Limit and Unlimited are the meter's hard limit, as in [Decision].
+	Limit     int64
+	Unlimited bool
+	// Included is the plan's included units of the meter.
+	Included int64
+	// Used is the meter's billable (settled) count.
+	Used int64
+	// Reserved is the units held by unsettled reservations, this
+	// request's included when it was allowed.
+	Reserved int64
+	// Remaining is Limit - Used - Reserved, at least 0; -1 when
+	// Unlimited.
+	Remaining int64
+	// Period is the meter's counting period.
+	Period Period
+}
+
+type (
+	decisionKey struct{}
+	settleKey   struct{}
+)
 
 // decisionCtx is a context carrying a Decision: one allocation where
 // context.WithValue and a *Decision would be two. Every other lookup goes
@@ -410,23 +813,25 @@ type decisionKey struct{}
 // middleware also keeps the response's header values in it (see
 // [Middleware.setRateLimit]), which spares their []string: each response's
 // header slices are backed by its own decisionCtx, so a handler that
-// writes to one changes that response only.
+// writes to one changes that response only. A request with reservations
+// also finds its settle state in it ([Settle]).
 type decisionCtx struct {
 	context.Context
 	d   Decision
+	st  *reqState
 	hdr [3]string // RateLimit; Retry-After when denied, else Quota-Soft-Limit; RateLimit-Policy
 }
 
 func (c *decisionCtx) Value(key any) any {
-	if _, ok := key.(decisionKey); ok {
+	switch key.(type) {
+	case decisionKey:
 		return &c.d
+	case settleKey:
+		if c.st != nil {
+			return c.st
+		}
 	}
 	return c.Context.Value(key)
-}
-
-// newContext returns a copy of ctx carrying d.
-func newContext(ctx context.Context, d Decision) context.Context {
-	return &decisionCtx{Context: ctx, d: d}
 }
 
 // FromContext returns the decision that the middleware stored in ctx: the

@@ -143,6 +143,9 @@ func (s *errStore) Take(context.Context, quota.TakeRequest) (quota.TakeResult, e
 	return quota.TakeResult{}, s.err
 }
 
+// Refund fails like Take: the store is down.
+func (s *errStore) Refund(context.Context, quota.TakeRequest) error { return s.err }
+
 func TestMiddlewareBadInput(t *testing.T) {
 	t.Parallel()
 	boom := errors.New("boom: secret internal detail")
@@ -257,6 +260,9 @@ type slowStore struct {
 	deadline time.Time
 	start    time.Time
 }
+
+// Refund succeeds at once: these tests time the decision, not the refund.
+func (s *slowStore) Refund(context.Context, quota.TakeRequest) error { return nil }
 
 func (s *slowStore) Take(ctx context.Context, _ quota.TakeRequest) (quota.TakeResult, error) {
 	s.mu.Lock()

@@ -2,7 +2,6 @@ package quota
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,66 +10,249 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Hash fields of a usage counter.
-const (
-	fieldUsed   = "used"
-	fieldDenied = "denied"
-)
-
-// takeSource checks, counts and extends the expiry of one counter in one
-// step. KEYS[1] is the counter (a hash); ARGV is cost, limit and the Unix
-// second at which the counter may expire. A limit of -1 means no cap (a
-// [TakeRequest.Unlimited] request; a TakeRequest's own Limit is never
-// negative); a limit of 0 allows nothing. It returns one integer: used
-// (>= 1) when the request is allowed, -1-used when it is denied (see
-// [decodeTake]); one integer rather than an array keeps the reply to a
-// single value.
-//
-// An allowed request costs two commands: HINCRBY adds the cost first, and
-// the script takes it back (and counts it as denied) only when that went
-// over the limit; no caller ever sees the intermediate count, since a
-// script runs atomically. A cost above the limit never fits (with limit 0,
-// no cost does) and is denied without touching "used"; an increment that
-// would leave the int64 range is a denial when there is a limit (and
-// Redis's error otherwise). Integers go to Redis as the ARGV strings, never
-// through Lua's float formatting.
-//
-// The expiry is set when the key has none (a PERSIST by hand is undone by
-// the next call) and only ever moved later, never earlier. EXPIRETIME needs
-// Redis 7.0.
-const takeSource = `
-local key, cost, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local capped = limit >= 0
-local res
-if capped and cost > limit then
-  res = -1 - tonumber(redis.call('HGET', key, 'used') or '0')
-  redis.call('HINCRBY', key, 'denied', ARGV[1])
-else
-  local used = redis.pcall('HINCRBY', key, 'used', ARGV[1])
-  if type(used) == 'table' then
-    if not capped then
-      return used
-    end
-    res = -1 - tonumber(redis.call('HGET', key, 'used') or '0')
-    redis.call('HINCRBY', key, 'denied', ARGV[1])
-  elseif capped and used > limit then
-    redis.call('HINCRBY', key, 'used', '-' .. ARGV[1])
-    redis.call('HINCRBY', key, 'denied', ARGV[1])
-    res = -1 - (used - cost)
-  else
-    res = used
+// pruneLua releases the expired holds of one counter: KEYS-free helper
+// shared by the scripts. key is the counter, hkey its holds (a sorted set
+// of "ID:AMOUNT" members scored by the hold's expiry in Unix
+// milliseconds), now the store's clock in Unix milliseconds. Each expired
+// hold's amount is taken off "reserved" with HINCRBY on the member's own
+// digits (never through Lua's float formatting); it returns their sum.
+const pruneLua = `
+local function prune(key, hkey, now)
+  local gone = redis.call('ZRANGEBYSCORE', hkey, '-inf', now)
+  if #gone == 0 then
+    return 0
+  end
+  local sum = 0
+  for _, m in ipairs(gone) do
+    local amt = string.match(m, ':(%d+)$')
+    redis.call('HINCRBY', key, 'reserved', '-' .. amt)
+    sum = sum + tonumber(amt)
+  end
+  redis.call('ZREMRANGEBYSCORE', hkey, '-inf', now)
+  return sum
+end
+local function extend(key, exp)
+  if redis.call('EXPIRETIME', key) < tonumber(exp) then
+    redis.call('EXPIREAT', key, exp)
   end
 end
-if redis.call('EXPIRETIME', key) < tonumber(ARGV[3]) then
-  redis.call('EXPIREAT', key, ARGV[3])
-end
-return res
 `
 
-// noCap is the script's limit argument for an unlimited request.
+// takeSource checks every meter of a take and, only if all fit, counts
+// the request meter's cost and holds every reservation, in one step.
+//
+// KEYS[1] is the take's record (a string); then, for each meter i (the
+// request meter first, then the holds), KEYS[2i] is its counter (a hash)
+// and KEYS[2i+1] its holds (a sorted set). ARGV[1] is the store's clock in
+// Unix milliseconds, ARGV[2] the record's lifetime in milliseconds (0: no
+// record, for a take without ID), ARGV[3] the take's ID; then, for meter
+// i, ARGV[4i] is the amount, ARGV[4i+1] the limit (-1: no cap; 0 allows
+// nothing), ARGV[4i+2] the counter's expiry in Unix seconds, and ARGV[4i+3]
+// the hold's expiry in Unix milliseconds (0 for the request meter, which
+// is counted, not held).
+//
+// The record is written first, with SET NX: a record already there (the
+// ID was used, or a refund's tombstone is waiting for this take) makes the
+// take count nothing and fail with BILLKIT_DUPLICATE. A meter fits when
+// used + reserved + amount <= limit, after the meter's expired holds (if
+// it holds anything) have been released. When every meter fits, the
+// request meter's "used" and each held meter's "reserved" grow by the
+// amount (HINCRBY: exact integers) and each hold is added to its sorted
+// set as "ID:AMOUNT"; an increment that would leave the int64 range undoes
+// the ones before it and the take fails with Redis's error. When a meter
+// does not fit, every meter's amount goes to its "denied" field and the
+// record says so. Every counter written gets its expiry moved to its
+// ARGV expiry when that is later (a counter never lives without one, and
+// its expiry is never shortened); a holds set shares its counter's
+// expiry. EXPIRETIME needs Redis 7.0.
+//
+// A take of one meter that holds nothing (the common case) replies with
+// one integer: used (>= 0) when allowed, -1-used when denied (see
+// [decodeTake]). Any other take replies with an array: the 1-based index
+// of the meter that did not fit (0 when allowed), then used and reserved
+// of each meter.
+const takeSource = pruneLua + `
+local now, rttl, id, rec = ARGV[1], tonumber(ARGV[2]), ARGV[3], KEYS[1]
+local n = (#KEYS - 1) / 2
+if rttl > 0 and not redis.call('SET', rec, 'a', 'NX', 'PX', ARGV[2]) then
+  return {err = 'BILLKIT_DUPLICATE take ID already used or refunded'}
+end
+local used, held, deny = {}, {}, 0
+for i = 1, n do
+  local key, a = KEYS[2*i], 4*i
+  local v = redis.call('HMGET', key, 'used', 'reserved')
+  local u, r = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+  if r > 0 then
+    r = r - prune(key, KEYS[2*i+1], now)
+  end
+  used[i], held[i] = u, r
+  local limit = tonumber(ARGV[a+1])
+  if deny == 0 and limit >= 0 and tonumber(ARGV[a]) > limit - u - r then
+    deny = i
+  end
+end
+local err
+if deny == 0 then
+  for i = 1, n do
+    local a = 4*i
+    local hold = ARGV[a+3] ~= '0'
+    local v = redis.pcall('HINCRBY', KEYS[2*i], hold and 'reserved' or 'used', ARGV[a])
+    if type(v) == 'table' then
+      err = v
+      for j = 1, i - 1 do
+        local b = 4*j
+        if ARGV[b+3] ~= '0' then
+          redis.call('HINCRBY', KEYS[2*j], 'reserved', '-' .. ARGV[b])
+          redis.call('ZREM', KEYS[2*j+1], id .. ':' .. ARGV[b])
+        else
+          redis.call('HINCRBY', KEYS[2*j], 'used', '-' .. ARGV[b])
+        end
+      end
+      if rttl > 0 then
+        redis.call('DEL', rec)
+      end
+      break
+    end
+    if hold then
+      held[i] = v
+      redis.call('ZADD', KEYS[2*i+1], ARGV[a+3], id .. ':' .. ARGV[a])
+      extend(KEYS[2*i+1], ARGV[a+2])
+    else
+      used[i] = v
+    end
+  end
+else
+  for i = 1, n do
+    redis.pcall('HINCRBY', KEYS[2*i], 'denied', ARGV[4*i])
+  end
+  if rttl > 0 then
+    redis.call('SET', rec, 'd', 'PX', ARGV[2])
+  end
+end
+for i = 1, n do
+  extend(KEYS[2*i], ARGV[4*i+2])
+end
+if err then
+  return err
+end
+if n == 1 and held[1] == 0 then
+  if deny == 0 then
+    return used[1]
+  end
+  return -1 - used[1]
+end
+local out = {deny}
+for i = 1, n do
+  out[2*i], out[2*i+1] = used[i], held[i]
+end
+return out
+`
+
+// settleSource ends the holds of one take. For each held meter i,
+// KEYS[2i-1] is its counter and KEYS[2i] its holds; ARGV[1] is the store's
+// clock in Unix milliseconds, ARGV[2] the take's ID; ARGV[3i] is the
+// amount held, ARGV[3i+1] the amount used and ARGV[3i+2] the counter's
+// expiry in Unix seconds. A hold still present is removed and its amount
+// taken off "reserved" (an expired one was released already: never twice);
+// then the used amount is added to "used", whatever the limit. It replies
+// 0, or Redis's error for an increment past the int64 range (the other
+// meters are settled all the same).
+const settleSource = pruneLua + `
+local now, id = ARGV[1], ARGV[2]
+local err
+for i = 1, #KEYS / 2 do
+  local key, hkey, a = KEYS[2*i-1], KEYS[2*i], 3*i
+  if redis.call('ZREM', hkey, id .. ':' .. ARGV[a]) == 1 then
+    redis.call('HINCRBY', key, 'reserved', '-' .. ARGV[a])
+  end
+  prune(key, hkey, now)
+  if ARGV[a+1] ~= '0' then
+    local v = redis.pcall('HINCRBY', key, 'used', ARGV[a+1])
+    if type(v) == 'table' then
+      err = v
+    end
+  end
+  extend(key, ARGV[a+2])
+end
+if err then
+  return err
+end
+return 0
+`
+
+// refundSource undoes a take. KEYS are laid out as in takeSource; ARGV[1]
+// is the record's lifetime in milliseconds, ARGV[2] the take's ID, then
+// for meter i ARGV[2i+1] is its amount and ARGV[2i+2] is 1 for a hold, 0
+// for the request meter. The record becomes a tombstone ('r', for the
+// record's lifetime) whatever it was: a take that ran and was allowed
+// ('a') gets its cost off "used" and its holds, if still held, released;
+// one that was denied ('d') gets its amounts off "denied"; a take that has
+// not run (no record) will find the tombstone and count nothing; a take
+// refunded before ('r') changes nothing. Counters that no longer exist are
+// left alone, so none is recreated without an expiry. It replies 1, 2 or
+// 0 for the three cases.
+const refundSource = `
+local old = redis.call('SET', KEYS[1], 'r', 'PX', ARGV[1], 'GET')
+local id = ARGV[2]
+local n = (#KEYS - 1) / 2
+if old == 'a' then
+  for i = 1, n do
+    local key, amt = KEYS[2*i], ARGV[2*i+1]
+    if ARGV[2*i+2] == '1' then
+      if redis.call('ZREM', KEYS[2*i+1], id .. ':' .. amt) == 1 then
+        redis.call('HINCRBY', key, 'reserved', '-' .. amt)
+      end
+    elseif redis.call('EXISTS', key) == 1 then
+      redis.call('HINCRBY', key, 'used', '-' .. amt)
+    end
+  end
+  return 1
+elseif old == 'd' then
+  for i = 1, n do
+    if redis.call('EXISTS', KEYS[2*i]) == 1 then
+      redis.call('HINCRBY', KEYS[2*i], 'denied', '-' .. ARGV[2*i+1])
+    end
+  end
+  return 2
+end
+return 0
+`
+
+// usageSource reads a counter: KEYS[1] the counter, KEYS[2] its holds,
+// ARGV[1] the store's clock in Unix milliseconds. It replies used and
+// denied as stored (strings, exact) and reserved less the expired holds
+// that no script has released yet; it writes nothing.
+const usageSource = `
+local v = redis.call('HMGET', KEYS[1], 'used', 'denied', 'reserved')
+local r = tonumber(v[3] or '0')
+if r > 0 then
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
+    r = r - tonumber(string.match(m, ':(%d+)$'))
+  end
+end
+return {v[1] or '0', v[2] or '0', r}
+`
+
+// script is a Lua script's source and SHA-1, boxed once so that building
+// a call does not box them again.
+type script struct{ src, sha any }
+
+func newScript(src string) script { return script{src: src, sha: redis.NewScript(src).Hash()} }
+
+var (
+	takeScript   = newScript(takeSource)
+	settleScript = newScript(settleSource)
+	refundScript = newScript(refundSource)
+	usageScript  = newScript(usageSource)
+)
+
+// noCap is the script's limit argument for an unlimited meter.
 const noCap = -1
 
-// decodeTake turns the script's reply into a TakeResult.
+// duplicatePrefix starts the take script's error for a used or refunded ID.
+const duplicatePrefix = "BILLKIT_DUPLICATE"
+
+// decodeTake turns the take script's one-integer reply into a TakeResult.
 func decodeTake(n int64) TakeResult {
 	if n >= 0 {
 		return TakeResult{Allowed: true, Used: n}
@@ -81,17 +263,41 @@ func decodeTake(n int64) TakeResult {
 // DefaultPrefix starts every Redis key when [RedisOptions.Prefix] is empty.
 const DefaultPrefix = "billkit"
 
+// DefaultRefundWindow is how long a store remembers a take for
+// [Store.Refund] when its options leave it zero.
+const DefaultRefundWindow = time.Minute
+
 // RedisOptions configures a [RedisStore]. The zero value uses the defaults.
 type RedisOptions struct {
 	// Prefix starts every key. The default (the empty string) is
 	// [DefaultPrefix]. It must not contain '{' or '}'.
 	Prefix string
+	// Now is the clock that dates holds: a hold expires at the store's
+	// Now plus its TTL when it was taken, and a script releases it once
+	// the Now it is given has passed that. Every process sharing a Redis
+	// must agree on the time to well within [Config.ReservationTTL]. The
+	// default is time.Now; tests give it the clock of [Config.Now].
+	Now func() time.Time
+	// RefundWindow is how long a take is remembered (a string key per
+	// take, expired by Redis itself) so that [Store.Refund] can undo it,
+	// and how long a refund's tombstone waits for a take that has not
+	// run yet. It must exceed the time between a take running and its
+	// refund (the decision deadline plus the refund's own, about a
+	// second with the middleware's defaults). The default is
+	// [DefaultRefundWindow], one minute.
+	RefundWindow time.Duration
 }
 
 func (o *RedisOptions) withDefaults() RedisOptions {
 	out := *o
 	if out.Prefix == "" {
 		out.Prefix = DefaultPrefix
+	}
+	if out.Now == nil {
+		out.Now = time.Now
+	}
+	if out.RefundWindow <= 0 {
+		out.RefundWindow = DefaultRefundWindow
 	}
 	return out
 }
@@ -101,22 +307,21 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 //
 // Each counter is a hash at PREFIX:{SUBJECT}:usage:METER:PERIODID (such as
 // billkit:{alice}:usage:requests:20261101; see the package documentation)
-// with the fields "used" (billable units) and "denied"
-// (units of denied requests). [RedisStore.Take] is one Lua script run with
-// EVALSHA (one round trip) that checks the limit, counts, and sets the
-// key's expiry to [TakeRequest.ExpireAt] if that is later than the current
-// one, so a counter never lives without an expiry and its expiry is never
-// shortened. The subject is the key's hash tag, so all of a subject's keys
-// share a Cluster slot.
+// with the fields "used" (billable units), "denied" (units of denied
+// requests) and "reserved" (units held by unsettled reservations); a
+// counter's holds are a sorted set at PREFIX:{SUBJECT}:holds:METER:PERIODID
+// and a take's record a string at PREFIX:{SUBJECT}:take:ID. Every method
+// is one Lua script run with EVALSHA (one round trip), so a decision,
+// however many meters it checks, is atomic. The subject is the keys' hash
+// tag, so all of a subject's keys share a Cluster slot.
 //
 // A RedisStore is safe for concurrent use. The zero value is not usable;
 // call [NewRedisStore].
 type RedisStore struct {
 	client redis.UniversalClient
 	prefix string
-	// The script's source and SHA-1, boxed once so that building a call
-	// does not box them again.
-	src, sha any
+	now    func() time.Time
+	rttl   int64 // RefundWindow in milliseconds
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -149,7 +354,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	if !ctxTimeout {
 		return nil, fmt.Errorf("%w: redis client without ContextTimeoutEnabled: it would ignore the decision deadline (Config.Deadline) on reads, so set ContextTimeoutEnabled in its options", ErrInvalidConfig)
 	}
-	return &RedisStore{client: client, prefix: o.Prefix, src: takeSource, sha: redis.NewScript(takeSource).Hash()}, nil
+	return &RedisStore{client: client, prefix: o.Prefix, now: o.Now, rttl: max(o.RefundWindow.Milliseconds(), 1)}, nil
 }
 
 // key returns the Redis key of a counter, such as
@@ -157,26 +362,101 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 // arguments.
 func (s *RedisStore) key(subject, meter string, period Period) string {
 	var b strings.Builder
-	b.Grow(len(s.prefix) + len(subject) + len(meter) + 28)
+	s.appendKey(&b, subject, "}:usage:", meter, period)
+	return b.String()
+}
+
+// appendKey appends PREFIX:{SUBJECT}KIND METER:PERIODID to b.
+func (s *RedisStore) appendKey(b *strings.Builder, subject, kind, meter string, period Period) {
 	b.WriteString(s.prefix)
 	b.WriteString(":{")
 	b.WriteString(subject)
-	b.WriteString("}:usage:")
+	b.WriteString(kind)
 	b.WriteString(meter)
 	b.WriteByte(':')
 	var id [16]byte
 	b.Write(period.appendID(id[:0]))
-	return b.String()
 }
 
-// takeCall holds the arguments of one script call in one allocation: the
-// command's argument slice points at the fields below (go-redis writes
-// *string and *int64 like string and int64), so nothing is boxed per call.
-// A call is never reused: a go-redis hook may keep the command.
-type takeCall struct {
-	args             [7]any
-	key              string
-	cost, limit, exp int64
+// keyLen bounds the length of one key of subject and meter.
+func (s *RedisStore) keyLen(subject, meter string) int {
+	return len(s.prefix) + len(subject) + len(meter) + 30
+}
+
+// call holds the arguments of one script call. The command's argument
+// slice points at strs and nums (go-redis writes *string and *int64 like
+// string and int64), so nothing is boxed per argument; a take of one meter
+// fits the inline arrays, so its call is one allocation (plus the one
+// string holding its keys). A call is never reused: a go-redis hook may
+// keep the command.
+type call struct {
+	args []any
+	strs []string
+	nums []int64
+
+	argBuf [13]any
+	strBuf [4]string
+	numBuf [7]int64
+}
+
+// newCall returns a call with room for nstr strings and nnum integers.
+func newCall(sc script, nkeys, nstr, nnum int) *call {
+	c := &call{}
+	if nargs := 3 + nstr + nnum; nargs <= len(c.argBuf) && nstr <= len(c.strBuf) && nnum+1 <= len(c.numBuf) {
+		c.args, c.strs, c.nums = c.argBuf[:0], c.strBuf[:0], c.numBuf[:0]
+	} else {
+		c.args, c.strs, c.nums = make([]any, 0, nargs), make([]string, 0, nstr), make([]int64, 0, nnum+1)
+	}
+	c.nums = append(c.nums, int64(nkeys))
+	c.args = append(c.args, "evalsha", sc.sha, &c.nums[0])
+	return c
+}
+
+// str appends a string argument. Arguments are appended in command order.
+func (c *call) str(s string) {
+	c.strs = append(c.strs, s)
+	c.args = append(c.args, &c.strs[len(c.strs)-1])
+}
+
+func (c *call) num(n int64) {
+	c.nums = append(c.nums, n)
+	c.args = append(c.args, &c.nums[len(c.nums)-1])
+}
+
+// takeKeys returns the keys of a take: its record, then each meter's
+// counter and holds, as substrings of one string.
+func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
+	var b strings.Builder
+	n := len(s.prefix) + len(req.Subject) + len(req.ID) + 12 + 2*s.keyLen(req.Subject, req.Meter)
+	for i := range req.Reserve {
+		n += 2 * s.keyLen(req.Subject, req.Reserve[i].Meter)
+	}
+	b.Grow(n)
+	var endBuf [3]int
+	ends := endBuf[:0]
+	b.WriteString(s.prefix)
+	b.WriteString(":{")
+	b.WriteString(req.Subject)
+	b.WriteString("}:take:")
+	b.WriteString(req.ID)
+	ends = append(ends, b.Len())
+	for i := -1; i < len(req.Reserve); i++ {
+		m, p := req.Meter, req.Period
+		if i >= 0 {
+			m, p = req.Reserve[i].Meter, req.Reserve[i].Period
+		}
+		s.appendKey(&b, req.Subject, "}:usage:", m, p)
+		ends = append(ends, b.Len())
+		s.appendKey(&b, req.Subject, "}:holds:", m, p)
+		ends = append(ends, b.Len())
+	}
+	all := b.String()
+	start := 0
+	for _, end := range ends {
+		keys = append(keys, all[start:end])
+		start = end
+	}
+	return keys
 }
 
 // Take implements [Store]. It costs one round trip: EVALSHA, and EVAL
@@ -185,60 +465,191 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 	if err := req.validate(); err != nil {
 		return TakeResult{}, err
 	}
-	c := &takeCall{
-		key:   s.key(req.Subject, req.Meter, req.Period),
-		cost:  req.Cost,
-		limit: req.Limit,
-		exp:   unixCeil(req.ExpireAt),
+	n := 1 + len(req.Reserve)
+	nkeys := 1 + 2*n
+	c := newCall(takeScript, nkeys, nkeys+1, 2+4*n)
+	var kb [3]string
+	for _, k := range s.takeKeys(&req, kb[:0]) {
+		c.str(k)
 	}
-	if req.Unlimited {
-		c.limit = noCap
+	now := s.now()
+	c.num(now.UnixMilli())
+	if req.ID != "" {
+		c.num(s.rttl)
+	} else {
+		c.num(0)
 	}
-	c.args = [7]any{"evalsha", s.sha, 1, &c.key, &c.cost, &c.limit, &c.exp}
-	n, err := s.run(ctx, c.args[:])
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		args := make([]any, len(c.args))
-		copy(args, c.args[:])
-		args[0], args[1] = "eval", s.src
-		n, err = s.run(ctx, args)
+	c.str(req.ID)
+	meter := func(amount, limit int64, unlimited bool, expireAt time.Time, until int64) {
+		if unlimited {
+			limit = noCap
+		}
+		c.num(amount)
+		c.num(limit)
+		c.num(unixCeil(expireAt))
+		c.num(until)
 	}
+	meter(req.Cost, req.Limit, req.Unlimited, req.ExpireAt, 0)
+	for i := range req.Reserve {
+		h := &req.Reserve[i]
+		meter(h.Amount, h.Limit, h.Unlimited, h.ExpireAt, now.Add(h.TTL).UnixMilli())
+	}
+	v, err := s.run(ctx, takeScript, c.args)
 	if err != nil {
+		if redis.HasErrorPrefix(err, duplicatePrefix) {
+			return TakeResult{}, ErrDuplicateTake
+		}
 		return TakeResult{}, fmt.Errorf("quota: redis take: %w", err)
 	}
-	return decodeTake(n), nil
+	switch v := v.(type) {
+	case int64:
+		res := decodeTake(v)
+		if !res.Allowed {
+			res.Exhausted = req.Meter
+		}
+		return res, nil
+	case []any:
+		return decodeTakeArray(&req, v)
+	}
+	return TakeResult{}, fmt.Errorf("quota: redis take: unexpected reply %T", v)
 }
 
-// run sends one EVALSHA or EVAL whose only key is args[3].
-func (s *RedisStore) run(ctx context.Context, args []any) (int64, error) {
+// decodeTakeArray turns the take script's array reply into a TakeResult.
+func decodeTakeArray(req *TakeRequest, v []any) (TakeResult, error) {
+	n := 1 + len(req.Reserve)
+	if len(v) != 1+2*n {
+		return TakeResult{}, fmt.Errorf("quota: redis take: reply of %d values for %d meters", len(v), n)
+	}
+	ints := make([]int64, len(v))
+	for i, x := range v {
+		k, ok := x.(int64)
+		if !ok {
+			return TakeResult{}, fmt.Errorf("quota: redis take: unexpected reply value %T", x)
+		}
+		ints[i] = k
+	}
+	res := TakeResult{Allowed: ints[0] == 0, Used: ints[1], Reserved: ints[2]}
+	switch deny := ints[0]; {
+	case deny == 1:
+		res.Exhausted = req.Meter
+	case deny > 1 && int(deny) <= n:
+		res.Exhausted = req.Reserve[deny-2].Meter
+	}
+	if len(req.Reserve) > 0 {
+		res.Holds = make([]HoldResult, len(req.Reserve))
+		for i := range res.Holds {
+			res.Holds[i] = HoldResult{Used: ints[3+2*i], Reserved: ints[4+2*i]}
+		}
+	}
+	return res, nil
+}
+
+// Settle implements [Store]. It costs one round trip.
+func (s *RedisStore) Settle(ctx context.Context, req TakeRequest, used []int64) error {
+	if err := validateSettle(&req, used); err != nil {
+		return err
+	}
+	n := len(req.Reserve)
+	c := newCall(settleScript, 2*n, 2*n+1, 1+3*n)
+	keys := s.takeKeys(&req, make([]string, 0, 3+2*n))[3:] // without the record and the request meter
+	for _, k := range keys {
+		c.str(k)
+	}
+	c.num(s.now().UnixMilli())
+	c.str(req.ID)
+	for i := range req.Reserve {
+		c.num(req.Reserve[i].Amount)
+		c.num(used[i])
+		c.num(unixCeil(req.Reserve[i].ExpireAt))
+	}
+	if _, err := s.run(ctx, settleScript, c.args); err != nil {
+		return fmt.Errorf("quota: redis settle: %w", err)
+	}
+	return nil
+}
+
+// Refund implements [Store]. It costs one round trip.
+func (s *RedisStore) Refund(ctx context.Context, req TakeRequest) error {
+	if err := validateRefund(&req); err != nil {
+		return err
+	}
+	n := 1 + len(req.Reserve)
+	nkeys := 1 + 2*n
+	c := newCall(refundScript, nkeys, nkeys+1, 1+2*n)
+	for _, k := range s.takeKeys(&req, make([]string, 0, nkeys)) {
+		c.str(k)
+	}
+	c.num(s.rttl)
+	c.str(req.ID)
+	c.num(req.Cost)
+	c.num(0)
+	for i := range req.Reserve {
+		c.num(req.Reserve[i].Amount)
+		c.num(1)
+	}
+	if _, err := s.run(ctx, refundScript, c.args); err != nil {
+		return fmt.Errorf("quota: redis refund: %w", err)
+	}
+	return nil
+}
+
+// run sends one EVALSHA of sc, whose first key is args[3], and EVAL
+// instead when the server does not have the script.
+func (s *RedisStore) run(ctx context.Context, sc script, args []any) (any, error) {
+	v, err := s.process(ctx, args)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		eval := make([]any, len(args))
+		copy(eval, args)
+		eval[0], eval[1] = "eval", sc.src
+		v, err = s.process(ctx, eval)
+	}
+	return v, err
+}
+
+func (s *RedisStore) process(ctx context.Context, args []any) (any, error) {
 	cmd := redis.NewCmd(ctx, args...)
 	cmd.SetFirstKeyPos(3)
 	_ = s.client.Process(ctx, cmd)
-	return cmd.Int64()
+	return cmd.Result()
 }
 
-// Usage implements [Store] with one HMGET.
+// Usage implements [Store] with one script that reads the counter and
+// its expired holds (it writes nothing).
 func (s *RedisStore) Usage(ctx context.Context, subject, meter string, period Period) (Usage, error) {
 	if err := validateUsage(subject, meter); err != nil {
 		return Usage{}, err
 	}
-	vals, err := s.client.HMGet(ctx, s.key(subject, meter, period), fieldUsed, fieldDenied).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	var b strings.Builder
+	b.Grow(2 * s.keyLen(subject, meter))
+	s.appendKey(&b, subject, "}:usage:", meter, period)
+	mid := b.Len()
+	s.appendKey(&b, subject, "}:holds:", meter, period)
+	all := b.String()
+	c := newCall(usageScript, 2, 2, 1)
+	c.str(all[:mid])
+	c.str(all[mid:])
+	c.num(s.now().UnixMilli())
+	v, err := s.run(ctx, usageScript, c.args)
+	if err != nil {
 		return Usage{}, fmt.Errorf("quota: redis usage: %w", err)
 	}
+	vals, ok := v.([]any)
+	if !ok || len(vals) != 3 {
+		return Usage{}, fmt.Errorf("quota: redis usage: unexpected reply %v", v)
+	}
 	var u Usage
-	for i, v := range vals {
-		str, ok := v.(string)
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseInt(str, 10, 64)
-		if err != nil {
-			return Usage{}, fmt.Errorf("quota: redis usage: field %d: %w", i, err)
-		}
-		if i == 0 {
-			u.Used = n
-		} else {
-			u.Denied = n
+	for i, dst := range []*int64{&u.Used, &u.Denied, &u.Reserved} {
+		switch x := vals[i].(type) {
+		case int64:
+			*dst = x
+		case string:
+			n, err := strconv.ParseInt(x, 10, 64)
+			if err != nil {
+				return Usage{}, fmt.Errorf("quota: redis usage: field %d: %w", i, err)
+			}
+			*dst = n
+		default:
+			return Usage{}, fmt.Errorf("quota: redis usage: field %d: unexpected %T", i, x)
 		}
 	}
 	return u, nil

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,17 +23,28 @@ import (
 func TestStoreConformance(t *testing.T) {
 	t.Parallel()
 	t.Run("Memory", func(t *testing.T) {
-		st := quota.NewMemoryStore(quota.MemoryOptions{})
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+		clk := newClock(time.Now())
+		st := quota.NewMemoryStore(quota.MemoryOptions{Now: clk.Now})
+		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }, Now: clk.Now, Advance: clk.Add})
 	})
 	t.Run("MemoryZeroValue", func(t *testing.T) {
 		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return new(quota.MemoryStore) }})
 	})
 	t.Run("Miniredis", func(t *testing.T) {
 		_, c := miniredisClient(t)
-		st := newRedisStore(t, c)
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
+		conformance(t, c)
 	})
+}
+
+// conformance runs quotatest on a RedisStore of c whose clock is fake, so
+// that holds can expire without waiting.
+func conformance(t *testing.T, c redis.UniversalClient) {
+	clk := newClock(time.Now())
+	st, err := quota.NewRedisStore(c, quota.RedisOptions{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }, Now: clk.Now, Advance: clk.Add})
 }
 
 // TestRedisStore runs the store and the middleware against a real
@@ -43,14 +55,15 @@ func TestRedisStore(t *testing.T) {
 	c := redisClient(t, srv.Addr)
 	st := newRedisStore(t, c)
 
-	t.Run("Conformance", func(t *testing.T) {
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
-	})
+	t.Run("Conformance", func(t *testing.T) { conformance(t, c) })
 	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
 	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
 	t.Run("OneRoundTrip", func(t *testing.T) { testOneRoundTrip(t, srv.Addr) })
 	t.Run("ScriptFlushed", func(t *testing.T) { testScriptFlushed(t, srv.Addr) })
 	t.Run("NearInt64Range", func(t *testing.T) { testNearInt64Range(t, c, st) })
+	t.Run("Reserve", func(t *testing.T) {
+		testReserve(t, func(t *testing.T) redis.UniversalClient { return redisClient(t, srv.Addr) })
+	})
 	t.Run("KeyFormat", func(t *testing.T) {
 		st, err := quota.NewRedisStore(c, quota.RedisOptions{Prefix: "acme"})
 		if err != nil {
@@ -75,11 +88,12 @@ func TestRedisCluster(t *testing.T) {
 	cl := testserver.StartCluster(t)
 	c := cl.Client(t)
 	st := newRedisStore(t, c)
-	t.Run("Conformance", func(t *testing.T) {
-		quotatest.TestStore(t, quotatest.Options{New: func(*testing.T) quota.Store { return st }})
-	})
+	t.Run("Conformance", func(t *testing.T) { conformance(t, c) })
 	t.Run("ExactCounting", func(t *testing.T) { testExactCounting(t, st) })
 	t.Run("ExpiryNeverShortened", func(t *testing.T) { testExpiryNeverShortened(t, c, st) })
+	t.Run("Reserve", func(t *testing.T) {
+		testReserve(t, func(t *testing.T) redis.UniversalClient { return cl.Client(t) })
+	})
 	t.Run("EveryKeyExpires", func(t *testing.T) {
 		err := c.ForEachMaster(context.Background(), func(ctx context.Context, m *redis.Client) error {
 			assertAllKeysExpire(t, m)
@@ -225,7 +239,7 @@ func assertAllKeysExpire(t *testing.T, c *redis.Client) {
 // testOneRoundTrip is Q4: in the steady state a decision through the
 // middleware costs exactly one command on the wire (EVALSHA), seen both by
 // a client hook and by the server's INFO commandstats, and the script runs
-// two commands.
+// four commands.
 func testOneRoundTrip(t *testing.T, addr string) {
 	c := redisClient(t, addr)
 	hook := &testserver.CommandHook{}
@@ -259,9 +273,12 @@ func testOneRoundTrip(t *testing.T, addr string) {
 		t.Errorf("server counted %d EVALSHA, want %d", d, n)
 	}
 	// Commands run inside the script count too: an allowed request in
-	// the steady state runs HINCRBY and EXPIRETIME only.
-	for name, want := range map[string]int64{"hincrby": n, "expiretime": n,
-		"eval": 0, "hget": 0, "get": 0, "ttl": 0, "pttl": 0, "expire": 0, "expireat": 0, "hmget": 0} {
+	// the steady state runs SET (its take record, for refunds), HMGET,
+	// HINCRBY and EXPIRETIME only; it touches no sorted set, since the
+	// meter holds no reservation.
+	for name, want := range map[string]int64{"set": n, "hmget": n, "hincrby": n, "expiretime": n,
+		"eval": 0, "hget": 0, "get": 0, "ttl": 0, "pttl": 0, "expire": 0, "expireat": 0,
+		"zadd": 0, "zrangebyscore": 0, "zremrangebyscore": 0, "zrem": 0} {
 		if d := after[name] - before[name]; d != want {
 			t.Errorf("server counted %d %s, want %d", d, strings.ToUpper(name), want)
 		}
@@ -284,9 +301,9 @@ func testScriptFlushed(t *testing.T, addr string) {
 		t.Fatal(err)
 	}
 	hook.Reset()
-	for i, want := range []quota.TakeResult{{Allowed: true, Used: 2}, {Used: 2}} {
+	for i, want := range []quota.TakeResult{{Allowed: true, Used: 2}, {Used: 2, Exhausted: "requests"}} {
 		res, err := st.Take(ctx, req)
-		if err != nil || res != want {
+		if err != nil || !reflect.DeepEqual(res, want) {
 			t.Fatalf("Take %d = %+v, %v; want %+v", i, res, err, want)
 		}
 	}

@@ -13,7 +13,9 @@ import (
 const (
 	// ProblemQuotaExceeded is the type of a 402 over the hard limit, as
 	// defined by the IETF RateLimit header fields draft. Its body also has
-	// "violated-policies", "limit", "used" and "reset" (RFC 3339).
+	// "meter" (the exhausted meter), "violated-policies", "limit", "used",
+	// "reserved" (units held by unsettled reservations; omitted when
+	// zero) and "reset" (RFC 3339), all of the exhausted meter.
 	ProblemQuotaExceeded = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 	// ProblemNoPlan is the type of a 402 for a subject without an active
 	// plan: the caller is authenticated (so not 401) and may gain access by
@@ -37,9 +39,11 @@ const (
 // quotaProblem is the body of a 402 over the hard limit.
 type quotaProblem struct {
 	problem.Details
+	Meter            string   `json:"meter"`
 	ViolatedPolicies []string `json:"violated-policies"`
 	Limit            int64    `json:"limit"`
 	Used             int64    `json:"used"`
+	Reserved         int64    `json:"reserved,omitempty"`
 	Reset            string   `json:"reset"`
 }
 
@@ -58,38 +62,53 @@ func writeServerError(w http.ResponseWriter) {
 }
 
 // DefaultDeny is the default [DenyFunc]: 402 Payment Required with an
-// application/problem+json body of type [ProblemQuotaExceeded] giving the
-// limit, the count and the reset time. The middleware has already set the
-// RateLimit fields and Retry-After (seconds to the period's end).
+// application/problem+json body of type [ProblemQuotaExceeded] naming the
+// exhausted meter ([Decision.Exhausted]) and giving its limit, count and
+// reset time. The middleware has already set the RateLimit fields and
+// Retry-After (seconds to the end of that meter's period).
 func DefaultDeny(w http.ResponseWriter, r *http.Request, d Decision) {
+	meter, limit, used, reserved, end := d.Meter, d.Limit, d.Used, d.Reserved, d.Period.End
+	if rd, ok := d.reservation(d.Exhausted); ok {
+		meter, limit, used, reserved, end = rd.Meter, rd.Limit, rd.Used, rd.Reserved, rd.Period.End
+	}
 	writeProblem(w, http.StatusPaymentRequired, ProblemQuotaExceeded, "", "", quotaProblem{
 		Details: problem.Details{
 			Type:   ProblemQuotaExceeded,
 			Title:  "Quota exceeded",
 			Status: http.StatusPaymentRequired,
-			Detail: "The plan's quota for the current period is used up.",
+			Detail: "The plan's quota of " + meter + " for the current period is used up.",
 		},
-		ViolatedPolicies: []string{policyName(&d)},
-		Limit:            d.Limit,
-		Used:             d.Used,
-		Reset:            d.Period.End.UTC().Format(time.RFC3339),
+		Meter:            meter,
+		ViolatedPolicies: []string{policyName(&d, meter)},
+		Limit:            limit,
+		Used:             used,
+		Reserved:         reserved,
+		Reset:            end.UTC().Format(time.RFC3339),
 	})
 }
 
-// policyName is the RateLimit policy identifier: the plan, else the meter.
-func policyName(d *Decision) string {
-	if d.Plan != "" {
+// policyName is the RateLimit policy identifier of meter: with one meter
+// (no reservations), the plan, else the meter; with several, the meter.
+func policyName(d *Decision, meter string) string {
+	if d.Plan != "" && d.res == nil {
 		return d.Plan
 	}
-	return d.Meter
+	return meter
 }
 
 // setRateLimit sets the RateLimit-Policy and RateLimit fields
-// (draft-ietf-httpapi-ratelimit-headers) for a capped decision, and
-// Retry-After for a denied one.
+// (draft-ietf-httpapi-ratelimit-headers) for the capped meters of a
+// decision, and Retry-After for a denied one. With one meter, the policy
+// is named after the plan (or the meter):
 //
 //	RateLimit-Policy: "pro";q=1000;w=2592000
 //	RateLimit: "pro";r=250;t=86400
+//
+// With reservations, each capped meter is a list member named after the
+// meter, the request meter first:
+//
+//	RateLimit-Policy: "requests";q=1000;w=2592000, "tokens";q=50000;w=2592000
+//	RateLimit: "requests";r=250;t=86400, "tokens";r=1200;t=86400
 //
 // The values' slices are backed by dc.hdr, one element each with no spare
 // capacity, so that a later Header.Add reallocates rather than writes into
@@ -98,15 +117,22 @@ func policyName(d *Decision) string {
 // RateLimit-Policy is a string, copied into this response's own slot.
 func (m *Middleware) setRateLimit(h http.Header, dc *decisionCtx, now time.Time) {
 	d := &dc.d
-	reset := ceilSeconds(d.Period.End.Sub(now))
 	if !d.Allowed {
-		dc.hdr[1] = itoa(max(reset, 1))
+		end := d.Period.End
+		if rd, ok := d.reservation(d.Exhausted); ok {
+			end = rd.Period.End
+		}
+		dc.hdr[1] = itoa(max(ceilSeconds(end.Sub(now)), 1))
 		h[headerRetry] = dc.hdr[1:2:2]
+	}
+	if d.res != nil {
+		m.setRateLimits(h, dc, now)
+		return
 	}
 	if d.Unlimited {
 		return
 	}
-	name := policyName(d)
+	name := policyName(d, d.Meter)
 	dc.hdr[2] = m.policy(name, d.Limit, ceilSeconds(d.Period.End.Sub(d.Period.Start)))
 	h[headerPolicy] = dc.hdr[2:3:3]
 	var buf [80]byte
@@ -114,8 +140,47 @@ func (m *Middleware) setRateLimit(h http.Header, dc *decisionCtx, now time.Time)
 	b = append(b, ";r="...)
 	b = strconv.AppendInt(b, d.Remaining, 10)
 	b = append(b, ";t="...)
-	b = strconv.AppendInt(b, reset, 10)
+	b = strconv.AppendInt(b, ceilSeconds(d.Period.End.Sub(now)), 10)
 	dc.hdr[0] = string(b)
+	h[headerRateLimit] = dc.hdr[0:1:1]
+}
+
+// setRateLimits sets the fields of a decision with reservations: one list
+// member per capped meter.
+func (m *Middleware) setRateLimits(h http.Header, dc *decisionCtx, now time.Time) {
+	d := &dc.d
+	var pbuf, rbuf [256]byte
+	pol, rl := pbuf[:0], rbuf[:0]
+	add := func(meter string, limit, remaining int64, p Period) {
+		if len(pol) > 0 {
+			pol = append(pol, ", "...)
+			rl = append(rl, ", "...)
+		}
+		pol = appendSFString(pol, meter)
+		pol = append(pol, ";q="...)
+		pol = strconv.AppendInt(pol, limit, 10)
+		pol = append(pol, ";w="...)
+		pol = strconv.AppendInt(pol, ceilSeconds(p.End.Sub(p.Start)), 10)
+		rl = appendSFString(rl, meter)
+		rl = append(rl, ";r="...)
+		rl = strconv.AppendInt(rl, remaining, 10)
+		rl = append(rl, ";t="...)
+		rl = strconv.AppendInt(rl, ceilSeconds(p.End.Sub(now)), 10)
+	}
+	if !d.Unlimited {
+		add(d.Meter, d.Limit, d.Remaining, d.Period)
+	}
+	for i := range *d.res {
+		if rd := &(*d.res)[i]; !rd.Unlimited {
+			add(rd.Meter, rd.Limit, rd.Remaining, rd.Period)
+		}
+	}
+	if len(pol) == 0 {
+		return
+	}
+	dc.hdr[2] = string(pol)
+	h[headerPolicy] = dc.hdr[2:3:3]
+	dc.hdr[0] = string(rl)
 	h[headerRateLimit] = dc.hdr[0:1:1]
 }
 
