@@ -207,35 +207,18 @@ func (a *App) build() error {
 	if a.counters, err = quota.NewRedisStore(a.rdb, quota.RedisOptions{}); err != nil {
 		return err
 	}
-	onSoftLimit := func(ctx context.Context, d quota.Decision) {
-		a.log.InfoContext(ctx, "soft limit reached", "subject", d.Subject, "plan", d.Plan, "used", d.Used, "soft", d.Soft)
-	}
 	if a.meter, err = quota.New(quota.Config{
 		Subject:     subjectOf,
 		Limits:      a.limits,
 		Store:       a.counters,
-		OnSoftLimit: onSoftLimit,
+		OnSoftLimit: a.onSoftLimit,
 		Logger:      a.log.With("component", "quota"),
 		Now:         a.now,
 	}); err != nil {
 		return err
 	}
-	// Completions count as requests too, and their tokens are known only
-	// once the reply is generated: the same decision (one round trip)
-	// counts the request and reserves the completion's most tokens,
-	// refusing it with 402 when they do not fit under the plan's token
-	// cap; the handler settles what it used, and the middleware counts
-	// that after the response. Its Close, in App.Run and App.Close,
-	// waits for the last settles.
-	if a.completions, err = quota.New(quota.Config{
-		Subject:     subjectOf,
-		Limits:      a.limits,
-		Store:       a.counters,
-		Reserve:     []quota.Reservation{{Meter: tokensMeter, Estimate: estimateTokens}},
-		OnSoftLimit: onSoftLimit,
-		Logger:      a.log.With("component", "quota"),
-		Now:         a.now,
-	}); err != nil {
+	// Completions: requests, and tokens reserved then settled.
+	if a.completions, err = a.newCompletions(a.counters); err != nil {
 		return err
 	}
 
@@ -269,6 +252,31 @@ func (a *App) build() error {
 
 	a.handler = a.routes()
 	return nil
+}
+
+// newCompletions returns the quota middleware of POST /v1/complete, on
+// store. Completions count as requests too, and their tokens are known
+// only once the reply is generated: the same decision (one round trip)
+// counts the request and reserves the completion's most tokens, refusing
+// it with 402 when they do not fit under the plan's token cap; the handler
+// settles what it used, and the middleware counts that after the
+// response. Its Close, in App.Run and App.Close, waits for the last
+// settles.
+func (a *App) newCompletions(store quota.Store) (*quota.Middleware, error) {
+	return quota.New(quota.Config{
+		Subject:     subjectOf,
+		Limits:      a.limits,
+		Store:       store,
+		Reserve:     []quota.Reservation{{Meter: tokensMeter, Estimate: estimateTokens}},
+		OnSoftLimit: a.onSoftLimit,
+		Logger:      a.log.With("component", "quota"),
+		Now:         a.now,
+	})
+}
+
+// onSoftLimit logs a subject's crossing of a soft limit.
+func (a *App) onSoftLimit(ctx context.Context, d quota.Decision) {
+	a.log.InfoContext(ctx, "soft limit reached", "subject", d.Subject, "plan", d.Plan, "used", d.Used, "soft", d.Soft)
 }
 
 // buildStripe creates the checkout handler and the usage reporter.

@@ -208,18 +208,21 @@ func wantTokens402(t *testing.T, r response, limit, used float64) {
 	}
 }
 
-// TestCompleteConcurrent sends concurrent completions of random sizes:
+// TestCompleteConcurrent sends concurrent completions of various sizes:
 // once the middleware's Close has returned, the token meter counts exactly
-// what the responses say they used, with nothing left reserved.
+// what the responses say they used, with nothing left reserved, and the
+// requests meter the completions allowed. (On a loaded machine a decision
+// may miss its 100ms deadline: its 503 is refunded, and adds nothing.)
 func TestCompleteConcurrent(t *testing.T) {
 	t.Parallel()
 	app, c := startApp(t, nil)
 	c.send(demo.SubscriptionCreated)
-	const workers, each = 16, 8
+	const workers, each = 8, 8
 	var (
-		mu  sync.Mutex
-		sum int64
-		wg  sync.WaitGroup
+		mu      sync.Mutex
+		sum     int64
+		allowed int64
+		wg      sync.WaitGroup
 	)
 	for w := range workers {
 		wg.Add(1)
@@ -237,6 +240,9 @@ func TestCompleteConcurrent(t *testing.T) {
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					continue
+				}
 				var got completionResponse
 				if err := json.Unmarshal(b, &got); resp.StatusCode != http.StatusOK || err != nil {
 					t.Errorf("completion = %d %s", resp.StatusCode, b)
@@ -244,14 +250,18 @@ func TestCompleteConcurrent(t *testing.T) {
 				}
 				mu.Lock()
 				sum += got.Usage.TotalTokens
+				allowed++
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
+	if allowed < workers*each/2 {
+		t.Fatalf("%d of %d completions allowed", allowed, workers*each)
+	}
 	app.completions.Close()
 	c.wantMeter("tokens", sum, 0, proTokensIncluded, proTokensHard)
-	c.wantMeter("requests", workers*each, 0, proIncluded, proHard)
+	c.wantMeter("requests", allowed, 0, proIncluded, proHard)
 }
 
 // TestCompleteReserved checks that /billing/usage shows the tokens that a
