@@ -66,8 +66,13 @@ func decodeCompletion(next http.Handler) http.Handler {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCompleteBody))
 		dec.DisallowUnknownFields()
 		err := dec.Decode(&body)
-		if err == nil && dec.Decode(&struct{}{}) != io.EOF {
-			err = errors.New("trailing data")
+		if err == nil {
+			// Nothing may follow the object.
+			if err = dec.Decode(&struct{}{}); err == io.EOF {
+				err = nil
+			} else if err == nil {
+				err = errors.New("more than one JSON value")
+			}
 		}
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 			writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("The body is larger than %d bytes.", maxCompleteBody))

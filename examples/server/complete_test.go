@@ -321,6 +321,7 @@ func TestCompleteBadInput(t *testing.T) {
 		{"max_tokens too large", `{"prompt":"hi","max_tokens":4097}`, http.StatusBadRequest},
 		{"max_tokens not an integer", `{"prompt":"hi","max_tokens":1.5}`, http.StatusBadRequest},
 		{"body too large", `{"prompt":"` + strings.Repeat("a ", maxCompleteBody/2) + `"}`, http.StatusRequestEntityTooLarge},
+		{"too large after the object", `{"prompt":"hi"}` + strings.Repeat(" ", maxCompleteBody), http.StatusRequestEntityTooLarge},
 	}
 	for _, tt := range tests {
 		r := c.authed("POST", "/v1/complete", []byte(tt.body))
