@@ -106,7 +106,8 @@ type App struct {
 	eventErrors  atomic.Int64 // events the lifecycle refused or dropped
 	counters     quota.Store
 	limits       *billing.LimitsCache
-	meter        *quota.Middleware
+	meter        *quota.Middleware // requests
+	completions  *quota.Middleware // requests, and tokens reserved then settled
 	webhooks     *webhook.Handler
 	checkout     *checkout.Handler
 	reporter     *usage.Reporter // nil without STRIPE_SECRET_KEY
@@ -152,8 +153,11 @@ func newApp(ctx context.Context, cfg Config, log *slog.Logger, now func() time.T
 	}
 	if cfg.DemoPrices {
 		pro, _ := cfg.Plans.ByTier("pro")
-		log.Info("no PRICE_* variable is set: using the demo plans, walk the lifecycle with send-event", "starter", demoPriceStarter, "pro", demoPricePro,
-			"pro_meter_event", pro.MeterEventName)
+		events := []any{"starter", demoPriceStarter, "pro", demoPricePro}
+		for _, m := range pro.AllMeters() {
+			events = append(events, "pro_"+m.Name+"_meter_event", m.MeterEventName)
+		}
+		log.Info("no PRICE_* variable is set: using the demo plans, walk the lifecycle with send-event", events...)
 	}
 	return a, nil
 }
@@ -204,15 +208,17 @@ func (a *App) build() error {
 		return err
 	}
 	if a.meter, err = quota.New(quota.Config{
-		Subject: subjectOf,
-		Limits:  a.limits,
-		Store:   a.counters,
-		OnSoftLimit: func(ctx context.Context, d quota.Decision) {
-			a.log.InfoContext(ctx, "soft limit reached", "subject", d.Subject, "plan", d.Plan, "used", d.Used, "soft", d.Soft)
-		},
-		Logger: a.log.With("component", "quota"),
-		Now:    a.now,
+		Subject:     subjectOf,
+		Limits:      a.limits,
+		Store:       a.counters,
+		OnSoftLimit: a.onSoftLimit,
+		Logger:      a.log.With("component", "quota"),
+		Now:         a.now,
 	}); err != nil {
+		return err
+	}
+	// Completions: requests, and tokens reserved then settled.
+	if a.completions, err = a.newCompletions(a.counters); err != nil {
 		return err
 	}
 
@@ -246,6 +252,31 @@ func (a *App) build() error {
 
 	a.handler = a.routes()
 	return nil
+}
+
+// newCompletions returns the quota middleware of POST /v1/complete, on
+// store. Completions count as requests too, and their tokens are known
+// only once the reply is generated: the same decision (one round trip)
+// counts the request and reserves the completion's most tokens, refusing
+// it with 402 when they do not fit under the plan's token cap; the handler
+// settles what it used, and the middleware counts that after the
+// response. Its Close, in App.Run and App.Close, waits for the last
+// settles.
+func (a *App) newCompletions(store quota.Store) (*quota.Middleware, error) {
+	return quota.New(quota.Config{
+		Subject:     subjectOf,
+		Limits:      a.limits,
+		Store:       store,
+		Reserve:     []quota.Reservation{{Meter: tokensMeter, Estimate: estimateTokens}},
+		OnSoftLimit: a.onSoftLimit,
+		Logger:      a.log.With("component", "quota"),
+		Now:         a.now,
+	})
+}
+
+// onSoftLimit logs a subject's crossing of a soft limit.
+func (a *App) onSoftLimit(ctx context.Context, d quota.Decision) {
+	a.log.InfoContext(ctx, "soft limit reached", "subject", d.Subject, "plan", d.Plan, "used", d.Used, "soft", d.Soft)
 }
 
 // buildStripe creates the checkout handler and the usage reporter.
@@ -336,7 +367,8 @@ func (a *App) printGenerated(w io.Writer) {
 // stdout, runs the reconciliation and the usage reporter in the background
 // and serves until ctx is done. It then stops accepting connections, waits
 // for in-flight requests (up to a deadline, after which it closes their
-// connections and returns an error) and stops the background work.
+// connections and returns an error), waits for their settles to reach
+// Redis and stops the background work.
 func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", a.cfg.Addr)
 	if err != nil {
@@ -380,6 +412,9 @@ func (a *App) Run(ctx context.Context, stdout io.Writer) error {
 		// Redis.
 		srv.Close()
 	}
+	// The last requests' settles run after their responses: let them
+	// reach Redis (and so the reporter) before anything stops.
+	a.closeMeters()
 	stopBG()
 	wg.Wait()
 	if err != nil {
@@ -416,14 +451,28 @@ func (a *App) startBackground(ctx context.Context, wg *sync.WaitGroup) {
 	}()
 }
 
-// Close releases Redis (and stops the embedded one). It is idempotent.
+// Close waits for the quota middlewares' background settles and refunds,
+// then releases Redis (and stops the embedded one). Call it once no
+// request is served any more. It is idempotent.
 func (a *App) Close() error {
 	a.closeOnce.Do(func() {
+		a.closeMeters()
 		if a.closeRedis != nil {
 			a.closeErr = a.closeRedis()
 		}
 	})
 	return a.closeErr
+}
+
+// closeMeters waits until the quota middlewares' settles and refunds,
+// which run after the responses, have reached the store (each bounded by
+// its own deadline). Requests served afterwards still work.
+func (a *App) closeMeters() {
+	for _, m := range []*quota.Middleware{a.meter, a.completions} {
+		if m != nil {
+			m.Close()
+		}
+	}
 }
 
 // healthz answers 200 when Redis answers PING within a short deadline, and

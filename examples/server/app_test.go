@@ -4,19 +4,22 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
-	"github.com/billkit/billkit/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/billkit/billkit/examples/server/internal/demo"
+	"github.com/billkit/billkit/internal/fakeclock"
 	"github.com/billkit/billkit/internal/testserver"
+	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
@@ -384,4 +387,145 @@ func TestRedisCluster(t *testing.T) {
 	c.send("subscription-created")
 	c.allowed("pro", proHard, proHard-1)
 	c.wantUsage("active", "pro", 1)
+}
+
+// heldSettles is a quota.Store whose settles wait until release is
+// closed (or their context ends), standing in for a slow Redis.
+type heldSettles struct {
+	quota.Store
+	release chan struct{}
+	started chan struct{} // closed by the first settle
+	once    sync.Once
+	settled atomic.Int64 // settles that reached the store
+}
+
+func (s *heldSettles) Settle(ctx context.Context, req quota.TakeRequest, amounts []int64) error {
+	s.once.Do(func() { close(s.started) })
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	err := s.Store.Settle(ctx, req, amounts)
+	if err == nil {
+		s.settled.Add(1)
+	}
+	return err
+}
+
+// TestShutdownWaitsForSettles checks that a canceled Run, once the server
+// has shut down, waits for the settle that a completion started after its
+// response, and that Close releases Redis only after it: the tokens are
+// counted, none stay reserved.
+func TestShutdownWaitsForSettles(t *testing.T) {
+	t.Parallel()
+	const (
+		key    = "settle-key-0123456789abcdef"
+		secret = "whsec_settle_test_secret"
+	)
+	cfg, err := ConfigFromEnv(env(map[string]string{"ADDR": "127.0.0.1:0", "API_KEYS": key + ":alice", "STRIPE_WEBHOOK_SECRET": secret}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := NewApp(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	held := &heldSettles{Store: app.counters, release: make(chan struct{}), started: make(chan struct{})}
+	if app.completions, err = app.newCompletions(held); err != nil {
+		t.Fatal(err)
+	}
+	app.handler = app.routes()
+	var (
+		period             quota.Period // the subscription's
+		usage              quota.Usage  // the token meter's, read just before Redis closes
+		settledBeforeClose int64
+	)
+	closeRedis := app.closeRedis
+	app.closeRedis = func() error {
+		settledBeforeClose = held.settled.Load()
+		usage, _ = app.counters.Usage(context.Background(), "alice", tokensMeter, period)
+		return closeRedis()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	ran := make(chan error, 1)
+	go func() { ran <- app.Run(ctx, pw); pw.Close() }()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, pr)
+	base := "http://" + strings.TrimSpace(strings.TrimPrefix(line, "listening on "))
+	c := &testClient{t: t, base: base, key: key, secret: secret, clock: fakeclock.New(time.Now()), sub: demoSub("alice")}
+	c.send(demo.SubscriptionCreated)
+	sub := c.sub.WithDefaults(c.clock.Now())
+	period = quota.Period{Start: sub.PeriodStart, End: sub.PeriodEnd}
+	r := c.complete(`{"prompt":"a b c","max_tokens":50}`, http.StatusOK, "")
+	var got completionResponse
+	if err := json.Unmarshal(r.Body, &got); err != nil {
+		t.Fatal(err)
+	}
+	<-held.started // the settle is on its way, held
+	cancel()
+	select {
+	case err := <-ran:
+		t.Fatalf("Run returned (%v) while a settle was on its way", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(held.release)
+	if err := <-ran; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if n := held.settled.Load(); n != 1 {
+		t.Fatalf("%d settles reached the store, want 1", n)
+	}
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if settledBeforeClose != 1 || usage.Used != got.Usage.TotalTokens || usage.Reserved != 0 {
+		t.Errorf("before Redis closed: %d settles, token meter %+v; want 1 settle, the %d tokens used and none reserved",
+			settledBeforeClose, usage, got.Usage.TotalTokens)
+	}
+}
+
+// TestCloseWaitsForSettles checks that Close, for an App whose handler is
+// served by another server than Run's, waits for a settle on its way
+// before it releases Redis.
+func TestCloseWaitsForSettles(t *testing.T) {
+	t.Parallel()
+	app, c := startApp(t, nil)
+	held := &heldSettles{Store: app.counters, release: make(chan struct{}), started: make(chan struct{})}
+	var err error
+	if app.completions, err = app.newCompletions(held); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(app.routes())
+	defer srv.Close()
+	c.base = srv.URL
+	c.send(demo.SubscriptionCreated)
+	c.complete(`{"prompt":"a b c"}`, http.StatusOK, "")
+	<-held.started
+	var settled int64 = -1
+	closeRedis := app.closeRedis
+	app.closeRedis = func() error {
+		settled = held.settled.Load()
+		return closeRedis()
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- app.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a settle was on its way", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(held.release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if settled != 1 {
+		t.Errorf("Redis closed after %d settles, want 1", settled)
+	}
 }

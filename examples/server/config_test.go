@@ -40,6 +40,17 @@ func starterPro(t *testing.T, c Config) (starter, pro billing.Plan) {
 	return starter, pro
 }
 
+// meterOf returns p's meter called name (billing.Plan.AllMeters), or the
+// zero Meter when p has none.
+func meterOf(p billing.Plan, name string) billing.Meter {
+	for _, m := range p.AllMeters() {
+		if m.Name == name {
+			return m
+		}
+	}
+	return billing.Meter{}
+}
+
 func TestConfigFromEnvDefaults(t *testing.T) {
 	t.Parallel()
 	c, err := ConfigFromEnv(env(nil))
@@ -59,11 +70,18 @@ func TestConfigFromEnvDefaults(t *testing.T) {
 	if got := strings.Join(c.Plans.Tiers(), ","); !c.DemoPrices || got != "pro,starter" {
 		t.Errorf("demo plans not used: %v, tiers %s", c.DemoPrices, got)
 	}
-	wantStarter := billing.Plan{Tier: "starter", PriceID: demoPriceStarter, Included: starterIncluded, Soft: starterSoft}
-	// The demo pro plan bills through a billing meter, with its metered
-	// price; starter bills nothing.
-	wantPro := billing.Plan{Tier: "pro", PriceID: demoPricePro, MeteredPriceID: demoPriceProMetered, MeterEventName: demoMeterEvent,
-		Included: proIncluded, Soft: proSoft, Hard: proHard, Overage: true}
+	// Both plans have requests and tokens. The demo pro plan bills both
+	// through billing meters, requests with their metered price, and has
+	// the export feature; starter bills nothing and has no feature.
+	wantStarter := billing.Plan{Tier: "starter", PriceID: demoPriceStarter, Meters: []billing.Meter{
+		{Name: quota.DefaultMeter, Included: starterIncluded, Soft: starterSoft},
+		{Name: tokensMeter, Included: starterTokensIncluded},
+	}}
+	wantPro := billing.Plan{Tier: "pro", PriceID: demoPricePro, Meters: []billing.Meter{
+		{Name: quota.DefaultMeter, MeteredPriceID: demoPriceProMetered, MeterEventName: demoMeterEvent,
+			Included: proIncluded, Soft: proSoft, Hard: proHard, Overage: true},
+		{Name: tokensMeter, MeterEventName: demoTokensMeterEvent, Included: proTokensIncluded, Hard: proTokensHard, Overage: true},
+	}, Features: []string{exportFeature}}
 	if !reflect.DeepEqual(starter, wantStarter) || !reflect.DeepEqual(pro, wantPro) {
 		t.Errorf("demo plans\n%+v\n%+v\nwant\n%+v\n%+v", starter, pro, wantStarter, wantPro)
 	}
@@ -118,10 +136,17 @@ func TestConfigFromEnvSet(t *testing.T) {
 		t.Errorf("WebhookSecrets = %q (generated %v)", got, c.WebhookSecretGenerated)
 	}
 	starter, pro := starterPro(t, c)
+	sr, pr, pt := meterOf(starter, quota.DefaultMeter), meterOf(pro, quota.DefaultMeter), meterOf(pro, tokensMeter)
 	if c.DemoPrices || starter.PriceID != "price_A" || pro.PriceID != "price_B" ||
-		starter.MeteredPriceID != "" || pro.MeteredPriceID != "price_BM" || !pro.Overage ||
-		starter.MeterEventName != "" || pro.MeterEventName != "pro_requests" {
+		sr.MeteredPriceID != "" || pr.MeteredPriceID != "price_BM" || !pr.Overage ||
+		sr.MeterEventName != "" || pr.MeterEventName != "pro_requests" {
 		t.Errorf("plans %+v %+v (demo %v)", starter, pro, c.DemoPrices)
+	}
+	// Own prices: pro's tokens are capped at what it includes, as nothing
+	// bills their overage.
+	if pt.Included != proTokensIncluded || pt.Overage || pt.MeterEventName != "" ||
+		pro.Limits(tokensMeter, quota.Period{}).Limit() != proTokensIncluded {
+		t.Errorf("pro's tokens %+v, want %d included without overage", pt, proTokensIncluded)
 	}
 	if c.PublicURL != "https://api.example.com" {
 		t.Errorf("PublicURL = %q", c.PublicURL)
@@ -168,10 +193,10 @@ func TestConfigBillingModel(t *testing.T) {
 		{"own prices, nothing metered", own(), "", "", false, "", "none", "none"},
 	}
 	model := func(p billing.Plan) string {
-		switch {
-		case p.MeterEventName != "":
+		switch m := meterOf(p, quota.DefaultMeter); {
+		case m.MeterEventName != "":
 			return "meter events" // wins when both are set
-		case p.MeteredPriceID != "":
+		case m.MeteredPriceID != "":
 			return "usage records"
 		}
 		return "none"
@@ -184,8 +209,9 @@ func TestConfigBillingModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			starter, pro := starterPro(t, c)
-			if pro.MeterEventName != tt.proMeterEvent || pro.MeteredPriceID != tt.proMetered || pro.Overage != tt.proOverage ||
-				starter.MeterEventName != tt.starterMeterEvent {
+			sr, pr := meterOf(starter, quota.DefaultMeter), meterOf(pro, quota.DefaultMeter)
+			if pr.MeterEventName != tt.proMeterEvent || pr.MeteredPriceID != tt.proMetered || pr.Overage != tt.proOverage ||
+				sr.MeterEventName != tt.starterMeterEvent {
 				t.Errorf("plans %+v %+v", starter, pro)
 			}
 			if got := model(pro); got != tt.billing {
@@ -213,13 +239,16 @@ func TestConfigPlans(t *testing.T) {
 	}{
 		{"empty variables are unset", map[string]string{"PRICE_STARTER": "", "PRICE_PRO": " ", "PLAN_PRO_INCLUDED": ""}, true, "pro,starter",
 			func(t *testing.T, plans *billing.Plans) {
-				if pro, _ := plans.ByTier("pro"); pro.Included != proIncluded {
-					t.Errorf("pro includes %d, want %d", pro.Included, proIncluded)
+				if pro, _ := plans.ByTier("pro"); meterOf(pro, quota.DefaultMeter).Included != proIncluded {
+					t.Errorf("pro %+v, want %d requests included", pro, proIncluded)
 				}
 			}},
 		{"starter only", map[string]string{"PRICE_STARTER": "price_S"}, false, "starter",
 			func(t *testing.T, plans *billing.Plans) {
-				want := billing.Plan{Tier: "starter", PriceID: "price_S", Included: starterIncluded, Soft: starterSoft}
+				want := billing.Plan{Tier: "starter", PriceID: "price_S", Meters: []billing.Meter{
+					{Name: quota.DefaultMeter, Included: starterIncluded, Soft: starterSoft},
+					{Name: tokensMeter, Included: starterTokensIncluded},
+				}}
 				if got, _ := plans.ByTier("starter"); !reflect.DeepEqual(got, want) {
 					t.Errorf("starter %+v, want %+v", got, want)
 				}
@@ -245,14 +274,41 @@ func TestConfigPlans(t *testing.T) {
 			func(t *testing.T, plans *billing.Plans) {
 				starter, _ := plans.ByTier("starter")
 				pro, _ := plans.ByTier("pro")
-				if pro.Included != 20000 || pro.Hard != 0 || !pro.Overage || !pro.OverageOnly || starter.Soft != 0 || starter.Included != starterIncluded {
+				sr, pr := meterOf(starter, quota.DefaultMeter), meterOf(pro, quota.DefaultMeter)
+				if pr.Included != 20000 || pr.Hard != 0 || !pr.Overage || !pr.OverageOnly || sr.Soft != 0 || sr.Included != starterIncluded {
 					t.Errorf("plans %+v %+v", starter, pro)
 				}
 			}},
 		{"the demo plans without overage", map[string]string{"PLAN_PRO_OVERAGE": "false"}, true, "pro,starter",
 			func(t *testing.T, plans *billing.Plans) {
-				if pro, _ := plans.ByTier("pro"); pro.Overage || pro.MeterEventName != demoMeterEvent || pro.Limits(quota.DefaultMeter, quota.Period{}).Limit() != proIncluded {
-					t.Errorf("pro %+v, want no overage, capped at %d", pro, proIncluded)
+				if pro, _ := plans.ByTier("pro"); meterOf(pro, quota.DefaultMeter).Overage || meterOf(pro, quota.DefaultMeter).MeterEventName != demoMeterEvent ||
+					pro.Limits(quota.DefaultMeter, quota.Period{}).Limit() != proIncluded {
+					t.Errorf("pro %+v, want no overage of requests, capped at %d", pro, proIncluded)
+				}
+			}},
+		{"the demo plans with own meters and features", map[string]string{"PLAN_PRO_TOKENS_INCLUDED": "500", "PLAN_PRO_TOKENS_HARD": "800",
+			"PLAN_PRO_TOKENS_METER_EVENT": "words", "PLAN_PRO_FEATURES": "export,sso", "PLAN_STARTER_IMAGES_INCLUDED": "10"}, true, "pro,starter",
+			func(t *testing.T, plans *billing.Plans) {
+				starter, _ := plans.ByTier("starter")
+				pro, _ := plans.ByTier("pro")
+				want := billing.Meter{Name: tokensMeter, Included: 500, Hard: 800, Overage: true, MeterEventName: "words"}
+				if got := meterOf(pro, tokensMeter); got != want {
+					t.Errorf("pro's tokens %+v, want %+v", got, want)
+				}
+				if !reflect.DeepEqual(pro.Features, []string{"export", "sso"}) {
+					t.Errorf("pro's features %q, want export and sso", pro.Features)
+				}
+				if got := len(starter.AllMeters()); got != 3 || meterOf(starter, "images").Included != 10 || meterOf(starter, tokensMeter).Included != starterTokensIncluded {
+					t.Errorf("starter %+v, want requests, 10 images and %d tokens", starter, starterTokensIncluded)
+				}
+			}},
+		{"own prices with a metered price of tokens", map[string]string{"PRICE_STARTER": "price_S", "PRICE_PRO": "price_P", "PLAN_PRO_TOKENS_METERED_PRICE": "price_PT"},
+			false, "pro,starter",
+			func(t *testing.T, plans *billing.Plans) {
+				pro, _ := plans.ByTier("pro")
+				want := billing.Meter{Name: tokensMeter, Included: proTokensIncluded, Hard: proTokensHard, Overage: true, MeteredPriceID: "price_PT"}
+				if got := meterOf(pro, tokensMeter); got != want {
+					t.Errorf("pro's tokens %+v, want %+v", got, want)
 				}
 			}},
 	}

@@ -234,6 +234,59 @@ func (c *testClient) hello(code int, problemType string) response {
 	return r
 }
 
+// complete calls POST /v1/complete with body and wants code; for a
+// problem it also wants the problem type, when given.
+func (c *testClient) complete(body string, code int, problemType string) response {
+	c.t.Helper()
+	return c.want(c.authed("POST", "/v1/complete", []byte(body)), code, problemType)
+}
+
+// export calls GET /v1/export and wants code; for a problem it also wants
+// the problem type, when given.
+func (c *testClient) export(code int, problemType string) response {
+	c.t.Helper()
+	return c.want(c.authed("GET", "/v1/export", nil), code, problemType)
+}
+
+// want checks that r has code and, unless it is 200, is a problem of
+// problemType (when given).
+func (c *testClient) want(r response, code int, problemType string) response {
+	c.t.Helper()
+	if r.Code != code {
+		c.t.Fatalf("%d %s, want %d", r.Code, r.Body, code)
+	}
+	if code == http.StatusOK {
+		return r
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
+		c.t.Fatalf("Content-Type %q of %d %s", ct, r.Code, r.Body)
+	}
+	if got := r.json(c.t)["type"]; problemType != "" && got != problemType {
+		c.t.Fatalf("problem type %v, want %s", got, problemType)
+	}
+	return r
+}
+
+// wantRateLimit checks that h's RateLimit-Policy and RateLimit fields have
+// a member for policy with limit and remaining units.
+func wantRateLimit(t *testing.T, h http.Header, policy string, limit, remaining int) {
+	t.Helper()
+	member := func(field string) string {
+		for _, m := range strings.Split(h.Get(field), ",") {
+			if m = strings.TrimSpace(m); strings.HasPrefix(m, strconv.Quote(policy)+";") {
+				return m
+			}
+		}
+		return ""
+	}
+	if got, want := member("RateLimit-Policy"), strconv.Quote(policy)+";q="+strconv.Itoa(limit)+";"; !strings.HasPrefix(got, want) {
+		t.Errorf("RateLimit-Policy %q: member %q, want prefix %q", h.Get("RateLimit-Policy"), got, want)
+	}
+	if got, want := member("RateLimit"), strconv.Quote(policy)+";r="+strconv.Itoa(remaining)+";"; !strings.HasPrefix(got, want) {
+		t.Errorf("RateLimit %q: member %q, want prefix %q", h.Get("RateLimit"), got, want)
+	}
+}
+
 // allowed makes a request that must be allowed with remaining units left
 // under policy.
 func (c *testClient) allowed(policy string, limit, remaining int) {
@@ -262,8 +315,11 @@ func TestEndToEnd(t *testing.T) {
 		stripeMock: testserver.StripeMockMeterEvents,
 		apiVersion: apiDahlia,
 		checkPlan: func(t *testing.T, pro billing.Plan) {
-			if !pro.Overage || pro.MeterEventName != demoMeterEvent || pro.MeteredPriceID != demo.PriceProMetered {
-				t.Fatalf("demo pro plan %+v, want overage billed under meter event %s", pro, demoMeterEvent)
+			if m := meterOf(pro, quota.DefaultMeter); !m.Overage || m.MeterEventName != demoMeterEvent || m.MeteredPriceID != demo.PriceProMetered {
+				t.Fatalf("demo pro plan %+v, want overage of requests billed under meter event %s", pro, demoMeterEvent)
+			}
+			if m := meterOf(pro, tokensMeter); !m.Overage || m.MeterEventName != demoTokensMeterEvent {
+				t.Fatalf("demo pro plan %+v, want overage of tokens billed under meter event %s", pro, demoTokensMeterEvent)
 			}
 		},
 		reports: wantMeterEvents,
@@ -284,8 +340,12 @@ func TestEndToEndUsageRecords(t *testing.T) {
 		apiVersion: apiV76,
 		env:        map[string]string{"PRICE_STARTER": "price_1PinnedStarter", "PRICE_PRO": "price_1PinnedPro", "PRICE_PRO_METERED": metered},
 		checkPlan: func(t *testing.T, pro billing.Plan) {
-			if !pro.Overage || pro.MeterEventName != "" || pro.MeteredPriceID != metered {
-				t.Fatalf("pro plan %+v, want overage billed under the metered price %s", pro, metered)
+			if m := meterOf(pro, quota.DefaultMeter); !m.Overage || m.MeterEventName != "" || m.MeteredPriceID != metered {
+				t.Fatalf("pro plan %+v, want overage of requests billed under the metered price %s", pro, metered)
+			}
+			// Nothing bills tokens: the price includes them, up to the cap.
+			if m := meterOf(pro, tokensMeter); m.Overage || m.MeterEventName != "" || m.MeteredPriceID != "" {
+				t.Fatalf("pro plan %+v, want tokens without overage or billing", pro)
 			}
 		},
 		reports: wantUsageRecords,
@@ -302,16 +362,18 @@ type lifecycleRun struct {
 	env map[string]string
 	// checkPlan checks the configured pro plan.
 	checkPlan func(t *testing.T, pro billing.Plan)
-	// reports checks that what reached Stripe bills used units of sub's
-	// current period, and returns the number of Stripe calls that
-	// carried them.
-	reports func(t *testing.T, calls *recordingProxy, sub demo.Subscription, used int) int
+	// reports checks that what reached Stripe bills the requests and
+	// tokens used in sub's current period (the tokens where the plan
+	// bills them), and returns the number of Stripe calls that carried
+	// them.
+	reports func(t *testing.T, calls *recordingProxy, sub demo.Subscription, requests, tokens int) int
 }
 
 // walkLifecycle walks a pro subscription from checkout to cancellation:
-// no plan, checkout, payment, metered requests, a failed payment and its
-// grace period, a paid invoice, the hard limit, usage reported on
-// invoice.created, and the deletion.
+// no plan, checkout, payment, metered requests (a completion, whose tokens
+// are settled after the reply, and the export, a feature of pro), a failed
+// payment and its grace period, a paid invoice, the hard limit, usage
+// reported on invoice.created, and the deletion.
 func walkLifecycle(t *testing.T, run lifecycleRun) {
 	t.Helper()
 	calls, stripeURL, mockURL := startStripe(t, run.stripeMock)
@@ -359,13 +421,16 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 	srv := httptest.NewServer(app.Handler())
 	t.Cleanup(srv.Close)
 
-	sub := demo.Subscription{Subject: subject, Tier: "pro", PriceID: pro.PriceID, MeteredPriceID: pro.MeteredPriceID}.WithDefaults(clk.Now())
+	proMetered := meterOf(pro, quota.DefaultMeter).MeteredPriceID
+	sub := demo.Subscription{Subject: subject, Tier: "pro", PriceID: pro.PriceID, MeteredPriceID: proMetered}.WithDefaults(clk.Now())
 	wantShape(t, sh, sub, clk.Now())
 	c := &testClient{t: t, base: srv.URL, key: key, secret: secret, clock: clk, sub: sub, shape: &sh}
 	periodEnd := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 
 	// No plan: denied, nothing counted.
 	c.hello(http.StatusPaymentRequired, quota.ProblemNoPlan)
+	c.complete(`{"prompt":"hello"}`, http.StatusPaymentRequired, quota.ProblemNoPlan)
+	c.export(http.StatusPaymentRequired, quota.ProblemNoPlan)
 	c.wantUsage("none", "", 0)
 	if r := c.authed("POST", "/billing/portal", []byte(`{}`)); r.Code != http.StatusConflict {
 		t.Errorf("portal without a customer = %d %s, want 409", r.Code, r.Body)
@@ -385,7 +450,7 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 		t.Fatalf("%d checkout sessions created, want 1", len(sessions))
 	}
 	if f := sessions[0].Form; f.Get("client_reference_id") != subject || f.Get("mode") != "subscription" ||
-		f.Get("line_items[0][price]") != pro.PriceID || f.Get("line_items[1][price]") != pro.MeteredPriceID ||
+		f.Get("line_items[0][price]") != pro.PriceID || f.Get("line_items[1][price]") != proMetered ||
 		f.Get("subscription_data[metadata][billkit_subject]") != subject {
 		t.Errorf("checkout session params: %v", f)
 	}
@@ -408,9 +473,23 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 		t.Errorf("portal sessions: %v", f)
 	}
 
-	// Active pro: requests are counted.
-	c.allowed("pro", 6, 5)
-	c.allowed("pro", 6, 4)
+	// Active pro: requests are counted. A completion counts as a request
+	// and reserves its most tokens (its 3 prompt tokens and the 256 of
+	// max_tokens' default) in the same decision, so that both meters are
+	// in its RateLimit fields; it settles what it used, 3 + 24.
+	r = c.complete(`{"prompt":"three token prompt"}`, http.StatusOK, "")
+	const tokens = 3 + 8*3
+	if got := r.json(t)["usage"].(map[string]any)["total_tokens"]; got != float64(tokens) {
+		t.Errorf("completion used %v tokens, want %d", got, tokens)
+	}
+	wantRateLimit(t, r.Header, "requests", 6, 5)
+	tokenCap := int(pro.Limits(tokensMeter, quota.Period{}).Limit()) // with overage: its hard limit
+	wantRateLimit(t, r.Header, "tokens", tokenCap, tokenCap-(3+defaultMaxTokens))
+	// The export is a feature of pro (and a request).
+	if r := c.export(http.StatusOK, ""); !strings.Contains(string(r.Body), "\nalice,pro,tokens,"+strconv.Itoa(tokens)+",0,") {
+		t.Errorf("export:\n%s\nwant alice's %d tokens", r.Body, tokens)
+	}
+	c.allowed("pro", 6, 3)
 	// Unknown paths and methods are not metered.
 	if r := c.authed("GET", "/v1/nope", nil); r.Code != http.StatusNotFound {
 		t.Errorf("GET /v1/nope = %d, want 404", r.Code)
@@ -418,17 +497,22 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 	if r := c.authed("POST", "/v1/hello", nil); r.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /v1/hello = %d, want 405", r.Code)
 	}
-	c.wantUsage("active", "pro", 2)
+	c.wantUsage("active", "pro", 3)
 
-	// Payment failed: the grace policy gives starter's limits for a week.
+	// Payment failed: the grace policy gives starter's limits for a week,
+	// which starter's 3 requests are used up by (a completion is refused
+	// for its requests), and no export.
 	c.send(demo.PaymentFailed)
-	u = c.wantUsage("past_due", "starter", 2)
+	u = c.wantUsage("past_due", "starter", 3)
 	graceUntil := clk.Now().Add(gracePeriod).UTC().Format(time.RFC3339)
-	if u["grace_until"] != graceUntil || u["limit"] != 3.0 || u["remaining"] != 1.0 {
+	if u["grace_until"] != graceUntil || u["limit"] != 3.0 || u["remaining"] != 0.0 {
 		t.Errorf("usage in grace = %v, want grace until %s", u, graceUntil)
 	}
-	c.allowed("starter", 3, 0)
 	c.hello(http.StatusPaymentRequired, quota.ProblemQuotaExceeded)
+	if b := c.complete(`{"prompt":"hello"}`, http.StatusPaymentRequired, quota.ProblemQuotaExceeded).json(t); b["meter"] != "requests" {
+		t.Errorf("402 of a completion over the requests limit names meter %v, want requests", b["meter"])
+	}
+	c.export(http.StatusForbidden, "")
 
 	// The grace period ends: no plan.
 	clk.Add(gracePeriod)
@@ -454,14 +538,16 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 	c.wantUsage("active", "pro", 6)
 
 	// Usage reaches Stripe: invoice.created flushes the subject's usage,
-	// the 6 allowed requests (the denied ones are not billable).
+	// the 6 allowed requests (the denied ones are not billable) and the
+	// tokens settled.
+	app.closeMeters() // the settles have landed (they did long ago)
 	c.send(demo.InvoiceCreated)
-	n := run.reports(t, calls, sub, 6)
+	n := run.reports(t, calls, sub, 6, tokens)
 	// A pass has nothing new to report.
 	if err := app.reporter.ReportAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := run.reports(t, calls, sub, 6); got != n {
+	if got := run.reports(t, calls, sub, 6, tokens); got != n {
 		t.Errorf("a pass with nothing new made %d more reports", got-n)
 	}
 	if st := app.reporter.Stats(); st.Reports != uint64(n) || st.Failures != 0 || st.RateLimited != 0 ||
@@ -472,6 +558,7 @@ func walkLifecycle(t *testing.T, run lifecycleRun) {
 	// Subscription deleted: denied.
 	c.send(demo.SubscriptionDeleted)
 	c.hello(http.StatusPaymentRequired, quota.ProblemNoPlan)
+	c.export(http.StatusPaymentRequired, quota.ProblemNoPlan)
 	c.wantUsage("canceled", "", 6)
 	if n := app.eventErrors.Load(); n != 0 {
 		t.Errorf("the lifecycle refused or dropped %d events", n)
@@ -511,11 +598,11 @@ func wantShape(t *testing.T, sh shape, s demo.Subscription, now time.Time) {
 	}
 }
 
-// wantMeterEvents checks that the used units reached Stripe as meter
-// events of the demo meter and sub's customer, each under its own
-// identifier, also its Idempotency-Key, timestamped within the period; and
-// that no usage record was sent.
-func wantMeterEvents(t *testing.T, calls *recordingProxy, sub demo.Subscription, used int) int {
+// wantMeterEvents checks that the used requests and tokens reached Stripe
+// as meter events of the demo meters and sub's customer, each under its
+// own identifier, also its Idempotency-Key, timestamped within the period;
+// and that no usage record was sent.
+func wantMeterEvents(t *testing.T, calls *recordingProxy, sub demo.Subscription, requests, tokens int) int {
 	t.Helper()
 	if r := calls.find("POST", "/v1/subscription_items/", "/usage_records"); len(r) > 0 {
 		t.Errorf("%d usage records sent for a plan billed through a meter", len(r))
@@ -525,35 +612,36 @@ func wantMeterEvents(t *testing.T, calls *recordingProxy, sub demo.Subscription,
 		t.Fatal("no meter event reached Stripe")
 	}
 	seen := map[string]bool{}
-	sum := 0
+	sum := map[string]int{}
 	for _, e := range events {
 		f := e.Form
 		id := f.Get("identifier")
-		if f.Get("event_name") != demoMeterEvent || f.Get("payload[stripe_customer_id]") != sub.Customer ||
+		if name := f.Get("event_name"); (name != demoMeterEvent && name != demoTokensMeterEvent) || f.Get("payload[stripe_customer_id]") != sub.Customer ||
 			id == "" || seen[id] || e.Header.Get("Idempotency-Key") != id {
-			t.Errorf("meter event %v with Idempotency-Key %q, want event %s of customer %s under a new identifier that is also the Idempotency-Key",
-				f, e.Header.Get("Idempotency-Key"), demoMeterEvent, sub.Customer)
+			t.Errorf("meter event %v with Idempotency-Key %q, want event %s or %s of customer %s under a new identifier that is also the Idempotency-Key",
+				f, e.Header.Get("Idempotency-Key"), demoMeterEvent, demoTokensMeterEvent, sub.Customer)
 		}
 		seen[id] = true
 		v, err := strconv.Atoi(f.Get("payload[value]"))
 		if err != nil || v <= 0 {
 			t.Errorf("meter event value %q, want a positive integer", f.Get("payload[value]"))
 		}
-		sum += v
+		sum[f.Get("event_name")] += v
 		if ts, _ := strconv.ParseInt(f.Get("timestamp"), 10, 64); ts < sub.PeriodStart.Unix() || ts >= sub.PeriodEnd.Unix() {
 			t.Errorf("meter event timestamp %d outside the period [%d, %d)", ts, sub.PeriodStart.Unix(), sub.PeriodEnd.Unix())
 		}
 	}
-	if sum != used {
-		t.Errorf("meter events carry %d units, want %d", sum, used)
+	if sum[demoMeterEvent] != requests || sum[demoTokensMeterEvent] != tokens {
+		t.Errorf("meter events carry %d requests and %d tokens, want %d and %d", sum[demoMeterEvent], sum[demoTokensMeterEvent], requests, tokens)
 	}
 	return len(events)
 }
 
-// wantUsageRecords checks that the used units reached Stripe as a usage
+// wantUsageRecords checks that the used requests reached Stripe as a usage
 // record setting the period's total on the subscription item of the
-// metered price; and that no meter event was sent.
-func wantUsageRecords(t *testing.T, calls *recordingProxy, sub demo.Subscription, used int) int {
+// metered price; and that no meter event was sent (the plan bills no
+// tokens).
+func wantUsageRecords(t *testing.T, calls *recordingProxy, sub demo.Subscription, used, _ int) int {
 	t.Helper()
 	if ev := calls.find("POST", "/v1/billing/meter_events", ""); len(ev) > 0 {
 		t.Errorf("%d meter events sent for a plan billed through usage records", len(ev))

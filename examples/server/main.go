@@ -6,10 +6,17 @@
 // the reconciliation of entitlements with Stripe (at start and every
 // RECONCILE_INTERVAL, hourly by default) and the usage reporter.
 //
-// Usage is billed through Billing Meters by default: a plan with a meter
-// event name (PLAN_<TIER>_METER_EVENT; the demo pro plan's is
-// "api_requests") reports meter events. A plan with only a legacy metered
-// price (PRICE_<TIER>_METERED), for accounts pinned to an API version
+// The plans have two meters, requests and tokens. POST /v1/complete, a demo
+// model, counts a request and reserves the most tokens it may use before
+// it runs (402 naming the meter when they do not fit), then settles the
+// tokens it used with quota.Settle; GET /v1/export is a feature of the pro
+// plan, gated by billing's Lifecycle.RequireFeature.
+//
+// Usage is billed through Billing Meters by default: a meter with a meter
+// event name (PLAN_<TIER>_METER_EVENT, PLAN_<TIER>_<METER>_METER_EVENT; the
+// demo pro plan's are "api_requests" and "api_tokens") reports meter
+// events. A meter with only a legacy metered price (PRICE_<TIER>_METERED,
+// PLAN_<TIER>_<METER>_METERED_PRICE), for accounts pinned to an API version
 // before 2025-03-31.basil, reports usage records instead.
 //
 // It runs with no configuration at all (an embedded Redis, demo plans, a

@@ -11,25 +11,40 @@ import (
 	"github.com/billkit/billkit/examples/server/internal/demo"
 )
 
-// Demo price IDs and meter event name, used when no PRICE_* variable is
+// Demo price IDs and meter event names, used when no PRICE_* variable is
 // set so that the whole subscription lifecycle can be walked offline with
 // send-event. The prices are well-formed but exist in no Stripe account:
 // Checkout against real Stripe needs PRICE_STARTER and PRICE_PRO.
 const (
-	demoPriceStarter    = demo.PriceStarter    // price_1DemoStarter0000000000
-	demoPricePro        = demo.PricePro        // price_1DemoPro00000000000000
-	demoPriceProMetered = demo.PriceProMetered // price_1DemoProMetered000000
-	demoMeterEvent      = demo.MeterEvent      // api_requests
+	demoPriceStarter     = demo.PriceStarter     // price_1DemoStarter0000000000
+	demoPricePro         = demo.PricePro         // price_1DemoPro00000000000000
+	demoPriceProMetered  = demo.PriceProMetered  // price_1DemoProMetered000000
+	demoMeterEvent       = demo.MeterEvent       // api_requests
+	demoTokensMeterEvent = demo.TokensMeterEvent // api_tokens
+)
+
+// The meters and the feature the example sells besides requests: tokens,
+// counted by POST /v1/complete after the fact, and the export behind
+// GET /v1/export.
+const (
+	tokensMeter   = "tokens"
+	exportFeature = "export"
 )
 
 // Limits of the example's starter and pro plans, per billing period: the
-// defaults of their PLAN_<TIER>_* variables.
+// defaults of their PLAN_<TIER>_* variables. Both plans sell tokens, so
+// that a past_due subscriber in starter's grace keeps a (smaller)
+// allowance of completions; only pro has the export feature.
 const (
 	starterIncluded = 1_000
 	starterSoft     = 800
 	proIncluded     = 10_000
 	proSoft         = 8_000
 	proHard         = 50_000 // with overage: 40,000 units of overage at most
+
+	starterTokensIncluded = 10_000 // and no overage: the cap
+	proTokensIncluded     = 100_000
+	proTokensHard         = 500_000 // with overage: 400,000 tokens of overage at most
 )
 
 // graceTier is the tier whose limits a past_due subscriber keeps for
@@ -59,14 +74,20 @@ func readPlans(environ []string) (plans *billing.Plans, demoPrices bool, errs []
 
 // planEnviron returns environ as billing.PlansFromEnv is to read it:
 // demo.Environ's (without empty variables, and with the demo plans when no
-// PRICE_* variable is set), plus the example's limits of the starter and
-// pro tiers, when they are priced, for each PLAN_ variable that is unset:
+// PRICE_* variable is set), plus the example's limits, meters and features
+// of the starter and pro tiers, when they are priced, for each PLAN_
+// variable that is unset:
 //
 //	PLAN_STARTER_INCLUDED=1000  PLAN_STARTER_SOFT=800
+//	PLAN_STARTER_TOKENS_INCLUDED=10000
 //	PLAN_PRO_INCLUDED=10000     PLAN_PRO_SOFT=8000  PLAN_PRO_HARD=50000
 //	PLAN_PRO_OVERAGE=true       when PRICE_PRO_METERED or PLAN_PRO_METER_EVENT is set
+//	PLAN_PRO_TOKENS_INCLUDED=100000  PLAN_PRO_TOKENS_HARD=500000
+//	PLAN_PRO_TOKENS_OVERAGE=true     when PLAN_PRO_TOKENS_METER_EVENT or PLAN_PRO_TOKENS_METERED_PRICE is set
+//	PLAN_PRO_FEATURES=export
 //
-// A variable the user set is never overridden.
+// (demo.Environ sets PLAN_PRO_TOKENS_METER_EVENT=api_tokens with the demo
+// plans.) A variable the user set is never overridden.
 func planEnviron(environ []string) (env []string, demoPrices bool) {
 	env, demoPrices = demo.Environ(environ)
 	set := make(map[string]bool, len(env))
@@ -75,13 +96,19 @@ func planEnviron(environ []string) (env []string, demoPrices bool) {
 		set[k] = true
 	}
 	proOverage := set["PRICE_PRO_METERED"] || set["PLAN_PRO_METER_EVENT"]
+	proTokensOverage := set["PLAN_PRO_TOKENS_METER_EVENT"] || set["PLAN_PRO_TOKENS_METERED_PRICE"]
 	for _, d := range []struct{ tier, name, value string }{
 		{"STARTER", "INCLUDED", strconv.Itoa(starterIncluded)},
 		{"STARTER", "SOFT", strconv.Itoa(starterSoft)},
+		{"STARTER", "TOKENS_INCLUDED", strconv.Itoa(starterTokensIncluded)},
 		{"PRO", "INCLUDED", strconv.Itoa(proIncluded)},
 		{"PRO", "SOFT", strconv.Itoa(proSoft)},
 		{"PRO", "HARD", strconv.Itoa(proHard)},
 		{"PRO", "OVERAGE", strconv.FormatBool(proOverage)},
+		{"PRO", "TOKENS_INCLUDED", strconv.Itoa(proTokensIncluded)},
+		{"PRO", "TOKENS_HARD", strconv.Itoa(proTokensHard)},
+		{"PRO", "TOKENS_OVERAGE", strconv.FormatBool(proTokensOverage)},
+		{"PRO", "FEATURES", exportFeature},
 	} {
 		name := "PLAN_" + d.tier + "_" + d.name
 		if set["PRICE_"+d.tier] && !set[name] {

@@ -14,6 +14,10 @@ import (
 //	GET  /billing/success    where Checkout returns after payment
 //	GET  /billing/cancel     where Checkout returns when abandoned
 //	GET  /v1/hello           the demo API (API key, metered)
+//	POST /v1/complete        the demo model (API key, metered: requests,
+//	                         and tokens settled after the reply)
+//	GET  /v1/export          the caller's usage as CSV (API key, feature
+//	                         "export", metered)
 //	GET  /healthz            Redis reachable
 func (a *App) routes() http.Handler {
 	auth := a.keys.authenticate
@@ -40,6 +44,13 @@ func (a *App) routes() http.Handler {
 	// its own, so that a request for an unknown path is not counted.
 	v1 := func(h http.HandlerFunc) http.Handler { return auth(a.meter.Handle(h)) }
 	get("/v1/hello", v1(a.hello))
+	// Completions: the body is validated first (a bad one is not
+	// counted), then the request counted and its tokens reserved.
+	mux.Handle("POST /v1/complete", auth(decodeCompletion(a.completions.Handle(http.HandlerFunc(a.complete)))))
+	mux.Handle("/v1/complete", methodNotAllowed("POST"))
+	// The export is a feature of the plan: a plan without it gets 403
+	// (and no plan 402) before the request is counted.
+	get("/v1/export", auth(a.lifecycle.RequireFeature(subjectOf, exportFeature)(a.meter.Handle(http.HandlerFunc(a.export)))))
 	get("/healthz", http.HandlerFunc(a.healthz))
 	// Any other path: 404 as problem+json (the mux's own is text/plain).
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -31,6 +31,9 @@ func TestRoutingErrorsAreProblems(t *testing.T) {
 		{"GET", "/nope", http.StatusNotFound, ""},
 		{"GET", "/v1/nope", http.StatusNotFound, ""},
 		{"POST", "/v1/hello", http.StatusMethodNotAllowed, "GET, HEAD"},
+		{"GET", "/v1/complete", http.StatusMethodNotAllowed, "POST"},
+		{"POST", "/v1/export", http.StatusMethodNotAllowed, "GET, HEAD"},
+		{"GET", "/v1/export", http.StatusUnauthorized, ""}, // authenticated first
 		{"DELETE", "/billing/usage", http.StatusMethodNotAllowed, "GET, HEAD"},
 		{"POST", "/healthz", http.StatusMethodNotAllowed, "GET, HEAD"},
 		{"PUT", "/billing/success", http.StatusMethodNotAllowed, "GET, HEAD"},

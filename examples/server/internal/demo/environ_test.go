@@ -15,11 +15,11 @@ func TestEnviron(t *testing.T) {
 		want     []string
 		wantDemo bool
 	}{
-		{"nothing set", nil, append(slices.Clone(demoVars), "PLAN_PRO_METER_EVENT="+MeterEvent), true},
-		{"empty variables are unset", []string{"PRICE_PRO=", "HOME=/root", "PLAN_PRO_METER_EVENT= "},
-			append([]string{"HOME=/root"}, append(slices.Clone(demoVars), "PLAN_PRO_METER_EVENT="+MeterEvent)...), true},
-		{"own meter event kept", []string{"PLAN_PRO_METER_EVENT=calls", "PLAN_PRO_INCLUDED=5"},
-			append([]string{"PLAN_PRO_METER_EVENT=calls", "PLAN_PRO_INCLUDED=5"}, demoVars...), true},
+		{"nothing set", nil, append(slices.Clone(demoVars), "PLAN_PRO_METER_EVENT="+MeterEvent, "PLAN_PRO_TOKENS_METER_EVENT="+TokensMeterEvent), true},
+		{"empty variables are unset", []string{"PRICE_PRO=", "HOME=/root", "PLAN_PRO_METER_EVENT= ", "PLAN_PRO_TOKENS_METER_EVENT="},
+			append([]string{"HOME=/root"}, append(slices.Clone(demoVars), "PLAN_PRO_METER_EVENT="+MeterEvent, "PLAN_PRO_TOKENS_METER_EVENT="+TokensMeterEvent)...), true},
+		{"own meter events kept", []string{"PLAN_PRO_METER_EVENT=calls", "PLAN_PRO_INCLUDED=5", "PLAN_PRO_TOKENS_METER_EVENT=words"},
+			append([]string{"PLAN_PRO_METER_EVENT=calls", "PLAN_PRO_INCLUDED=5", "PLAN_PRO_TOKENS_METER_EVENT=words"}, demoVars...), true},
 		{"own prices", []string{"PRICE_STARTER=price_S", "PRICE_PRO=price_P"}, []string{"PRICE_STARTER=price_S", "PRICE_PRO=price_P"}, false},
 		{"a metered price alone", []string{"PRICE_PRO_METERED=price_M"}, []string{"PRICE_PRO_METERED=price_M"}, false},
 	}
