@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -70,8 +69,8 @@ func (h *Handler) constructEvent(payload []byte, header string) (*stripe.Event, 
 		return nil, errStale
 	}
 
-	ev := new(stripe.Event)
-	if err := json.Unmarshal(payload, ev); err != nil {
+	ev, err := decodeEvent(payload)
+	if err != nil {
 		return nil, errBadJSON
 	}
 	switch {
