@@ -168,6 +168,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	nconf := len(o.conc) * len(o.subjects)
+	fmt.Fprintf(stderr, "throughput: load average %s\n", loadavg())
 	fmt.Fprintf(stderr, "throughput: redis-server %s on %s; %d configurations × %d rounds × %d contenders × %v ≈ %v\n",
 		redisVersion(ctx, info), srv.addr, nconf, o.rounds, len(cs), o.duration,
 		time.Duration(nconf*o.rounds*len(cs))*o.duration)
@@ -195,15 +196,30 @@ func run(args []string, stdout, stderr io.Writer) error {
 						return fmt.Errorf("%s: %w", cs[i].Name, err)
 					}
 					cr.runs[i] = append(cr.runs[i], s)
-					fmt.Fprintf(stderr, "conc=%d subjects=%d round=%d %-10s %9.0f req/s %7.1f µs CPU/req\n",
-						conc, nsub, round+1, cs[i].Name, s.rps(), s.cpuPerReq())
+					fmt.Fprintf(stderr, "conc=%d subjects=%d round=%d %-10s %9.0f req/s %7.1f µs CPU/req %d non-2xx\n",
+						conc, nsub, round+1, cs[i].Name, s.rps(), s.cpuPerReq(), s.non2xx)
 				}
 			}
 			results = append(results, cr)
 		}
 	}
+	fmt.Fprintf(stderr, "throughput: done; load average %s\n", loadavg())
 	printTable(stdout, cs, results, o)
 	return nil
+}
+
+// loadavg returns /proc/loadavg's first three fields (other load on the
+// machine is the main source of noise), or "?".
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func names(cs []bench.Contender) []string {
