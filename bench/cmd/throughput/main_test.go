@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/billkit/billkit/bench"
+)
+
+func TestParseRedisCPU(t *testing.T) {
+	in := "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:2.250000\r\nused_cpu_sys_children:9.000000\r\n"
+	got, err := parseRedisCPU(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3750 * time.Millisecond; got != want {
+		t.Errorf("parseRedisCPU = %v, want %v", got, want)
+	}
+	if _, err := parseRedisCPU("# CPU\r\n"); err == nil {
+		t.Error("no error without used_cpu_*")
+	}
+}
+
+func TestTable(t *testing.T) {
+	cs := []bench.Contender{{Name: "billkit"}, {Name: "ulule"}, {Name: "redis_rate"}}
+	s := func(req int64, cpuMS int) sample {
+		return sample{requests: req, wall: time.Second, cpu: time.Duration(cpuMS) * time.Millisecond}
+	}
+	res := []configResult{{conc: 64, subjects: 1000, runs: [][]sample{
+		{s(30000, 900), s(20000, 600), s(40000, 1200)}, // median 30k/s, 30 µs
+		{s(10000, 600), s(10000, 600), s(10000, 600)},  // 10k/s, 60 µs
+		{s(15000, 600), s(15000, 600), s(15000, 600)},  // 15k/s, 40 µs
+	}}}
+	var out bytes.Buffer
+	printTable(&out, cs, res, options{rounds: 3, duration: time.Second})
+	for _, want := range []string{
+		"| 64 | 1000 | billkit | 30.0k | 2.00× | 20.0k–40.0k | 30.0 | 0.75× | 0 |",
+		"| 64 | 1000 | ulule | 10.0k | 0.67× | 10.0k–10.0k | 60.0 | 1.50× | 0 |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if m := median([]float64{3, 1, 2}); m != 2 {
+		t.Errorf("median = %v", m)
+	}
+	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
+		t.Errorf("median = %v", m)
+	}
+}
