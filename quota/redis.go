@@ -286,6 +286,15 @@ type RedisOptions struct {
 	// second with the middleware's defaults). The default is
 	// [DefaultRefundWindow], one minute.
 	RefundWindow time.Duration
+	// NoCoalesce turns coalescing off: each decision is then its own
+	// EVALSHA, sent at once. By default, decisions in flight at the same
+	// time share round trips: while one is on the wire, the ones that
+	// arrive queue and go together as one pipeline when it returns (no
+	// timer: a lone decision is sent at once). See [RedisStore].
+	NoCoalesce bool
+	// MaxBatch bounds the decisions sent in one pipeline. The default
+	// (zero) is [DefaultMaxBatch], 128.
+	MaxBatch int
 }
 
 func (o *RedisOptions) withDefaults() RedisOptions {
@@ -298,6 +307,9 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 	}
 	if out.RefundWindow <= 0 {
 		out.RefundWindow = DefaultRefundWindow
+	}
+	if out.MaxBatch <= 0 {
+		out.MaxBatch = DefaultMaxBatch
 	}
 	return out
 }
@@ -321,7 +333,8 @@ type RedisStore struct {
 	client redis.UniversalClient
 	prefix string
 	now    func() time.Time
-	rttl   int64 // RefundWindow in milliseconds
+	rttl   int64    // RefundWindow in milliseconds
+	batch  *batcher // nil with NoCoalesce
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -354,7 +367,11 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	if !ctxTimeout {
 		return nil, fmt.Errorf("%w: redis client without ContextTimeoutEnabled: it would ignore the decision deadline (Config.Deadline) on reads, so set ContextTimeoutEnabled in its options", ErrInvalidConfig)
 	}
-	return &RedisStore{client: client, prefix: o.Prefix, now: o.Now, rttl: max(o.RefundWindow.Milliseconds(), 1)}, nil
+	s := &RedisStore{client: client, prefix: o.Prefix, now: o.Now, rttl: max(o.RefundWindow.Milliseconds(), 1)}
+	if !o.NoCoalesce {
+		s.batch = &batcher{client: client, max: o.MaxBatch}
+	}
+	return s, nil
 }
 
 // key returns the Redis key of a counter, such as
@@ -494,7 +511,13 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 		h := &req.Reserve[i]
 		meter(h.Amount, h.Limit, h.Unlimited, h.ExpireAt, now.Add(h.TTL).UnixMilli())
 	}
-	v, err := s.run(ctx, takeScript, c.args)
+	var v any
+	var err error
+	if s.batch != nil {
+		v, err = s.batch.run(ctx, takeScript, c.args, s.run)
+	} else {
+		v, err = s.run(ctx, takeScript, c.args)
+	}
 	if err != nil {
 		if redis.HasErrorPrefix(err, duplicatePrefix) {
 			return TakeResult{}, ErrDuplicateTake
@@ -616,10 +639,7 @@ func (s *RedisStore) Refund(ctx context.Context, req TakeRequest) error {
 func (s *RedisStore) run(ctx context.Context, sc script, args []any) (any, error) {
 	v, err := s.process(ctx, args)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		eval := make([]any, len(args))
-		copy(eval, args)
-		eval[0], eval[1] = "eval", sc.src
-		v, err = s.process(ctx, eval)
+		v, err = s.process(ctx, evalArgs(sc, args))
 	}
 	return v, err
 }
