@@ -323,9 +323,28 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 // requests) and "reserved" (units held by unsettled reservations); a
 // counter's holds are a sorted set at PREFIX:{SUBJECT}:holds:METER:PERIODID
 // and a take's record a string at PREFIX:{SUBJECT}:take:ID. Every method
-// is one Lua script run with EVALSHA (one round trip), so a decision,
-// however many meters it checks, is atomic. The subject is the keys' hash
-// tag, so all of a subject's keys share a Cluster slot.
+// is one Lua script run with EVALSHA, so a decision, however many meters
+// it checks, is atomic. The subject is the keys' hash tag, so all of a
+// subject's keys share a Cluster slot.
+//
+// Decisions ([RedisStore.Take]) in flight at the same time share round
+// trips, unless [RedisOptions.NoCoalesce] is set: a decision made while
+// no other is on the wire is sent at once, alone, with its own context (a
+// lone request waits for nothing; there is no timer); the decisions that
+// arrive while one is on the wire queue, and go together as one pipeline
+// (at most [RedisOptions.MaxBatch]) when it returns, and so on. One send
+// is in flight at a time. On a Cluster the pipeline goes through the
+// ClusterClient, which splits it by the node owning each key's slot and
+// sends the parts to their nodes concurrently, so each node sees one
+// pipeline per batch (a slow node delays the next batch for all).
+// Each decision keeps its own deadline: one whose context ends while it
+// is queued leaves the queue and is never sent (nothing is counted); one
+// whose context ends after its batch was sent returns the context's error
+// at once, an ambiguous outcome that the middleware resolves by refunding
+// the take's ID (the script may have counted it). The pipeline's context
+// has the latest deadline of its decisions. A pipeline answered NOSCRIPT
+// (a restart, SCRIPT FLUSH) is sent again with EVAL for the decisions
+// refused. Settle, Refund and Usage are not coalesced.
 //
 // A RedisStore is safe for concurrent use. The zero value is not usable;
 // call [NewRedisStore].
@@ -476,8 +495,9 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 	return keys
 }
 
-// Take implements [Store]. It costs one round trip: EVALSHA, and EVAL
-// instead once per server after a restart or SCRIPT FLUSH.
+// Take implements [Store]. It costs one round trip, shared with the
+// decisions in flight at the same time (see [RedisStore]): EVALSHA, and
+// EVAL instead once per server after a restart or SCRIPT FLUSH.
 func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, error) {
 	if err := req.validate(); err != nil {
 		return TakeResult{}, err
