@@ -178,3 +178,51 @@ func BenchmarkReserve(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCoalesce compares, on a real redis-server, decisions through
+// the middleware with 64 goroutines per CPU (b.SetParallelism), coalesced
+// (the default) and not (RedisOptions.NoCoalesce), reporting round trips
+// per request.
+//
+//	go test -run '^$' -bench BenchmarkCoalesce -benchmem -count 6 ./quota/
+func BenchmarkCoalesce(b *testing.B) {
+	srv := testserver.StartRedis(b)
+	lim := quota.StaticLimits{Plan: "pro", Included: 1 << 40}
+	for _, noCoalesce := range []bool{false, true} {
+		name := "coalesced"
+		if noCoalesce {
+			name = "NoCoalesce"
+		}
+		b.Run(name, func(b *testing.B) {
+			rdb := redisClient(b, srv.Addr)
+			hook := &testserver.CommandHook{}
+			rdb.AddHook(hook)
+			st, err := quota.NewRedisStore(rdb, quota.RedisOptions{NoCoalesce: noCoalesce})
+			if err != nil {
+				b.Fatal(err)
+			}
+			m := newMiddleware(b, quota.Config{Store: st, Limits: lim, Deadline: 10 * time.Second})
+			h := m.Handle(okHandler())
+			var seq atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(64)
+			t0 := hook.RoundTrips()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				r := httptest.NewRequest(http.MethodGet, "/v1/thing", nil)
+				r.Header.Set("X-Subject", "coalesce-"+strconv.FormatInt(seq.Add(1)%1000, 10))
+				w := &codeWriter{}
+				for pb.Next() {
+					w.reset()
+					h.ServeHTTP(w, r)
+					if w.code != http.StatusOK {
+						b.Errorf("status %d", w.code)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(hook.RoundTrips()-t0)/float64(b.N), "trips/op")
+		})
+	}
+}

@@ -201,7 +201,9 @@
 // [ErrInvalidSubject] for the whole rule, which every billkit package
 // shares). A decision is one EVALSHA of a Lua script that checks every
 // meter, counts, holds, records the take and sets the expiries
-// atomically: one round trip, in which the script runs SET, HMGET,
+// atomically: one round trip (shared by the decisions in flight at the
+// same time, which go as one pipeline: see [RedisStore] and
+// [RedisOptions.NoCoalesce]), in which the script runs SET, HMGET,
 // HINCRBY and EXPIRETIME for an allowed request of one meter (plus
 // EXPIREAT when the expiry must move), and for each reserved meter HMGET,
 // HINCRBY, ZADD and EXPIRETIME, plus ZRANGEBYSCORE when the meter holds

@@ -16,3 +16,13 @@ var (
 // Pending returns the number of settles and refunds that m has started
 // and that have not ended.
 func (m *Middleware) Pending() int { return m.bg.pending() }
+
+// QueueLen returns the number of decisions waiting for s's next batch.
+func QueueLen(s *RedisStore) int {
+	if s.batch == nil {
+		return 0
+	}
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return len(s.batch.queue)
+}

@@ -286,6 +286,15 @@ type RedisOptions struct {
 	// second with the middleware's defaults). The default is
 	// [DefaultRefundWindow], one minute.
 	RefundWindow time.Duration
+	// NoCoalesce turns coalescing off: each decision is then its own
+	// EVALSHA, sent at once. By default, decisions in flight at the same
+	// time share round trips: while one is on the wire, the ones that
+	// arrive queue and go together as one pipeline when it returns (no
+	// timer: a lone decision is sent at once). See [RedisStore].
+	NoCoalesce bool
+	// MaxBatch bounds the decisions sent in one pipeline. The default
+	// (zero) is [DefaultMaxBatch], 128.
+	MaxBatch int
 }
 
 func (o *RedisOptions) withDefaults() RedisOptions {
@@ -299,6 +308,9 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 	if out.RefundWindow <= 0 {
 		out.RefundWindow = DefaultRefundWindow
 	}
+	if out.MaxBatch <= 0 {
+		out.MaxBatch = DefaultMaxBatch
+	}
 	return out
 }
 
@@ -311,9 +323,28 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 // requests) and "reserved" (units held by unsettled reservations); a
 // counter's holds are a sorted set at PREFIX:{SUBJECT}:holds:METER:PERIODID
 // and a take's record a string at PREFIX:{SUBJECT}:take:ID. Every method
-// is one Lua script run with EVALSHA (one round trip), so a decision,
-// however many meters it checks, is atomic. The subject is the keys' hash
-// tag, so all of a subject's keys share a Cluster slot.
+// is one Lua script run with EVALSHA, so a decision, however many meters
+// it checks, is atomic. The subject is the keys' hash tag, so all of a
+// subject's keys share a Cluster slot.
+//
+// Decisions ([RedisStore.Take]) in flight at the same time share round
+// trips, unless [RedisOptions.NoCoalesce] is set: a decision made while
+// no other is on the wire is sent at once, alone, with its own context (a
+// lone request waits for nothing; there is no timer); the decisions that
+// arrive while one is on the wire queue, and go together as one pipeline
+// (at most [RedisOptions.MaxBatch]) when it returns, and so on. One send
+// is in flight at a time. On a Cluster the pipeline goes through the
+// ClusterClient, which splits it by the node owning each key's slot and
+// sends the parts to their nodes concurrently, so each node sees one
+// pipeline per batch (a slow node delays the next batch for all).
+// Each decision keeps its own deadline: one whose context ends while it
+// is queued leaves the queue and is never sent (nothing is counted); one
+// whose context ends after its batch was sent returns the context's error
+// at once, an ambiguous outcome that the middleware resolves by refunding
+// the take's ID (the script may have counted it). The pipeline's context
+// has the latest deadline of its decisions. A pipeline answered NOSCRIPT
+// (a restart, SCRIPT FLUSH) is sent again with EVAL for the decisions
+// refused. Settle, Refund and Usage are not coalesced.
 //
 // A RedisStore is safe for concurrent use. The zero value is not usable;
 // call [NewRedisStore].
@@ -321,7 +352,8 @@ type RedisStore struct {
 	client redis.UniversalClient
 	prefix string
 	now    func() time.Time
-	rttl   int64 // RefundWindow in milliseconds
+	rttl   int64    // RefundWindow in milliseconds
+	batch  *batcher // nil with NoCoalesce
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -354,7 +386,11 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	if !ctxTimeout {
 		return nil, fmt.Errorf("%w: redis client without ContextTimeoutEnabled: it would ignore the decision deadline (Config.Deadline) on reads, so set ContextTimeoutEnabled in its options", ErrInvalidConfig)
 	}
-	return &RedisStore{client: client, prefix: o.Prefix, now: o.Now, rttl: max(o.RefundWindow.Milliseconds(), 1)}, nil
+	s := &RedisStore{client: client, prefix: o.Prefix, now: o.Now, rttl: max(o.RefundWindow.Milliseconds(), 1)}
+	if !o.NoCoalesce {
+		s.batch = &batcher{client: client, max: o.MaxBatch}
+	}
+	return s, nil
 }
 
 // key returns the Redis key of a counter, such as
@@ -459,8 +495,9 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 	return keys
 }
 
-// Take implements [Store]. It costs one round trip: EVALSHA, and EVAL
-// instead once per server after a restart or SCRIPT FLUSH.
+// Take implements [Store]. It costs one round trip, shared with the
+// decisions in flight at the same time (see [RedisStore]): EVALSHA, and
+// EVAL instead once per server after a restart or SCRIPT FLUSH.
 func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, error) {
 	if err := req.validate(); err != nil {
 		return TakeResult{}, err
@@ -494,7 +531,13 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 		h := &req.Reserve[i]
 		meter(h.Amount, h.Limit, h.Unlimited, h.ExpireAt, now.Add(h.TTL).UnixMilli())
 	}
-	v, err := s.run(ctx, takeScript, c.args)
+	var v any
+	var err error
+	if s.batch != nil {
+		v, err = s.batch.run(ctx, takeScript, c.args, s.run)
+	} else {
+		v, err = s.run(ctx, takeScript, c.args)
+	}
 	if err != nil {
 		if redis.HasErrorPrefix(err, duplicatePrefix) {
 			return TakeResult{}, ErrDuplicateTake
@@ -616,10 +659,7 @@ func (s *RedisStore) Refund(ctx context.Context, req TakeRequest) error {
 func (s *RedisStore) run(ctx context.Context, sc script, args []any) (any, error) {
 	v, err := s.process(ctx, args)
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		eval := make([]any, len(args))
-		copy(eval, args)
-		eval[0], eval[1] = "eval", sc.src
-		v, err = s.process(ctx, eval)
+		v, err = s.process(ctx, evalArgs(sc, args))
 	}
 	return v, err
 }
