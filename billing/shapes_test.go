@@ -1,10 +1,7 @@
 package billing_test
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -52,38 +49,13 @@ func loadFixtures(t testing.TB, version string) [3]map[string]any {
 	sm := testserver.StartStripeMock(t, version)
 	var f [3]map[string]any
 	for i, path := range []string{"/v1/subscriptions/sub_123", "/v1/invoices/in_123", "/v1/checkout/sessions/cs_123"} {
-		f[i] = getObject(t, sm.URL+path)
+		f[i] = testserver.Object(t, sm.URL, path)
 	}
 	if fixtures.byVersion == nil {
 		fixtures.byVersion = map[string][3]map[string]any{}
 	}
 	fixtures.byVersion[version] = f
 	return f
-}
-
-func getObject(t testing.TB, url string) map[string]any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer sk_test_billkit")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v: %s", url, resp.StatusCode, err, b)
-	}
-	var o map[string]any
-	if err := json.Unmarshal(b, &o); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	return o
 }
 
 // Stripe API versions of the shapes.

@@ -3,10 +3,8 @@ package webhook_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
@@ -15,37 +13,15 @@ import (
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
-// fetch GETs path from stripe-mock and returns the object's JSON.
-func fetch(t *testing.T, base, path string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer sk_test_123")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v: %s", path, resp.StatusCode, err, b)
-	}
-	return b
-}
-
 // TestStripeShapedEvents feeds events whose objects are what stripe-mock
 // v0.162.0 returns for a subscription, an invoice and a checkout session
 // through the Handler, and decodes event.Data.Raw into stripe-go's types.
 func TestStripeShapedEvents(t *testing.T) {
 	t.Parallel()
 	mock := testserver.StartStripeMock(t, testserver.StripeMockUsageRecords)
-	sub := fetch(t, mock.URL, "/v1/subscriptions/sub_123")
-	inv := fetch(t, mock.URL, "/v1/invoices/in_123")
-	cs := fetch(t, mock.URL, "/v1/checkout/sessions/cs_123")
+	sub := testserver.Get(t, mock.URL, "/v1/subscriptions/sub_123")
+	inv := testserver.Get(t, mock.URL, "/v1/invoices/in_123")
+	cs := testserver.Get(t, mock.URL, "/v1/checkout/sessions/cs_123")
 
 	var gotSub stripe.Subscription
 	var gotInv stripe.Invoice

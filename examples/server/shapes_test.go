@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
+	"github.com/billkit/billkit/internal/testserver"
 	"testing"
 	"time"
 
@@ -49,9 +47,9 @@ func loadShape(t *testing.T, baseURL, apiVersion string) shape {
 	t.Helper()
 	sh := shape{
 		APIVersion: apiVersion,
-		fixSub:     getObject(t, baseURL+"/v1/subscriptions/sub_123"),
-		fixInv:     getObject(t, baseURL+"/v1/invoices/in_123"),
-		fixCS:      getObject(t, baseURL+"/v1/checkout/sessions/cs_123"),
+		fixSub:     testserver.Object(t, baseURL, "/v1/subscriptions/sub_123"),
+		fixInv:     testserver.Object(t, baseURL, "/v1/invoices/in_123"),
+		fixCS:      testserver.Object(t, baseURL, "/v1/checkout/sessions/cs_123"),
 	}
 	// The fields every shape carries, which the rendering below sets
 	// unconditionally.
@@ -74,32 +72,6 @@ func loadShape(t *testing.T, baseURL, apiVersion string) shape {
 		t.Fatal("stripe-mock's invoice fixture names its subscription neither under parent nor under subscription")
 	}
 	return sh
-}
-
-// getObject GETs a stripe-mock object.
-func getObject(t *testing.T, url string) map[string]any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer sk_test_123")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v: %s", url, resp.StatusCode, err, b)
-	}
-	var o map[string]any
-	if err := json.Unmarshal(b, &o); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	return o
 }
 
 // event returns the Stripe event type and the data.object of an event of

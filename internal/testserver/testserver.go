@@ -19,8 +19,11 @@ package testserver
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -365,4 +368,37 @@ func StartStripeMock(tb testing.TB, version string) *StripeMock {
 	}
 	tb.Cleanup(s.p.stop)
 	return s
+}
+
+// Get GETs path from the stripe-mock at baseURL with a test key and returns
+// the body, failing tb unless the answer is 200.
+func Get(tb testing.TB, baseURL, path string) []byte {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer sk_test_billkit")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("GET %s: %d %v: %s", path, resp.StatusCode, err, b)
+	}
+	return b
+}
+
+// Object GETs path from the stripe-mock at baseURL and decodes the object.
+func Object(tb testing.TB, baseURL, path string) map[string]any {
+	tb.Helper()
+	var o map[string]any
+	if err := json.Unmarshal(Get(tb, baseURL, path), &o); err != nil {
+		tb.Fatalf("GET %s: %v", path, err)
+	}
+	return o
 }
