@@ -367,8 +367,29 @@ func StartStripeMock(tb testing.TB, version string) *StripeMock {
 		tb.Fatalf("testserver: start stripe-mock %s: %v", version, err)
 	}
 	tb.Cleanup(s.p.stop)
+	// An open port is not yet a serving stripe-mock: wait until it answers.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/v1/customers", nil)
+		req.Header.Set("Authorization", "Bearer sk_test_billkit")
+		resp, err := freshClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("testserver: stripe-mock %s does not answer: %v", version, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	return s
 }
+
+// freshClient opens a new connection for every request, so that no request
+// meets a kept-alive connection to a server that has stopped (test servers
+// come and go on reused ports).
+var freshClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // Get GETs path from the stripe-mock at baseURL with a test key and returns
 // the body, failing tb unless the answer is 200.
@@ -381,7 +402,7 @@ func Get(tb testing.TB, baseURL, path string) []byte {
 		tb.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer sk_test_billkit")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := freshClient.Do(req)
 	if err != nil {
 		tb.Fatalf("GET %s: %v", path, err)
 	}
