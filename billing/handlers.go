@@ -27,6 +27,18 @@ func (l *Lifecycle) HandleEvent(ctx context.Context, ev *stripe.Event) error {
 	if ev == nil {
 		return nil
 	}
+	obs := l.cfg.Observer.Event
+	if obs == nil {
+		return l.handleEvent(ctx, ev)
+	}
+	t := &eventTrack{}
+	err := l.handleEvent(context.WithValue(ctx, trackKey{}, t), ev)
+	obs(ctx, EventObservation{Outcome: eventOutcome(t, err), EventID: ev.ID, EventType: string(ev.Type),
+		APIVersion: ev.APIVersion, Err: err})
+	return err
+}
+
+func (l *Lifecycle) handleEvent(ctx context.Context, ev *stripe.Event) error {
 	log := l.cfg.Logger.With("event_id", ev.ID, "event_type", string(ev.Type), "api_version", ev.APIVersion)
 	if ev.Created <= 0 {
 		log.WarnContext(ctx, "billing: event without a creation time ignored")

@@ -59,6 +59,10 @@ type Config struct {
 	// safe for concurrent use. The default value is nil; such events are
 	// logged at ERROR either way.
 	OnEventError func(ctx context.Context, err *EventError)
+	// Observer receives the outcome of every event, every entitlement
+	// change and every reconciliation, for metrics and traces. The
+	// default value (zero) observes nothing.
+	Observer Observer
 	// ParkFor is how long a parked event waits for its customer's link;
 	// then the sweep of [Lifecycle.Run] drops it and reports it as
 	// [ErrUnmapped]. The default value is [DefaultParkFor] (7 days).
@@ -241,6 +245,10 @@ func (l *Lifecycle) write(ctx context.Context, log *slog.Logger, subject string,
 	if err != nil {
 		return before, after, fmt.Errorf("billing: update entitlement: %w", err)
 	}
+	if t := trackOf(ctx); t != nil {
+		t.written = true
+		t.changed = t.changed || changed
+	}
 	if !changed {
 		log.DebugContext(ctx, "billing: event changed nothing (duplicate or older than the entitlement)", "subject", subject)
 		return before, after, nil
@@ -249,6 +257,9 @@ func (l *Lifecycle) write(ctx context.Context, log *slog.Logger, subject string,
 	l.limits.Invalidate(subject)
 	if l.cfg.OnChange != nil {
 		l.cfg.OnChange(ctx, before, after)
+	}
+	if l.cfg.Observer.Changed != nil {
+		l.cfg.Observer.Changed(ctx, before, after)
 	}
 	return before, after, nil
 }

@@ -75,6 +75,9 @@ func (l *Lifecycle) park(ctx context.Context, log *slog.Logger, ev *stripe.Event
 		return fmt.Errorf("billing: park event: %w", err)
 	}
 	log.InfoContext(ctx, "billing: event parked until its customer is linked to a subject", "customer", customer)
+	if t := trackOf(ctx); t != nil {
+		t.parked = true
+	}
 	// The link may have appeared since the lookup: look again, so that a
 	// park racing a link is applied by one of the two.
 	subject, err := l.subjectOf(ctx, nil, customer)
@@ -197,8 +200,12 @@ func (l *Lifecycle) sweepParked(ctx context.Context, log *slog.Logger) (applied 
 				continue
 			}
 			old = append(old, id)
-			l.report(ctx, &EventError{EventID: id, EventType: p.EventType, APIVersion: p.APIVersion,
-				Err: fmt.Errorf("%w: customer %s was linked to no subject within %s", ErrUnmapped, customer, l.cfg.ParkFor)})
+			ee := &EventError{EventID: id, EventType: p.EventType, APIVersion: p.APIVersion,
+				Err: fmt.Errorf("%w: customer %s was linked to no subject within %s", ErrUnmapped, customer, l.cfg.ParkFor)}
+			l.report(ctx, ee)
+			if obs := l.cfg.Observer.Event; obs != nil {
+				obs(ctx, EventObservation{Outcome: Unmapped, EventID: id, EventType: p.EventType, APIVersion: p.APIVersion, Err: ee})
+			}
 		}
 		if len(old) == 0 {
 			return nil

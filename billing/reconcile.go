@@ -54,6 +54,17 @@ type ReconcileReport struct {
 // handling and with itself; [Lifecycle.Run] runs it periodically, and it
 // is worth running after an outage of the webhook endpoint.
 func (l *Lifecycle) Reconcile(ctx context.Context) (ReconcileReport, error) {
+	obs := l.cfg.Observer.Reconciled
+	if obs == nil {
+		return l.reconcile(ctx)
+	}
+	start := time.Now()
+	rep, err := l.reconcile(ctx)
+	obs(ctx, rep, time.Since(start), err)
+	return rep, err
+}
+
+func (l *Lifecycle) reconcile(ctx context.Context) (ReconcileReport, error) {
 	var rep ReconcileReport
 	if l.cfg.Stripe == nil {
 		return rep, fmt.Errorf("%w: Reconcile needs Stripe", ErrInvalidConfig)

@@ -147,6 +147,10 @@ type Config struct {
 	// Deny writes the response to a denied request. The default is
 	// [DefaultDeny]: 402 with an application/problem+json body.
 	Deny DenyFunc
+	// Observer receives every request's outcome and every settle's and
+	// refund's, for metrics and traces. The default (zero) observes
+	// nothing, at no cost.
+	Observer Observer
 	// Logger receives failures to decide (warn) and server bugs (error: a
 	// failing cost function, a subject the store cannot key). The default
 	// (nil) is slog.Default().
@@ -358,6 +362,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	cfg := &m.cfg
 	subject, err := cfg.Subject(r)
 	if err != nil || subject == "" {
+		m.observe(r.Context(), Observation{Outcome: Unauthenticated, Status: http.StatusUnauthorized, Meter: cfg.Meter}, 0)
 		writeProblem(w, http.StatusUnauthorized, ProblemNoSubject, "Unauthorized",
 			"The request does not identify an account.", nil)
 		return
@@ -371,6 +376,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		if err != nil {
 			cfg.Logger.ErrorContext(r.Context(), "quota: cost function failed",
 				slog.String("subject", subject), slog.Any("error", err))
+			m.observe(r.Context(), Observation{Outcome: Failed, Status: http.StatusInternalServerError, Meter: cfg.Meter, Err: err}, 0)
 			writeServerError(w)
 			return
 		}
@@ -389,6 +395,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			if err != nil {
 				cfg.Logger.ErrorContext(r.Context(), "quota: estimate function failed",
 					slog.String("subject", subject), slog.String("meter", rv.Meter), slog.Any("error", err))
+				m.observe(r.Context(), Observation{Outcome: Failed, Status: http.StatusInternalServerError, Meter: rv.Meter, Err: err}, 0)
 				writeServerError(w)
 				return
 			}
@@ -397,6 +404,10 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 
 	now := cfg.Now()
+	var start time.Time // read only when observed: a clock read per request otherwise
+	if cfg.Observer.Decided != nil {
+		start = time.Now()
+	}
 	ctx, cancel := decisionContext(r.Context(), cfg.Deadline)
 	lim, err := cfg.Limits.Limits(ctx, subject, cfg.Meter)
 	for i := 0; err == nil && i < len(holds); i++ {
@@ -405,11 +416,12 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	if err != nil {
 		cancel()
 		if errors.Is(err, ErrNoPlan) {
+			m.observe(r.Context(), Observation{Outcome: NoPlan, Status: http.StatusPaymentRequired, Meter: cfg.Meter}, since(start))
 			writeProblem(w, http.StatusPaymentRequired, ProblemNoPlan, "No active plan",
 				"The account has no active plan. Subscribe to a plan to use this API.", nil)
 			return
 		}
-		m.unavailable(w, r, next, subject, "limits", err)
+		m.unavailable(w, r, next, subject, "limits", err, since(start))
 		return
 	}
 	period := lim.PeriodAt(now)
@@ -450,10 +462,12 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		res, err = cfg.Store.Take(ctx, req)
 	}
 	cancel()
+	took := since(start)
 	if err != nil {
 		if isInputError(err) {
 			cfg.Logger.ErrorContext(r.Context(), "quota: request cannot be metered",
 				slog.String("subject", subject), slog.Any("error", err))
+			m.observe(r.Context(), Observation{Outcome: Failed, Status: http.StatusInternalServerError, Plan: lim.Plan, Meter: cfg.Meter, Err: err}, took)
 			writeServerError(w)
 			return
 		}
@@ -463,7 +477,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			// tombstone for a take still on its way.
 			m.refund(r.Context(), req)
 		}
-		m.unavailable(w, r, next, subject, "store", err)
+		m.unavailable(w, r, next, subject, "store", err, took)
 		return
 	}
 	if !res.Allowed && res.Exhausted == "" {
@@ -526,6 +540,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		if st != nil {
 			st.done = true // nothing to settle
 		}
+		m.observe(r.Context(), Observation{Outcome: Denied, Status: http.StatusPaymentRequired, Plan: lim.Plan, Meter: res.Exhausted}, took)
 		if cfg.OnDeny != nil {
 			cfg.OnDeny(r.Context(), *d)
 		}
@@ -539,12 +554,30 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			cfg.OnSoftLimit(r.Context(), *d)
 		}
 	}
+	m.observe(r.Context(), Observation{Outcome: Allowed, Plan: lim.Plan, Meter: cfg.Meter, SoftLimitCrossed: d.SoftLimitCrossed}, took)
 	if st != nil {
 		// Deferred, so that a handler that panics still settles (its
 		// estimate, or what it settled before).
 		defer m.settle(r.Context(), st)
 	}
 	next.ServeHTTP(w, r)
+}
+
+// observe passes o, taking took, to Config.Observer.Decided when it is set.
+func (m *Middleware) observe(ctx context.Context, o Observation, took time.Duration) {
+	if f := m.cfg.Observer.Decided; f != nil {
+		o.Duration = took
+		f(ctx, o)
+	}
+}
+
+// since returns the time elapsed since start, or 0 for a zero start (the
+// decision is not observed).
+func since(start time.Time) time.Duration {
+	if start.IsZero() {
+		return 0
+	}
+	return time.Since(start)
 }
 
 // remaining is limit - used - reserved, at least 0, without overflow.
@@ -660,11 +693,16 @@ func (m *Middleware) inBackground(parent context.Context, what string, f func(co
 	m.bg.goFunc(func() {
 		ctx, cancel := context.WithTimeout(ctx, backgroundFactor*m.cfg.Deadline)
 		defer cancel()
-		if err := f(ctx); err != nil {
+		start := time.Now()
+		err := f(ctx)
+		if err != nil {
 			// A failed settle leaves the reservation to expire (its units
 			// are then not billed); a failed refund may leave a refused
 			// request's units counted.
 			m.cfg.Logger.ErrorContext(ctx, "quota: "+what+" failed", slog.Any("error", err))
+		}
+		if obs := m.cfg.Observer.Background; obs != nil {
+			obs(ctx, BackgroundObservation{Op: what, Duration: time.Since(start), Err: err})
 		}
 	})
 }
@@ -682,11 +720,12 @@ func decisionContext(parent context.Context, d time.Duration) (context.Context, 
 }
 
 // unavailable answers a request for which no decision could be made.
-func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error) {
+func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error, took time.Duration) {
 	cfg := &m.cfg
 	if cfg.FailOpen {
 		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
 			slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
+		m.observe(r.Context(), Observation{Outcome: FailOpen, Meter: cfg.Meter, Err: err}, took)
 		dc := &decisionCtx{Context: r.Context(), d: Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}}
 		if len(cfg.Reserve) > 0 {
 			// Settle works, and counts nothing, as the request.
@@ -702,6 +741,7 @@ func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next ht
 	}
 	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
 		slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
+	m.observe(r.Context(), Observation{Outcome: Unavailable, Status: http.StatusServiceUnavailable, Meter: cfg.Meter, Err: err}, took)
 	// A slice of its own: a header map's values may be written to
 	// downstream, so none is shared between responses.
 	w.Header()[headerRetry] = []string{m.retryAfter}

@@ -126,6 +126,10 @@ type Config struct {
 	// changed. The default value is false.
 	StrictAPIVersion bool
 
+	// Observer receives every delivery's outcome, for metrics and
+	// traces. The default value (zero) observes nothing.
+	Observer Observer
+
 	// Logger receives one record per delivery (event id, type, outcome)
 	// and handler and store errors. Secrets, signatures and payloads are
 	// never logged. The default value (nil) is [slog.Default] as of [New].
@@ -286,16 +290,46 @@ const storeTimeout = 5 * time.Second
 
 // ServeHTTP handles one delivery; see [Handler] for the responses.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	obs := &h.cfg.Observer
+	if obs.Start != nil {
+		ctx = obs.Start(ctx)
+	}
+	var start time.Time
+	if obs.Done != nil {
+		start = time.Now()
+	}
+	d, detail := h.deliver(ctx, w, r)
+	if obs.Done != nil {
+		d.Duration = time.Since(start)
+		obs.Done(ctx, d)
+	}
+	switch d.Status {
+	case http.StatusOK:
+		writeAck(w, detail)
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", http.MethodPost)
+		fallthrough
+	default:
+		writeProblem(w, d.Status, detail)
+	}
+}
+
+// deliver verifies, deduplicates and handles one delivery. It returns the
+// delivery's outcome and the detail of its response: the ack's result for
+// a 200, the problem's detail otherwise.
+func (h *Handler) deliver(ctx context.Context, w http.ResponseWriter, r *http.Request) (Delivery, string) {
 	log := h.cfg.Logger
 	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeProblem(w, http.StatusMethodNotAllowed, "webhook deliveries use POST")
-		return
+		return Delivery{Outcome: BadMethod, Status: http.StatusMethodNotAllowed, Err: errMethod}, "webhook deliveries use POST"
+	}
+	tooLarge := func() (Delivery, string) {
+		return Delivery{Outcome: TooLarge, Status: http.StatusRequestEntityTooLarge, Err: errTooLarge},
+			fmt.Sprintf("the body exceeds %d bytes", h.cfg.MaxBodyBytes)
 	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
-		log.WarnContext(r.Context(), "webhook: body too large", "content_length", r.ContentLength, "limit", h.cfg.MaxBodyBytes)
-		writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.cfg.MaxBodyBytes))
-		return
+		log.WarnContext(ctx, "webhook: body too large", "content_length", r.ContentLength, "limit", h.cfg.MaxBodyBytes)
+		return tooLarge()
 	}
 	body := r.Body
 	if body == nil {
@@ -303,82 +337,94 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	payload, err := io.ReadAll(http.MaxBytesReader(w, body, h.cfg.MaxBodyBytes))
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			log.WarnContext(r.Context(), "webhook: body too large", "limit", h.cfg.MaxBodyBytes)
-			writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body exceeds %d bytes", h.cfg.MaxBodyBytes))
-			return
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			log.WarnContext(ctx, "webhook: body too large", "limit", h.cfg.MaxBodyBytes)
+			return tooLarge()
 		}
-		log.WarnContext(r.Context(), "webhook: body unreadable")
-		writeProblem(w, http.StatusBadRequest, "the body could not be read")
-		return
+		log.WarnContext(ctx, "webhook: body unreadable")
+		return Delivery{Outcome: Malformed, Status: http.StatusBadRequest, Err: errUnreadable}, "the body could not be read"
 	}
 
 	ev, err := h.constructEvent(payload, r.Header.Get(signatureHeader))
 	if err != nil {
-		log.WarnContext(r.Context(), "webhook: rejected", "reason", err.Error())
-		writeProblem(w, http.StatusBadRequest, err.Error())
-		return
+		log.WarnContext(ctx, "webhook: rejected", "reason", err.Error())
+		return Delivery{Outcome: rejection(err), Status: http.StatusBadRequest, Err: err}, err.Error()
 	}
+	d := Delivery{EventID: ev.ID, EventType: string(ev.Type), APIVersion: ev.APIVersion}
 	attrs := []any{"event_id", ev.ID, "event_type", string(ev.Type)}
 
 	fns := h.handlersFor(ev.Type)
 	if len(fns) == 0 {
-		log.DebugContext(r.Context(), "webhook: no handler for event type", attrs...)
-		writeAck(w, "ignored")
-		return
+		log.DebugContext(ctx, "webhook: no handler for event type", attrs...)
+		d.Outcome, d.Status = Ignored, http.StatusOK
+		return d, "ignored"
 	}
 
-	claim, err := h.cfg.Store.Claim(r.Context(), ev.ID, h.cfg.Lease)
+	const unrecorded = "the event could not be recorded; it will be accepted on a later delivery"
+	claim, err := h.cfg.Store.Claim(ctx, ev.ID, h.cfg.Lease)
 	if err != nil {
-		log.ErrorContext(r.Context(), "webhook: store claim failed", append(attrs, "err", err)...)
-		writeProblem(w, http.StatusServiceUnavailable, "the event could not be recorded; it will be accepted on a later delivery")
-		return
+		log.ErrorContext(ctx, "webhook: store claim failed", append(attrs, "err", err)...)
+		d.Outcome, d.Status, d.Err = StoreFailed, http.StatusServiceUnavailable, err
+		return d, unrecorded
 	}
 	switch claim.Status {
 	case Done:
-		log.InfoContext(r.Context(), "webhook: duplicate delivery", attrs...)
-		writeAck(w, "duplicate")
-		return
+		log.InfoContext(ctx, "webhook: duplicate delivery", attrs...)
+		d.Outcome, d.Status = Duplicate, http.StatusOK
+		return d, "duplicate"
 	case InFlight:
-		log.InfoContext(r.Context(), "webhook: event in flight elsewhere", attrs...)
-		writeProblem(w, http.StatusConflict, "this event is being handled by another delivery")
-		return
+		log.InfoContext(ctx, "webhook: event in flight elsewhere", attrs...)
+		d.Outcome, d.Status, d.Err = InFlightElsewhere, http.StatusConflict, errInFlight
+		return d, "this event is being handled by another delivery"
 	case Claimed:
 	default:
-		log.ErrorContext(r.Context(), "webhook: store returned an unknown claim status", append(attrs, "status", int(claim.Status))...)
-		writeProblem(w, http.StatusServiceUnavailable, "the event could not be recorded; it will be accepted on a later delivery")
-		return
+		log.ErrorContext(ctx, "webhook: store returned an unknown claim status", append(attrs, "status", int(claim.Status))...)
+		d.Outcome, d.Status, d.Err = StoreFailed, http.StatusServiceUnavailable, fmt.Errorf("unknown claim status %d", int(claim.Status))
+		return d, unrecorded
 	}
 
-	detached := context.WithoutCancel(r.Context())
+	detached := context.WithoutCancel(ctx)
 	if err := h.run(claimtoken.NewContext(detached, claim.Token), fns, ev); err != nil {
-		log.ErrorContext(r.Context(), "webhook: handler failed", append(attrs, "err", err)...)
+		log.ErrorContext(ctx, "webhook: handler failed", append(attrs, "err", err)...)
 		ctx, cancel := context.WithTimeout(detached, storeTimeout)
 		defer cancel()
 		if rerr := h.cfg.Store.Release(ctx, ev.ID, claim.Token); rerr != nil {
 			// The lease expires by itself; a redelivery after it runs again.
-			log.ErrorContext(r.Context(), "webhook: store release failed", append(attrs, "err", rerr)...)
+			log.ErrorContext(ctx, "webhook: store release failed", append(attrs, "err", rerr)...)
 		}
-		writeProblem(w, http.StatusInternalServerError, "the event could not be handled; it will be retried")
-		return
+		d.Outcome, d.Status, d.Err = HandlerFailed, http.StatusInternalServerError, err
+		return d, "the event could not be handled; it will be retried"
 	}
 
-	ctx, cancel := context.WithTimeout(detached, storeTimeout)
+	cctx, cancel := context.WithTimeout(detached, storeTimeout)
 	defer cancel()
-	switch err := h.cfg.Store.Complete(ctx, ev.ID, claim.Token, h.cfg.Retention); {
+	switch err := h.cfg.Store.Complete(cctx, ev.ID, claim.Token, h.cfg.Retention); {
 	case errors.Is(err, ErrLeaseLost):
 		// The handlers outlived the lease: another delivery may have run
 		// them too. Their effect is applied, so the answer is still 200.
-		log.WarnContext(r.Context(), "webhook: lease expired before completion; raise Config.Lease", attrs...)
+		log.WarnContext(ctx, "webhook: lease expired before completion; raise Config.Lease", attrs...)
 	case err != nil:
 		// The effect is applied; a retry would apply it again. The claim
 		// expires after its lease.
-		log.ErrorContext(r.Context(), "webhook: store complete failed", append(attrs, "err", err)...)
+		log.ErrorContext(ctx, "webhook: store complete failed", append(attrs, "err", err)...)
 	default:
-		log.InfoContext(r.Context(), "webhook: handled", attrs...)
+		log.InfoContext(ctx, "webhook: handled", attrs...)
 	}
-	writeAck(w, "handled")
+	d.Outcome, d.Status = Handled, http.StatusOK
+	return d, "handled"
+}
+
+// rejection returns the outcome of a payload that constructEvent refused.
+func rejection(err error) Outcome {
+	switch err {
+	case errNotSigned, errInvalidHeader, errInvalidSignature:
+		return BadSignature
+	case errStale:
+		return Stale
+	default:
+		return Malformed
+	}
 }
 
 // TokenFromContext returns the token of the [Store] claim under which an

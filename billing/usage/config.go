@@ -124,6 +124,10 @@ type Config struct {
 	// IdentifierPrefix starts every report identifier and Idempotency-Key.
 	// The default value is "billkit".
 	IdentifierPrefix string
+	// Observer receives the outcome of every report to Stripe and of
+	// every pass, for metrics and traces. The default value (zero)
+	// observes nothing.
+	Observer Observer
 	// Logger receives the reporter's outcomes. The default value is
 	// slog.Default().
 	Logger *slog.Logger

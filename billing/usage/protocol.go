@@ -117,7 +117,7 @@ func (totals) report(ctx context.Context, r *Reporter, j *job, ps *periodState) 
 // report returns the report of the range f of period p.
 func (j *job) report(p quota.Period, f inFlight) usageReport {
 	return usageReport{
-		Subject: j.e.Subject, CustomerID: j.e.CustomerID, SubscriptionItemID: j.m.ItemID,
+		Subject: j.e.Subject, Tier: j.e.Tier, CustomerID: j.e.CustomerID, SubscriptionItemID: j.m.ItemID,
 		Meter: j.m, Period: p, From: f.From, To: f.To, Identifier: f.Identifier, Timestamp: f.Timestamp,
 	}
 }
@@ -152,8 +152,20 @@ func (r *Reporter) send(ctx context.Context, rep usageReport) error {
 			return err
 		}
 		cctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+		start := time.Now()
 		err := snk.Report(cctx, rep)
 		cancel()
+		if obs := r.cfg.Observer.Report; obs != nil {
+			o := ReportObservation{Outcome: Reported, Tier: rep.Tier, Meter: rep.Meter.Name, Sink: mode.sink(),
+				Units: rep.To - rep.From, Duration: time.Since(start), Err: err}
+			if err != nil {
+				o.Outcome = ReportFailed
+				if isRateLimited(err) {
+					o.Outcome = RateLimited
+				}
+			}
+			obs(ctx, o)
+		}
 		if err == nil {
 			r.bucket.recover()
 			break

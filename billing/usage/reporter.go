@@ -174,6 +174,9 @@ func (r *Reporter) ReportAll(ctx context.Context) error {
 	s.Passes = r.stats.Passes + 1
 	r.stats = s
 	r.mu.Unlock()
+	if obs := r.cfg.Observer.Pass; obs != nil {
+		obs(ctx, r.Stats())
+	}
 	r.log.InfoContext(ctx, "billing: usage report pass",
 		"subjects", s.Subjects, "reported", s.Reported, "failed", s.Failed, "pending", s.Pending,
 		"unbillable", s.Unbillable,

@@ -41,6 +41,14 @@ func (m meterSpec) mode() reportMode {
 	return reportTotals
 }
 
+// sink names what a mode reports, for observations.
+func (m reportMode) sink() string {
+	if m == reportTotals {
+		return SinkUsageRecords
+	}
+	return SinkMeterEvents
+}
+
 // billing names what a mode reports, for messages.
 func (m reportMode) billing() string {
 	if m == reportTotals {
@@ -93,6 +101,8 @@ type meterSpec struct {
 type usageReport struct {
 	// Subject is the billkit subject the usage belongs to.
 	Subject string
+	// Tier is the subject's plan, for observations.
+	Tier string
 	// CustomerID is the subject's Stripe customer.
 	CustomerID string
 	// SubscriptionItemID is the subscription item of the meter's metered

@@ -1,0 +1,82 @@
+package usage
+
+import (
+	"context"
+	"time"
+)
+
+// Observer receives the reporter's outcomes, for metrics and traces (the
+// module github.com/billkit/billkit/otel turns them into OpenTelemetry
+// instruments). Each func is optional: a nil func is not called. They run
+// synchronously on the reporter's goroutines, so they must be quick, and
+// they must be safe for concurrent use.
+//
+// Use an observation's Outcome, Tier, Meter and Sink as metric labels,
+// never its subject (which observations do not carry).
+type Observer struct {
+	// Report is called after every call to Stripe that reports usage (a
+	// meter event or a usage record), including each one answered 429.
+	Report func(ctx context.Context, o ReportObservation)
+	// Pass is called after every pass of [Reporter.ReportAll] with the
+	// reporter's [Stats] (as [Reporter.Stats] returns them then), whose
+	// Pending and Unbillable say how many subjects still have usage
+	// waiting and how many have usage the reporter cannot bill.
+	Pass func(ctx context.Context, s Stats)
+}
+
+// ReportOutcome is the outcome of one report to Stripe.
+type ReportOutcome uint8
+
+// Outcomes of [ReportObservation].
+const (
+	// Reported: Stripe acknowledged the report.
+	Reported ReportOutcome = iota + 1
+	// RateLimited: Stripe answered 429; the reporter slows down and sends
+	// the same report again (up to three times).
+	RateLimited
+	// ReportFailed: the call failed; the units stay pending and are sent
+	// again, under the same identifier, by a later pass.
+	ReportFailed
+)
+
+var reportOutcomeNames = [...]string{
+	Reported:     "reported",
+	RateLimited:  "rate_limited",
+	ReportFailed: "failed",
+}
+
+// String returns the outcome's name in snake case, such as "reported",
+// fit for a metric label.
+func (o ReportOutcome) String() string {
+	if int(o) < len(reportOutcomeNames) && reportOutcomeNames[o] != "" {
+		return reportOutcomeNames[o]
+	}
+	return "unknown"
+}
+
+// Sinks of [ReportObservation].
+const (
+	SinkMeterEvents  = "meter_events"
+	SinkUsageRecords = "usage_records"
+)
+
+// ReportObservation is the outcome of one call to Stripe that reports
+// usage.
+type ReportObservation struct {
+	// Outcome is what Stripe answered.
+	Outcome ReportOutcome
+	// Tier is the plan of the subject whose usage was reported.
+	Tier string
+	// Meter is the quota meter reported.
+	Meter string
+	// Sink is SinkMeterEvents or SinkUsageRecords.
+	Sink string
+	// Units is the number of units the report carries that Stripe had not
+	// acknowledged before: the meter event's value, or the usage record's
+	// increase of the period's total.
+	Units int64
+	// Duration is how long the call took.
+	Duration time.Duration
+	// Err is the call's error; nil when Reported.
+	Err error
+}
