@@ -19,7 +19,9 @@ import (
 // any Redis-backed limiter), and the middleware on a MemoryStore (Memory),
 // which isolates the middleware's own cost and needs no server
 // (MemoryRequestDeadline: the same for requests whose context already ends
-// sooner than Config.Deadline, as under http.TimeoutHandler). Each runs
+// sooner than Config.Deadline, as under http.TimeoutHandler;
+// MemoryObserved: the same with a Config.Observer that counts decisions,
+// the cost of the observation hook). Each runs
 // serially and with b.RunParallel.
 //
 //	go test -run '^$' -bench BenchmarkMiddleware -benchmem -count 6 ./quota/
@@ -58,6 +60,13 @@ func BenchmarkMiddleware(b *testing.B) {
 
 	b.Run("Memory", func(b *testing.B) {
 		m := newMiddleware(b, config(quota.NewMemoryStore(quota.MemoryOptions{})))
+		serve(b, m.Handle(okHandler()))
+	})
+	b.Run("MemoryObserved", func(b *testing.B) {
+		cfg := config(quota.NewMemoryStore(quota.MemoryOptions{}))
+		var n atomic.Int64
+		cfg.Observer = quota.Observer{Decided: func(context.Context, quota.Observation) { n.Add(1) }}
+		m := newMiddleware(b, cfg)
 		serve(b, m.Handle(okHandler()))
 	})
 	b.Run("MemoryRequestDeadline", func(b *testing.B) {
