@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -35,10 +35,10 @@ const (
 	webhookLease      = 25 * time.Second // handlers get 20s, within writeTimeout
 )
 
-// run is the whole program: it reads the configuration from environ (as
+// Run is the whole program: it reads the configuration from environ (as
 // returned by os.Environ), prints the generated secrets and the listen
 // address on stdout, logs on stderr, and serves until ctx is done.
-func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printHelp(stderr) }
