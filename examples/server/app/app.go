@@ -120,7 +120,8 @@ type App struct {
 
 // NewApp connects to Redis (or starts the embedded one), builds the Stripe
 // client and every billkit component, and returns the application. The
-// caller must Close it.
+// caller must Close it. A configuration it cannot build, such as a route
+// of Config.Routes that collides with the server's own, is an error.
 func NewApp(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	return newApp(ctx, cfg, log, time.Now)
 }
@@ -250,8 +251,8 @@ func (a *App) build() error {
 		}
 	}
 
-	a.handler = a.routes()
-	return nil
+	a.handler, err = a.routes()
+	return err
 }
 
 // newCompletions returns the quota middleware of POST /v1/complete, on

@@ -454,7 +454,9 @@ func TestShutdownWaitsForSettles(t *testing.T) {
 	if app.completions, err = app.newCompletions(held); err != nil {
 		t.Fatal(err)
 	}
-	app.handler = app.routes()
+	if app.handler, err = app.routes(); err != nil {
+		t.Fatal(err)
+	}
 	var (
 		period             quota.Period // the subscription's
 		usage              quota.Usage  // the token meter's, read just before Redis closes
@@ -520,7 +522,11 @@ func TestCloseWaitsForSettles(t *testing.T) {
 	if app.completions, err = app.newCompletions(held); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(app.routes())
+	h, err := app.routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	c.base = srv.URL
 	c.send(demo.SubscriptionCreated)
