@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bufio"
@@ -23,15 +23,33 @@ import (
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
-// startRun runs run() in the background with env, and returns the base URL
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startRun runs Run in the background with env, and returns the base URL
 // it printed, its stdout so far, and a function that cancels it and returns
-// run's result.
+// Run's result.
 func startRun(t *testing.T, env map[string]string) (base string, stdout []string, stop func() error) {
 	t.Helper()
 	return startRunOutput(t, env, io.Discard, io.Discard)
 }
 
-// startRunOutput is startRun that writes run's logs to stderr and its
+// startRunOutput is startRun that writes Run's logs to stderr and its
 // stdout after the listen address to moreStdout.
 func startRunOutput(t *testing.T, vars map[string]string, stderr, moreStdout io.Writer) (base string, stdout []string, stop func() error) {
 	t.Helper()
@@ -43,8 +61,8 @@ func startRunOutput(t *testing.T, vars map[string]string, stderr, moreStdout io.
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, nil, environ, pw, stderr)
-		pw.CloseWithError(errors.New("run returned"))
+		err := Run(ctx, nil, environ, pw, stderr)
+		pw.CloseWithError(errors.New("Run returned"))
 		done <- err
 	}()
 	sc := bufio.NewScanner(pr)
@@ -58,7 +76,7 @@ func startRunOutput(t *testing.T, vars map[string]string, stderr, moreStdout io.
 	}
 	if base == "" {
 		cancel()
-		t.Fatalf("run did not print its address: %v; stdout %q", <-done, stdout)
+		t.Fatalf("Run did not print its address: %v; stdout %q", <-done, stdout)
 	}
 	go io.Copy(moreStdout, pr)
 	var once sync.Once
@@ -95,7 +113,7 @@ func TestRunStartsAndStops(t *testing.T) {
 		t.Errorf("/healthz = %d", code)
 	}
 	if err := stop(); err != nil {
-		t.Fatalf("run returned %v after cancel, want nil", err)
+		t.Fatalf("Run returned %v after cancel, want nil", err)
 	}
 }
 
@@ -167,7 +185,7 @@ func TestRunConfiguredPrintsNoSecrets(t *testing.T) {
 func TestRunErrors(t *testing.T) {
 	t.Parallel()
 	var stderr bytes.Buffer
-	if err := run(context.Background(), []string{"-h"}, env(nil), io.Discard, &stderr); err != nil {
+	if err := Run(context.Background(), []string{"-h"}, env(nil), io.Discard, &stderr); err != nil {
 		t.Errorf("-h: %v", err)
 	}
 	for _, v := range envVars() {
@@ -175,15 +193,15 @@ func TestRunErrors(t *testing.T) {
 			t.Errorf("-h does not document %s", v.Name)
 		}
 	}
-	err := run(context.Background(), nil, env(map[string]string{"ADDR": "nope"}), io.Discard, io.Discard)
+	err := Run(context.Background(), nil, env(map[string]string{"ADDR": "nope"}), io.Discard, io.Discard)
 	if err == nil || !strings.HasPrefix(err.Error(), "ADDR: ") {
 		t.Errorf("bad ADDR: %v", err)
 	}
-	err = run(context.Background(), []string{"extra"}, env(nil), io.Discard, io.Discard)
+	err = Run(context.Background(), []string{"extra"}, env(nil), io.Discard, io.Discard)
 	if err == nil {
 		t.Error("an argument was accepted")
 	}
-	err = run(context.Background(), nil, env(map[string]string{"REDIS_URL": "redis://127.0.0.1:1"}), io.Discard, io.Discard)
+	err = Run(context.Background(), nil, env(map[string]string{"REDIS_URL": "redis://127.0.0.1:1"}), io.Discard, io.Discard)
 	if err == nil || !strings.HasPrefix(err.Error(), "REDIS_URL: ") {
 		t.Errorf("unreachable Redis: %v", err)
 	}
@@ -436,7 +454,9 @@ func TestShutdownWaitsForSettles(t *testing.T) {
 	if app.completions, err = app.newCompletions(held); err != nil {
 		t.Fatal(err)
 	}
-	app.handler = app.routes()
+	if app.handler, err = app.routes(); err != nil {
+		t.Fatal(err)
+	}
 	var (
 		period             quota.Period // the subscription's
 		usage              quota.Usage  // the token meter's, read just before Redis closes
@@ -502,7 +522,11 @@ func TestCloseWaitsForSettles(t *testing.T) {
 	if app.completions, err = app.newCompletions(held); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(app.routes())
+	h, err := app.routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	defer srv.Close()
 	c.base = srv.URL
 	c.send(demo.SubscriptionCreated)

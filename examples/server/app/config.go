@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"crypto/rand"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -103,6 +104,15 @@ type Config struct {
 	// ReconcileInterval is the time between two reconciliations of the
 	// entitlements with Stripe (billing.Config.ReconcileEvery).
 	ReconcileInterval time.Duration
+
+	// Routes are extra routes mounted on the server's mux next to its own,
+	// such as /metrics: each key is an [http.ServeMux] pattern, served by
+	// its handler with neither API-key authentication nor the quota
+	// middleware in front. A pattern that collides with one of the
+	// server's own (or is invalid, or has a nil handler) is a
+	// configuration error of [NewApp]. ConfigFromEnv leaves it nil: no
+	// extra route.
+	Routes map[string]http.Handler
 }
 
 // ConfigError is a configuration error that names the variable at fault.

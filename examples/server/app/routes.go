@@ -1,8 +1,11 @@
-package main
+package app
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 )
 
 // routes returns the application's handler:
@@ -19,7 +22,11 @@ import (
 //	GET  /v1/export          the caller's usage as CSV (API key, feature
 //	                         "export", metered)
 //	GET  /healthz            Redis reachable
-func (a *App) routes() http.Handler {
+//
+// and the extra routes of Config.Routes, neither authenticated nor
+// metered. It returns an error if one of those is invalid or collides with
+// a route above.
+func (a *App) routes() (http.Handler, error) {
 	auth := a.keys.authenticate
 	mux := http.NewServeMux()
 	// The webhook and checkout handlers answer other methods with 405
@@ -56,7 +63,31 @@ func (a *App) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "No such route.")
 	})
-	return mux
+	// The extra routes, in a fixed order so that an error is always the
+	// same one.
+	for _, pattern := range slices.Sorted(maps.Keys(a.cfg.Routes)) {
+		if err := handle(mux, pattern, a.cfg.Routes[pattern]); err != nil {
+			return nil, err
+		}
+	}
+	return mux, nil
+}
+
+// handle registers h for pattern on mux, and returns as an error what the
+// mux panics on: an invalid pattern, a nil handler, or a pattern that
+// conflicts with one registered before.
+func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		switch r := recover().(type) {
+		case nil:
+		case error:
+			err = fmt.Errorf("Config.Routes[%q]: %w", pattern, r)
+		default:
+			err = fmt.Errorf("Config.Routes[%q]: %v", pattern, r)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
 }
 
 // methodNotAllowed answers 405 with the allowed methods.

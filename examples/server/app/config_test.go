@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"errors"
@@ -468,7 +468,7 @@ func TestRedisOptions(t *testing.T) {
 // table names every variable the server reads.
 func TestREADMEDocumentsEveryVariable(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

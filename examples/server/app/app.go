@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -35,10 +35,10 @@ const (
 	webhookLease      = 25 * time.Second // handlers get 20s, within writeTimeout
 )
 
-// run is the whole program: it reads the configuration from environ (as
+// Run is the whole program: it reads the configuration from environ (as
 // returned by os.Environ), prints the generated secrets and the listen
 // address on stdout, logs on stderr, and serves until ctx is done.
-func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printHelp(stderr) }
@@ -120,7 +120,8 @@ type App struct {
 
 // NewApp connects to Redis (or starts the embedded one), builds the Stripe
 // client and every billkit component, and returns the application. The
-// caller must Close it.
+// caller must Close it. A configuration it cannot build, such as a route
+// of Config.Routes that collides with the server's own, is an error.
 func NewApp(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	return newApp(ctx, cfg, log, time.Now)
 }
@@ -250,8 +251,8 @@ func (a *App) build() error {
 		}
 	}
 
-	a.handler = a.routes()
-	return nil
+	a.handler, err = a.routes()
+	return err
 }
 
 // newCompletions returns the quota middleware of POST /v1/complete, on
