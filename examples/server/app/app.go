@@ -36,9 +36,11 @@ const (
 )
 
 // Run is the whole program: it reads the configuration from environ (as
-// returned by os.Environ), prints the generated secrets and the listen
-// address on stdout, logs on stderr, and serves until ctx is done.
-func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+// returned by os.Environ), lets each of customize adjust it (an example
+// built on this one adds its routes and observers there), prints the
+// generated secrets and the listen address on stdout, logs on stderr, and
+// serves until ctx is done.
+func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, customize ...func(*Config)) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { printHelp(stderr) }
@@ -56,6 +58,9 @@ func Run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 	cfg, err := ConfigFromEnv(environ)
 	if err != nil {
 		return err
+	}
+	for _, f := range customize {
+		f(&cfg)
 	}
 	app, err := NewApp(ctx, cfg, log)
 	if err != nil {
@@ -195,6 +200,7 @@ func (a *App) build() error {
 		// is already logged at ERROR; count it, and alert here in a
 		// real service.
 		OnEventError: func(context.Context, *billing.EventError) { a.eventErrors.Add(1) },
+		Observer:     a.cfg.Observe.Billing,
 		Logger:       a.log.With("component", "billing"),
 		Now:          a.now,
 	})
@@ -213,6 +219,7 @@ func (a *App) build() error {
 		Limits:      a.limits,
 		Store:       a.counters,
 		OnSoftLimit: a.onSoftLimit,
+		Observer:    a.cfg.Observe.Quota,
 		Logger:      a.log.With("component", "quota"),
 		Now:         a.now,
 	}); err != nil {
@@ -233,9 +240,10 @@ func (a *App) build() error {
 		Store:   events,
 		// Handlers must finish (HandlerTimeout, four fifths of the lease)
 		// before the server's WriteTimeout cuts the response.
-		Lease:  webhookLease,
-		Logger: a.log.With("component", "webhook"),
-		Now:    a.now,
+		Lease:    webhookLease,
+		Observer: a.cfg.Observe.Webhook,
+		Logger:   a.log.With("component", "webhook"),
+		Now:      a.now,
 	}); err != nil {
 		return err
 	}
@@ -270,6 +278,7 @@ func (a *App) newCompletions(store quota.Store) (*quota.Middleware, error) {
 		Store:       store,
 		Reserve:     []quota.Reservation{{Meter: tokensMeter, Estimate: estimateTokens}},
 		OnSoftLimit: a.onSoftLimit,
+		Observer:    a.cfg.Observe.Quota,
 		Logger:      a.log.With("component", "quota"),
 		Now:         a.now,
 	})
@@ -315,6 +324,7 @@ func (a *App) buildStripe() error {
 		Stripe:       a.stripe,
 		Redis:        a.rdb,
 		Interval:     a.cfg.ReportInterval,
+		Observer:     a.cfg.Observe.Usage,
 		Logger:       a.log.With("component", "usage-reporter"),
 		Now:          a.now,
 	}); err != nil {

@@ -13,7 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stripe/stripe-go/v76"
+
 	"github.com/billkit/billkit/billing"
+	"github.com/billkit/billkit/billing/usage"
+	"github.com/billkit/billkit/quota"
+	"github.com/billkit/billkit/webhook"
 )
 
 // Defaults of the configuration.
@@ -113,6 +118,23 @@ type Config struct {
 	// configuration error of [NewApp]. ConfigFromEnv leaves it nil: no
 	// extra route.
 	Routes map[string]http.Handler
+	// Observe holds the observation hooks handed to the server's
+	// components, for metrics and traces (see the module
+	// github.com/billkit/billkit/otel). ConfigFromEnv leaves it zero:
+	// nothing is observed.
+	Observe Observers
+}
+
+// Observers are the observation hooks of the server's components. Every
+// field is optional.
+type Observers struct {
+	Quota   quota.Observer   // both quota middlewares (/v1/ and /v1/complete)
+	Webhook webhook.Observer // the webhook endpoint
+	Billing billing.Observer // the entitlement lifecycle
+	Usage   usage.Observer   // the usage reporter
+	// StripeBackend, when set, wraps the backend of the Stripe client's
+	// API calls, for example to trace and count them.
+	StripeBackend func(stripe.Backend) stripe.Backend
 }
 
 // ConfigError is a configuration error that names the variable at fault.

@@ -27,6 +27,9 @@ func newStripeClient(cfg Config, log *slog.Logger) *client.API {
 		bc.URL = stripe.String(cfg.StripeAPIBase)
 	}
 	api := stripe.GetBackendWithConfig(stripe.APIBackend, bc)
+	if wrap := cfg.Observe.StripeBackend; wrap != nil {
+		api = wrap(api)
+	}
 	return client.New(cfg.StripeSecretKey, &stripe.Backends{
 		API:     api,
 		Connect: api,
