@@ -229,6 +229,14 @@
 // it at once and every Config.ReconcileEvery (default hourly); run it too
 // after a webhook outage.
 //
+// # Observing
+//
+// Config.Observer receives every event's [EventObservation] (its
+// [EventOutcome]: applied, unchanged, ignored, parked, refused, unmapped or
+// failed), every entitlement change and every reconciliation. The module
+// github.com/billkit/billkit/otel turns them into OpenTelemetry
+// instruments.
+//
 // # Usage reporting
 //
 // Package [github.com/billkit/billkit/billing/usage] reports the counted

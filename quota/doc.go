@@ -175,6 +175,17 @@
 // to a second more.) A settle or refund that fails is logged at error
 // level: a failed settle leaves its reservation to expire unbilled.
 //
+// # Observing
+//
+// [Config.Observer] receives every request's [Observation] (its [Outcome]:
+// allowed, denied, no_plan, unavailable, fail_open, unauthenticated or
+// failed, with the plan, the deciding meter, a soft-limit crossing and the
+// decision's duration) and every settle's and refund's
+// [BackgroundObservation]. Observations carry no subject, so their fields
+// can label metrics; the module github.com/billkit/billkit/otel turns them
+// into OpenTelemetry instruments. An unset Observer reads no clock and
+// allocates nothing; a set one adds no allocation either.
+//
 // # Redis
 //
 // [RedisStore] needs Redis 7.0 or later (standalone, Sentinel or Cluster)

@@ -203,6 +203,16 @@
 // of each delivery and handler and store errors, never secrets, signatures
 // or payloads.
 //
+// # Observing
+//
+// [Config.Observer] receives every delivery's [Delivery]: its [Outcome]
+// (handled, duplicate, ignored, in_flight, handler_failed, store_failed,
+// bad_signature, stale, malformed, too_large, bad_method), status, event
+// type and duration. Its Start func may return a context (a tracing
+// span's) under which the event's handlers then run. The module
+// github.com/billkit/billkit/otel turns both into OpenTelemetry metrics
+// and spans.
+//
 // # Testing
 //
 // Package [github.com/billkit/billkit/webhook/webhooktest] builds

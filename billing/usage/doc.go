@@ -84,4 +84,10 @@
 // meter but no billing period, an unknown tier, or no customer or no
 // subscription item of the meter's metered price) is also logged at ERROR,
 // naming the meter, every pass.
+//
+// Observing: Config.Observer receives every call to Stripe that reports
+// usage ([ReportObservation]: reported, rate_limited or failed, with the
+// tier, meter, sink and units) and the [Stats] of every pass. The module
+// github.com/billkit/billkit/otel turns them into OpenTelemetry
+// instruments.
 package usage
