@@ -47,6 +47,33 @@ func TestTable(t *testing.T) {
 	}
 }
 
+func TestTableBase(t *testing.T) {
+	cs := []bench.Contender{{Name: "billkit"}, {Name: "billkit-prev"}}
+	s := func(req int64, cpuMS int, p50, p99 time.Duration) sample {
+		return sample{requests: req, wall: time.Second, cpu: time.Duration(cpuMS) * time.Millisecond, p50: p50, p99: p99}
+	}
+	us := time.Microsecond
+	res := []configResult{{conc: 1, subjects: 1, runs: [][]sample{
+		{s(18000, 900, 50*us, 150*us), s(20000, 1000, 45*us, 140*us), s(22000, 1100, 40*us, 130*us)},
+		{s(20000, 1200, 50*us, 100*us), s(20000, 1200, 50*us, 100*us), s(20000, 1200, 50*us, 100*us)},
+	}}}
+	var out bytes.Buffer
+	printTable(&out, cs, res, options{rounds: 3, duration: time.Second, base: "billkit-prev"})
+	for _, want := range []string{
+		"| requests/s | × billkit-prev | req/s min–max |",
+		"| 1 | 1 | billkit | 20.0k | 1.00× | 18.0k–22.0k | 45.0 | 140.0 | 50.0 | 0.83× | 0 |",
+		"| 1 | 1 | billkit-prev | 20.0k | 1.00× | 20.0k–20.0k | 50.0 | 100.0 | 60.0 | 1.00× | 0 |",
+		"| 1 | 1 | billkit | 1.00× | 0.90× | 1.40× | 0.83× |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "| 1 | 1 | billkit-prev | 1.00×") {
+		t.Errorf("ratio table lists the base itself:\n%s", out.String())
+	}
+}
+
 func TestMedian(t *testing.T) {
 	if m := median([]float64{3, 1, 2}); m != 2 {
 		t.Errorf("median = %v", m)
