@@ -58,17 +58,19 @@ type Policy struct {
 }
 
 // Contenders returns every contender: billkit first (the base that
-// benchstat and the ratio table compare with), then the peers, then the
+// benchstat and the ratio table compare with), then those that build tags
+// add (extraContenders; none without tags), then the peers, then the
 // floors.
 func Contenders() []Contender {
-	return []Contender{
-		{Name: "billkit", New: newBillkit},
+	cs := []Contender{{Name: "billkit", New: newBillkit}}
+	cs = append(cs, extraContenders()...)
+	return append(cs, []Contender{
 		{Name: "ulule", New: newUlule},
 		{Name: "redis_rate", New: newRedisRate},
 		{Name: "throttled", New: newThrottled},
 		{Name: "incr", New: newIncr},
 		{Name: "bare", New: newBare},
-	}
+	}...)
 }
 
 // NewClient returns the go-redis client every contender shares: the

@@ -16,11 +16,16 @@
 //   - requests answered, divided by the wall time of the run;
 //   - CPU: the delta of this process's getrusage(RUSAGE_SELF) user+sys plus
 //     the delta of redis-server's INFO cpu used_cpu_user+used_cpu_sys,
-//     divided by the requests.
+//     divided by the requests;
+//   - latency: the 50th and 99th percentile of the time each call of the
+//     handler took (a histogram per goroutine, about 1.6% resolution).
 //
 // It prints, as Markdown, the median of each over the rounds, the ratio to
 // the fastest (or leanest) peer (ulule, redis_rate, throttled; the floors
-// incr and bare are never "peers"), and the spread of requests/s.
+// incr and bare are never "peers"), and the spread of requests/s. With
+// -base NAME the ratios are to that contender instead, and a second table
+// gives every other contender's ratios to it for requests/s, p50, p99 and
+// CPU/request.
 //
 // Before measuring, every subject gets one request from every contender, so
 // the figures are the steady state. A non-2xx answer is counted and shown;
@@ -67,6 +72,7 @@ type options struct {
 	conc       []int
 	subjects   []int
 	contenders []string
+	base       string // the contender ratios are taken to; "" for the best peer
 }
 
 func parseInts(s string) ([]int, error) {
@@ -89,11 +95,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	concS := fs.String("conc", "1,64,256", "concurrent requests (goroutines), comma-separated (each 1..1024)")
 	subjS := fs.String("subjects", "1,1000", "subjects (distinct keys), comma-separated (each 1..100000)")
 	contS := fs.String("contenders", "billkit,ulule,redis_rate,throttled,incr", "contenders, comma-separated, from: "+strings.Join(names(bench.Contenders()), ","))
+	base := fs.String("base", "", "contender the ratios are taken to (default: the best peer of each configuration); also prints every other contender's ratios to it")
 	redisBin := fs.String("redis-server", "", "redis-server binary (default: $REDIS_SERVER, else $PATH)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	o := options{rounds: *rounds, duration: *duration}
+	o := options{rounds: *rounds, duration: *duration, base: *base}
 	var err error
 	if o.conc, err = parseInts(*concS); err != nil {
 		return fmt.Errorf("-conc: %w", err)
@@ -126,6 +133,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-contenders: unknown %q", n)
 		}
 		cs = append(cs, all[i])
+	}
+	if o.base != "" && !slices.ContainsFunc(cs, func(c bench.Contender) bool { return c.Name == o.base }) {
+		return fmt.Errorf("-base %q is not among -contenders %s", o.base, *contS)
 	}
 
 	bin := *redisBin
@@ -196,8 +206,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 						return fmt.Errorf("%s: %w", cs[i].Name, err)
 					}
 					cr.runs[i] = append(cr.runs[i], s)
-					fmt.Fprintf(stderr, "conc=%d subjects=%d round=%d %-10s %9.0f req/s %7.1f µs CPU/req %d non-2xx\n",
-						conc, nsub, round+1, cs[i].Name, s.rps(), s.cpuPerReq(), s.non2xx)
+					fmt.Fprintf(stderr, "conc=%d subjects=%d round=%d %-12s %9.0f req/s p50 %7.1f µs p99 %7.1f µs %7.1f µs CPU/req %d non-2xx\n",
+						conc, nsub, round+1, cs[i].Name, s.rps(), micros(s.p50), micros(s.p99), s.cpuPerReq(), s.non2xx)
 				}
 			}
 			results = append(results, cr)
@@ -269,7 +279,10 @@ type sample struct {
 	non2xx   int64
 	wall     time.Duration
 	cpu      time.Duration // this process + redis-server
+	p50, p99 time.Duration // latency of one call of the handler
 }
+
+func micros(d time.Duration) float64 { return float64(d) / 1e3 }
 
 func (s sample) rps() float64 { return float64(s.requests) / s.wall.Seconds() }
 func (s sample) cpuPerReq() float64 {
@@ -288,6 +301,8 @@ func measure(ctx context.Context, info *redis.Client, h http.Handler, reqs []*ht
 		ready   sync.WaitGroup
 		done    sync.WaitGroup
 		startCh = make(chan struct{})
+		latMu   sync.Mutex
+		lat     histogram
 	)
 	n := len(reqs)
 	ready.Add(conc)
@@ -298,12 +313,15 @@ func measure(ctx context.Context, info *redis.Client, h http.Handler, reqs []*ht
 			w := newWriter()
 			i := g * 7919
 			var cnt, nbad int64
+			hist := new(histogram)
 			ready.Done()
 			<-startCh
 			for !stop.Load() {
 				clear(w.h)
 				w.code = 0
+				t := time.Now()
 				h.ServeHTTP(w, reqs[i%n])
+				hist.record(time.Since(t))
 				if w.code >= 300 {
 					nbad++
 				}
@@ -312,6 +330,9 @@ func measure(ctx context.Context, info *redis.Client, h http.Handler, reqs []*ht
 			}
 			total.Add(cnt)
 			bad.Add(nbad)
+			latMu.Lock()
+			lat.merge(hist)
+			latMu.Unlock()
 		}(g)
 	}
 	ready.Wait()
@@ -336,6 +357,8 @@ func measure(ctx context.Context, info *redis.Client, h http.Handler, reqs []*ht
 		non2xx:   bad.Load(),
 		wall:     wall,
 		cpu:      (pcpu1 - pcpu0) + (rcpu1 - rcpu0),
+		p50:      lat.quantile(0.50),
+		p99:      lat.quantile(0.99),
 	}, nil
 }
 
@@ -493,48 +516,97 @@ func fmtRate(x float64) string {
 	return fmt.Sprintf("%.0f", x)
 }
 
+// summary is one contender's medians over the rounds of a configuration.
+type summary struct {
+	rps, cpu, p50, p99 float64
+	lo, hi             float64 // requests/s
+	non2xx             int64
+}
+
+func summarize(runs []sample) summary {
+	var r, u, l50, l99 []float64
+	var s summary
+	for _, x := range runs {
+		r = append(r, x.rps())
+		u = append(u, x.cpuPerReq())
+		l50 = append(l50, micros(x.p50))
+		l99 = append(l99, micros(x.p99))
+		s.non2xx += x.non2xx
+	}
+	s.rps, s.cpu, s.p50, s.p99 = median(r), median(u), median(l50), median(l99)
+	if len(r) > 0 {
+		s.lo, s.hi = slices.Min(r), slices.Max(r)
+	}
+	return s
+}
+
+func ratio(x, ref float64) string {
+	if ref == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f×", x/ref)
+}
+
+// printTable writes the table of medians. The ratios are to the best peer
+// of each configuration or, with o.base, to that contender; with o.base it
+// also writes a table of every other contender's ratios to it, latency
+// included.
 func printTable(w io.Writer, cs []bench.Contender, results []configResult, o options) {
-	fmt.Fprintf(w, "Medians of %d interleaved rounds of %v per contender and configuration. "+
-		"Ratios are to the best peer (%s) of the same configuration: the fastest for requests/s, the leanest for CPU/request. "+
-		"CPU/request = (this process's user+sys + redis-server's used_cpu_user+used_cpu_sys) / requests.\n\n",
-		o.rounds, o.duration, strings.Join(peers, ", "))
-	fmt.Fprintln(w, "| concurrency | subjects | contender | requests/s | × fastest peer | req/s min–max | CPU µs/request | × leanest peer | non-2xx |")
-	fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-	for _, cr := range results {
-		rps := make([]float64, len(cs))
-		cpu := make([]float64, len(cs))
-		lo := make([]float64, len(cs))
-		hi := make([]float64, len(cs))
-		bad := make([]int64, len(cs))
-		bestRPS, bestCPU := 0.0, 0.0
+	rpsCol, cpuCol := "× fastest peer", "× leanest peer"
+	if o.base != "" {
+		rpsCol, cpuCol = "× "+o.base, "× "+o.base
+		fmt.Fprintf(w, "Medians of %d interleaved rounds of %v per contender and configuration. "+
+			"Ratios are to %s of the same configuration. ", o.rounds, o.duration, o.base)
+	} else {
+		fmt.Fprintf(w, "Medians of %d interleaved rounds of %v per contender and configuration. "+
+			"Ratios are to the best peer (%s) of the same configuration: the fastest for requests/s, the leanest for CPU/request. ",
+			o.rounds, o.duration, strings.Join(peers, ", "))
+	}
+	fmt.Fprint(w, "p50/p99: percentiles of the time one call of the handler took, over all the calls of a run. "+
+		"CPU/request = (this process's user+sys + redis-server's used_cpu_user+used_cpu_sys) / requests.\n\n")
+	fmt.Fprintf(w, "| concurrency | subjects | contender | requests/s | %s | req/s min–max | p50 µs | p99 µs | CPU µs/request | %s | non-2xx |\n", rpsCol, cpuCol)
+	fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	sums := make([][]summary, len(results))
+	refs := make([]summary, len(results)) // the reference of each configuration
+	for k, cr := range results {
+		sums[k] = make([]summary, len(cs))
 		for i, c := range cs {
-			var r, u []float64
-			for _, s := range cr.runs[i] {
-				r = append(r, s.rps())
-				u = append(u, s.cpuPerReq())
-				bad[i] += s.non2xx
-			}
-			rps[i], cpu[i] = median(r), median(u)
-			lo[i], hi[i] = slices.Min(r), slices.Max(r)
-			if slices.Contains(peers, c.Name) {
-				if rps[i] > bestRPS {
-					bestRPS = rps[i]
+			s := summarize(cr.runs[i])
+			sums[k][i] = s
+			switch {
+			case o.base != "":
+				if c.Name == o.base {
+					refs[k] = s
 				}
-				if bestCPU == 0 || cpu[i] < bestCPU {
-					bestCPU = cpu[i]
+			case slices.Contains(peers, c.Name):
+				refs[k].rps = max(refs[k].rps, s.rps)
+				if refs[k].cpu == 0 || s.cpu < refs[k].cpu {
+					refs[k].cpu = s.cpu
 				}
 			}
 		}
 		for i, c := range cs {
-			ratio := func(x, best float64) string {
-				if best == 0 {
-					return "–"
-				}
-				return fmt.Sprintf("%.2f×", x/best)
+			s, ref := sums[k][i], refs[k]
+			fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s–%s | %.1f | %.1f | %.1f | %s | %d |\n",
+				cr.conc, cr.subjects, c.Name, fmtRate(s.rps), ratio(s.rps, ref.rps),
+				fmtRate(s.lo), fmtRate(s.hi), s.p50, s.p99, s.cpu, ratio(s.cpu, ref.cpu), s.non2xx)
+		}
+	}
+	if o.base == "" {
+		return
+	}
+	fmt.Fprintf(w, "\nRatios of the medians above to %s's (requests/s: above 1 is faster; latency and CPU/request: below 1 is less).\n\n", o.base)
+	fmt.Fprintf(w, "| concurrency | subjects | contender | requests/s | p50 latency | p99 latency | CPU/request |\n")
+	fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|")
+	for k, cr := range results {
+		ref := refs[k]
+		for i, c := range cs {
+			if c.Name == o.base {
+				continue
 			}
-			fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s–%s | %.1f | %s | %d |\n",
-				cr.conc, cr.subjects, c.Name, fmtRate(rps[i]), ratio(rps[i], bestRPS),
-				fmtRate(lo[i]), fmtRate(hi[i]), cpu[i], ratio(cpu[i], bestCPU), bad[i])
+			s := sums[k][i]
+			fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s | %s |\n", cr.conc, cr.subjects, c.Name,
+				ratio(s.rps, ref.rps), ratio(s.p50, ref.p50), ratio(s.p99, ref.p99), ratio(s.cpu, ref.cpu))
 		}
 	}
 }
