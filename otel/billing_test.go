@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -118,23 +119,11 @@ func TestBillingEvents(t *testing.T) {
 		}
 	}
 	wantOutcomes := []string{"applied", "applied", "unchanged", "ignored", "parked", "refused", "applied"}
-	if !slicesEqual(outcomes, wantOutcomes) {
+	if !slices.Equal(outcomes, wantOutcomes) {
 		t.Errorf("span events %v, want %v", outcomes, wantOutcomes)
 	}
 	tm.assertNowhere(t, false, "acct_secret", "cus_", "sub_", "evt_")
 	tm.assertNowhere(t, true, "acct_secret", "cus_secret")
-}
-
-func slicesEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestBillingReconcile runs reconciliations against a Stripe that lists
