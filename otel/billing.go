@@ -30,7 +30,7 @@ func (b *billingInstruments) init(m metric.Meter) error {
 	b.runs = s.counter("billkit.billing.reconcile.runs", "{run}",
 		"Reconciliations with Stripe, by outcome (ok or failed).")
 	b.duration = s.histogram("billkit.billing.reconcile.duration",
-		"Duration of a reconciliation with Stripe.", runBuckets)
+		"Duration of a reconciliation with Stripe.", runBuckets())
 	b.repaired = s.counter("billkit.billing.reconcile.repaired", "{entitlement}",
 		"Entitlements that had drifted from Stripe and that a reconciliation repaired.")
 	b.unreadable = s.counter("billkit.billing.reconcile.unreadable", "{subscription}",

@@ -57,15 +57,18 @@ const (
 	KeyRequestID = attribute.Key("stripe.request_id")
 )
 
-// Bucket boundaries of the duration histograms, in seconds.
-var (
-	// callBuckets suit calls of a millisecond to a few seconds: a quota
-	// decision (bounded by its deadline, 100ms by default), a webhook
-	// delivery, a Stripe request.
-	callBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
-	// runBuckets suit a reconciliation, which lists every subscription.
-	runBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
-)
+// callBuckets are the bucket boundaries, in seconds, of calls of a
+// millisecond to a few seconds: a quota decision (bounded by its
+// deadline, 100ms by default), a webhook delivery, a Stripe request.
+func callBuckets() []float64 {
+	return []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+}
+
+// runBuckets are the bucket boundaries, in seconds, of a reconciliation,
+// which lists every subscription.
+func runBuckets() []float64 {
+	return []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+}
 
 // Config configures [New]. Its zero value uses the global providers.
 type Config struct {

@@ -2,6 +2,7 @@ package billkitotel
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -25,13 +26,28 @@ type quotaInstruments struct {
 	bgCalls    metric.Int64Counter
 	bgDuration metric.Float64Histogram
 
-	// byOutcome holds the duration histogram's option per outcome.
-	byOutcome [quota.Failed + 1]metric.MeasurementOption
+	// The options are held in slices built once: passing a slice with
+	// ... allocates nothing, where a variadic argument list would escape
+	// to the heap through the instrument's interface.
+
+	// byOutcome holds the duration histogram's options per outcome.
+	byOutcome [quota.Failed + 1][]metric.RecordOption
 	// sets caches the options of a (outcome, plan, meter); see quotaSets.
 	sets quotaSets
 	// bg holds the background options per operation (settle, refund)
-	// and result (ok, failed).
-	bg [2][2]metric.MeasurementOption
+	// and result (ok, failed; see bgResult).
+	bg [2][2]bgOptions
+}
+
+// bgOptions label one kind of background call.
+type bgOptions struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+func newBgOptions(op, result string) bgOptions {
+	opt := metric.WithAttributeSet(attribute.NewSet(KeyOperation.String(op), KeyOutcome.String(result)))
+	return bgOptions{add: []metric.AddOption{opt}, record: []metric.RecordOption{opt}}
 }
 
 func (q *quotaInstruments) init(m metric.Meter) error {
@@ -39,19 +55,19 @@ func (q *quotaInstruments) init(m metric.Meter) error {
 	q.decisions = s.counter("billkit.quota.decisions", "{decision}",
 		"Requests metered by the quota middleware, by outcome, plan and meter.")
 	q.duration = s.histogram("billkit.quota.decision.duration",
-		"Time spent deciding a request: the limits source and the counter store.", callBuckets)
+		"Time spent deciding a request: the limits source and the counter store.", callBuckets())
 	q.crossings = s.counter("billkit.quota.soft_limit.crossings", "{crossing}",
 		"Requests that crossed their plan's soft limit.")
 	q.bgCalls = s.counter("billkit.quota.background.calls", "{call}",
 		"Settles and refunds sent by the quota middleware after a response.")
 	q.bgDuration = s.histogram("billkit.quota.background.duration",
-		"Duration of the settles and refunds sent after a response.", callBuckets)
+		"Duration of the settles and refunds sent after a response.", callBuckets())
 	for o := range q.byOutcome {
-		q.byOutcome[o] = metric.WithAttributeSet(attribute.NewSet(KeyOutcome.String(quota.Outcome(o).String())))
+		q.byOutcome[o] = outcomeOptions(quota.Outcome(o))
 	}
-	for i, op := range [...]string{"settle", "refund"} {
-		for j, res := range [...]string{"ok", "failed"} {
-			q.bg[i][j] = metric.WithAttributeSet(attribute.NewSet(KeyOperation.String(op), KeyOutcome.String(res)))
+	for i, op := range [...]string{opSettle, opRefund} {
+		for j := range q.bg[i] {
+			q.bg[i][j] = newBgOptions(op, bgResult(j))
 		}
 	}
 	return s.err()
@@ -64,8 +80,8 @@ func (q *quotaInstruments) init(m metric.Meter) error {
 // event, with the outcome, plan and meter, to the request's span when it is
 // recording. The subject is recorded nowhere.
 //
-// Attribute sets are built once per outcome, plan and meter, so an
-// observed decision allocates little.
+// Attribute sets are built once per outcome, plan and meter: with the
+// OpenTelemetry SDK, an observed decision then allocates nothing.
 func (ins *Instruments) Quota() quota.Observer {
 	q := &ins.quota
 	return quota.Observer{Decided: q.decided, Background: q.background}
@@ -73,24 +89,41 @@ func (ins *Instruments) Quota() quota.Observer {
 
 func (q *quotaInstruments) decided(ctx context.Context, o quota.Observation) {
 	sets := q.sets.get(o.Outcome, o.Plan, o.Meter)
-	q.decisions.Add(ctx, 1, sets.decision)
+	q.decisions.Add(ctx, 1, sets.decision...)
 	if o.Duration > 0 { // zero when no decision was attempted
-		q.duration.Record(ctx, o.Duration.Seconds(), q.outcomeOption(o.Outcome))
+		var opts []metric.RecordOption
+		if int(o.Outcome) < len(q.byOutcome) {
+			opts = q.byOutcome[o.Outcome]
+		} else {
+			opts = outcomeOptions(o.Outcome)
+		}
+		q.duration.Record(ctx, o.Duration.Seconds(), opts...)
 	}
 	if o.SoftLimitCrossed {
-		q.crossings.Add(ctx, 1, sets.planMeter)
+		q.crossings.Add(ctx, 1, sets.planMeter...)
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent("billkit.quota.decision", sets.event)
+		span.AddEvent("billkit.quota.decision", sets.event...)
 	}
 }
 
-// outcomeOption returns the option that labels a duration with o.
-func (q *quotaInstruments) outcomeOption(o quota.Outcome) metric.MeasurementOption {
-	if int(o) < len(q.byOutcome) {
-		return q.byOutcome[o]
+// outcomeOptions returns the options that label a duration with o.
+func outcomeOptions(o quota.Outcome) []metric.RecordOption {
+	return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(KeyOutcome.String(o.String())))}
+}
+
+// The operations of quota.BackgroundObservation.
+const (
+	opSettle = "settle"
+	opRefund = "refund"
+)
+
+// bgResult names the result of a background call: 0 "ok", 1 "failed".
+func bgResult(i int) string {
+	if i == 0 {
+		return "ok"
 	}
-	return metric.WithAttributeSet(attribute.NewSet(KeyOutcome.String(o.String())))
+	return "failed"
 }
 
 func (q *quotaInstruments) background(ctx context.Context, b quota.BackgroundObservation) {
@@ -98,18 +131,17 @@ func (q *quotaInstruments) background(ctx context.Context, b quota.BackgroundObs
 	if b.Err != nil {
 		res = 1
 	}
-	var opt metric.MeasurementOption
+	var opts bgOptions
 	switch b.Op {
-	case "settle":
-		opt = q.bg[0][res]
-	case "refund":
-		opt = q.bg[1][res]
+	case opSettle:
+		opts = q.bg[0][res]
+	case opRefund:
+		opts = q.bg[1][res]
 	default:
-		opt = metric.WithAttributeSet(attribute.NewSet(KeyOperation.String(b.Op),
-			KeyOutcome.String([...]string{"ok", "failed"}[res])))
+		opts = newBgOptions(b.Op, bgResult(res))
 	}
-	q.bgCalls.Add(ctx, 1, opt)
-	q.bgDuration.Record(ctx, b.Duration.Seconds(), opt)
+	q.bgCalls.Add(ctx, 1, opts.add...)
+	q.bgDuration.Record(ctx, b.Duration.Seconds(), opts.record...)
 }
 
 // quotaKey identifies the attribute sets of one observation.
@@ -120,9 +152,9 @@ type quotaKey struct {
 
 // quotaSetOptions are the prebuilt options of one quotaKey.
 type quotaSetOptions struct {
-	decision  metric.MeasurementOption // outcome, plan, meter
-	planMeter metric.MeasurementOption // plan, meter
-	event     trace.EventOption        // outcome, plan, meter
+	decision  []metric.AddOption // outcome, plan, meter
+	planMeter []metric.AddOption // plan, meter
+	event     []trace.EventOption
 }
 
 // quotaSets caches quotaSetOptions by quotaKey. Reads load an immutable
@@ -144,9 +176,9 @@ func (c *quotaSets) get(outcome quota.Outcome, plan, meter string) *quotaSetOpti
 	planMeter := attribute.NewSet(kvs...)
 	all := append(kvs, KeyOutcome.String(outcome.String()))
 	s := &quotaSetOptions{
-		decision:  metric.WithAttributeSet(attribute.NewSet(all...)),
-		planMeter: metric.WithAttributeSet(planMeter),
-		event:     trace.WithAttributes(all...),
+		decision:  []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(all...))},
+		planMeter: []metric.AddOption{metric.WithAttributeSet(planMeter)},
+		event:     []trace.EventOption{trace.WithAttributes(all...)},
 	}
 
 	c.mu.Lock()
@@ -160,20 +192,11 @@ func (c *quotaSets) get(outcome quota.Outcome, plan, meter string) *quotaSetOpti
 			return s
 		}
 	}
-	next := make(map[quotaKey]*quotaSetOptions, 1+lenOf(old))
+	next := map[quotaKey]*quotaSetOptions{}
 	if old != nil {
-		for k, v := range *old {
-			next[k] = v
-		}
+		next = maps.Clone(*old)
 	}
 	next[k] = s
 	c.m.Store(&next)
 	return s
-}
-
-func lenOf[K comparable, V any](m *map[K]V) int {
-	if m == nil {
-		return 0
-	}
-	return len(*m)
 }

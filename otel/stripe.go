@@ -31,7 +31,7 @@ func (s *stripeInstruments) init(m metric.Meter, t trace.Tracer) error {
 	s.requests = set.counter("billkit.stripe.requests", "{request}",
 		"Stripe API requests, by method, route, response status and error type.")
 	s.duration = set.histogram("billkit.stripe.request.duration",
-		"Duration of a Stripe API request, stripe-go's network retries included.", callBuckets)
+		"Duration of a Stripe API request, stripe-go's network retries included.", callBuckets())
 	return set.err()
 }
 

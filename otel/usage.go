@@ -25,7 +25,7 @@ func (u *usageInstruments) init(m metric.Meter) error {
 	u.units = s.counter("billkit.usage.reported_units", "{unit}",
 		"Units of usage that Stripe acknowledged, by plan, meter and sink.")
 	u.duration = s.histogram("billkit.usage.report.duration",
-		"Duration of a usage report to Stripe.", callBuckets)
+		"Duration of a usage report to Stripe.", callBuckets())
 	u.pending = s.gauge("billkit.usage.pending_subjects", "{subject}",
 		"Subjects that the last reporter pass left with usage not yet reported.")
 	u.unbillable = s.gauge("billkit.usage.unbillable_subjects", "{subject}",

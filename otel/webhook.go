@@ -30,7 +30,7 @@ func (w *webhookInstruments) init(m metric.Meter, t trace.Tracer) error {
 	w.deliveries = s.counter("billkit.webhook.deliveries", "{delivery}",
 		"Webhook deliveries, by outcome, event type and response status.")
 	w.duration = s.histogram("billkit.webhook.delivery.duration",
-		"Time from a delivery's arrival to its outcome, handlers included.", callBuckets)
+		"Time from a delivery's arrival to its outcome, handlers included.", callBuckets())
 	return s.err()
 }
 
