@@ -2,7 +2,6 @@ package billkitotel_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -19,7 +18,7 @@ import (
 	"github.com/billkit/billkit/webhook/webhooktest"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 // at is the time of the billing tests' events.
 var at = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)

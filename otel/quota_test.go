@@ -142,6 +142,7 @@ func TestQuotaOutcomes(t *testing.T) {
 			tm := newTelemetry(t)
 			cfg := tt.cfg
 			cfg.Observer = tm.Quota()
+			cfg.Logger = quiet
 			mw, err := quota.New(cfg)
 			if err != nil {
 				t.Fatal(err)

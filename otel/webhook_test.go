@@ -37,6 +37,7 @@ func TestWebhookOutcomes(t *testing.T) {
 		Secrets:  []string{secret},
 		Store:    webhook.NewMemoryStore(webhook.MemoryOptions{}),
 		Observer: tm.Webhook(),
+		Logger:   quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +50,7 @@ func TestWebhookOutcomes(t *testing.T) {
 		Secrets:  []string{secret},
 		Store:    failingStore{},
 		Observer: tm.Webhook(),
+		Logger:   quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +187,7 @@ func TestWebhookSpanParentsStripeCall(t *testing.T) {
 		Secrets:  []string{secret},
 		Store:    webhook.NewMemoryStore(webhook.MemoryOptions{}),
 		Observer: tm.Webhook(),
+		Logger:   quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
