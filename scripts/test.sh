@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what billkit's tests need on a fresh Debian machine, then runs the
-# whole suite with the race detector: gofmt, go vet, go test -race.
+# whole suite with the race detector: gofmt, go vet, go test -race (of the
+# core module, and of the otel/ module when no packages are named).
 #
 #   ./scripts/test.sh                 # everything
 #   ./scripts/test.sh ./quota/...     # only some packages (still installs)
@@ -55,6 +56,15 @@ log "go vet"
 go vet ./...
 if [ -f bench/go.mod ]; then
 	(cd bench && go vet ./...)
+fi
+if [ -f otel/go.mod ]; then
+	# The OpenTelemetry adapter is a module of its own, which ./... skips:
+	# vet it here, and test it with everything.
+	(cd otel && go vet ./...)
+	if [ $# -eq 0 ]; then
+		log "go test -race ./... in otel/"
+		(cd otel && go test -race -count=1 ./...)
+	fi
 fi
 
 pkgs=("$@")
