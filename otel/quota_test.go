@@ -92,7 +92,7 @@ func TestQuotaOutcomes(t *testing.T) {
 		},
 		requests: 1,
 		statuses: []int{503},
-		want:     map[string]int64{"billkit.meter=requests,billkit.outcome=unavailable": 1},
+		want:     map[string]int64{"billkit.meter=requests,billkit.outcome=unavailable,billkit.plan=pro": 1},
 		wantDur:  map[string]uint64{"billkit.outcome=unavailable": 1},
 		// The take may have counted: the middleware refunds it, and the
 		// refund fails too.
@@ -107,7 +107,7 @@ func TestQuotaOutcomes(t *testing.T) {
 		},
 		requests: 1,
 		statuses: []int{200},
-		want:     map[string]int64{"billkit.meter=requests,billkit.outcome=fail_open": 1},
+		want:     map[string]int64{"billkit.meter=requests,billkit.outcome=fail_open,billkit.plan=pro": 1},
 		wantDur:  map[string]uint64{"billkit.outcome=fail_open": 1},
 		wantBg:   map[string]int64{"billkit.operation=refund,billkit.outcome=failed": 1},
 	}, {

@@ -75,7 +75,8 @@ func TestUsageReports(t *testing.T) {
 	}
 	wantGauges(1, 1)
 
-	// Rate limited: sent three times, then left for later.
+	// Rate limited: sent three times (two retried, the third given up as
+	// failed), then left for later.
 	answer.Store(429)
 	if err := r.Flush(ctx, subject); err == nil {
 		t.Error("Flush against a rate-limiting Stripe succeeded")
@@ -89,16 +90,16 @@ func TestUsageReports(t *testing.T) {
 	wantGauges(0, 1)
 
 	checkSums(t, tm, "billkit.usage.reports", map[string]int64{
-		"billkit.meter=requests,billkit.outcome=failed,billkit.plan=pro,billkit.sink=meter_events":       1,
-		"billkit.meter=requests,billkit.outcome=rate_limited,billkit.plan=pro,billkit.sink=meter_events": 3,
+		"billkit.meter=requests,billkit.outcome=failed,billkit.plan=pro,billkit.sink=meter_events":       2,
+		"billkit.meter=requests,billkit.outcome=rate_limited,billkit.plan=pro,billkit.sink=meter_events": 2,
 		"billkit.meter=requests,billkit.outcome=reported,billkit.plan=pro,billkit.sink=meter_events":     1,
 	})
 	checkSums(t, tm, "billkit.usage.reported_units", map[string]int64{
 		"billkit.meter=requests,billkit.plan=pro,billkit.sink=meter_events": 42,
 	})
 	checkCounts(t, tm, "billkit.usage.report.duration", map[string]uint64{
-		"billkit.outcome=failed,billkit.sink=meter_events":       1,
-		"billkit.outcome=rate_limited,billkit.sink=meter_events": 3,
+		"billkit.outcome=failed,billkit.sink=meter_events":       2,
+		"billkit.outcome=rate_limited,billkit.sink=meter_events": 2,
 		"billkit.outcome=reported,billkit.sink=meter_events":     1,
 	})
 	checkSums(t, tm, "billkit.stripe.requests", map[string]int64{

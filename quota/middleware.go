@@ -421,7 +421,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 				"The account has no active plan. Subscribe to a plan to use this API.", nil)
 			return
 		}
-		m.unavailable(w, r, next, subject, "limits", err, since(start))
+		m.unavailable(w, r, next, subject, "", "limits", err, since(start))
 		return
 	}
 	period := lim.PeriodAt(now)
@@ -477,7 +477,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			// tombstone for a take still on its way.
 			m.refund(r.Context(), req)
 		}
-		m.unavailable(w, r, next, subject, "store", err, took)
+		m.unavailable(w, r, next, subject, lim.Plan, "store", err, took)
 		return
 	}
 	if !res.Allowed && res.Exhausted == "" {
@@ -720,12 +720,13 @@ func decisionContext(parent context.Context, d time.Duration) (context.Context, 
 }
 
 // unavailable answers a request for which no decision could be made.
-func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, what string, err error, took time.Duration) {
+// plan is the subject's plan when the limits source answered, else "".
+func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next http.Handler, subject, plan, what string, err error, took time.Duration) {
 	cfg := &m.cfg
 	if cfg.FailOpen {
 		cfg.Logger.WarnContext(r.Context(), "quota: no decision, request let through (fail-open)",
 			slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
-		m.observe(r.Context(), Observation{Outcome: FailOpen, Meter: cfg.Meter, Err: err}, took)
+		m.observe(r.Context(), Observation{Outcome: FailOpen, Plan: plan, Meter: cfg.Meter, Err: err}, took)
 		dc := &decisionCtx{Context: r.Context(), d: Decision{Subject: subject, Meter: cfg.Meter, Allowed: true, Degraded: true, Remaining: -1}}
 		if len(cfg.Reserve) > 0 {
 			// Settle works, and counts nothing, as the request.
@@ -741,7 +742,7 @@ func (m *Middleware) unavailable(w http.ResponseWriter, r *http.Request, next ht
 	}
 	cfg.Logger.WarnContext(r.Context(), "quota: no decision, request refused (fail-closed)",
 		slog.String("subject", subject), slog.String("source", what), slog.Any("error", err))
-	m.observe(r.Context(), Observation{Outcome: Unavailable, Status: http.StatusServiceUnavailable, Meter: cfg.Meter, Err: err}, took)
+	m.observe(r.Context(), Observation{Outcome: Unavailable, Status: http.StatusServiceUnavailable, Plan: plan, Meter: cfg.Meter, Err: err}, took)
 	// A slice of its own: a header map's values may be written to
 	// downstream, so none is shared between responses.
 	w.Header()[headerRetry] = []string{m.retryAfter}

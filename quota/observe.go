@@ -75,11 +75,12 @@ type Observation struct {
 	// Outcome is what the middleware did.
 	Outcome Outcome
 	// Status is the response's status code when the middleware answered
-	// (401, 402, 500, 503), 0 when the request was passed on.
+	// (401, 402, 500, 503; a Denied request's is 402 even when
+	// [Config.Deny] writes another), 0 when the request was passed on.
 	Status int
-	// Plan is the subject's plan ([Limits.Plan]); empty when no plan was
-	// found (NoPlan, Unavailable, FailOpen, Unauthenticated and some
-	// Failed outcomes).
+	// Plan is the subject's plan ([Limits.Plan]); empty when the limits
+	// source gave none (Unauthenticated, NoPlan, a failed cost or
+	// estimate function, a limits source that failed).
 	Plan string
 	// Meter is the meter that decided: the exhausted meter when Denied,
 	// else [Config.Meter].

@@ -83,9 +83,9 @@ func TestObserverOutcomes(t *testing.T) {
 		{name: "estimate failed", cfg: quota.Config{Limits: pro, Reserve: []quota.Reservation{{Meter: "tokens", Estimate: func(*http.Request) (int64, error) { return 0, boom }}}},
 			subject: "alice", want: quota.Observation{Outcome: quota.Failed, Status: http.StatusInternalServerError, Meter: "tokens"}, err: true},
 		{name: "store down, fail-closed", cfg: quota.Config{Limits: pro, Store: &errStore{err: boom}},
-			subject: "alice", want: quota.Observation{Outcome: quota.Unavailable, Status: http.StatusServiceUnavailable, Meter: "requests"}, err: true, timed: true},
+			subject: "alice", want: quota.Observation{Outcome: quota.Unavailable, Status: http.StatusServiceUnavailable, Plan: "pro", Meter: "requests"}, err: true, timed: true},
 		{name: "store down, fail-open", cfg: quota.Config{Limits: pro, Store: &errStore{err: boom}, FailOpen: true},
-			subject: "alice", want: quota.Observation{Outcome: quota.FailOpen, Meter: "requests"}, err: true, timed: true},
+			subject: "alice", want: quota.Observation{Outcome: quota.FailOpen, Plan: "pro", Meter: "requests"}, err: true, timed: true},
 		{name: "denied by a reserved meter", cfg: quota.Config{Limits: tokensFull, Reserve: []quota.Reservation{{Meter: "tokens", Estimate: fixed(11)}}},
 			subject: "alice", want: quota.Observation{Outcome: quota.Denied, Status: http.StatusPaymentRequired, Plan: "pro", Meter: "tokens"}, timed: true},
 	}

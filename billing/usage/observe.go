@@ -17,8 +17,9 @@ type Observer struct {
 	// Report is called after every call to Stripe that reports usage (a
 	// meter event or a usage record), including each one answered 429.
 	Report func(ctx context.Context, o ReportObservation)
-	// Pass is called after every pass of [Reporter.ReportAll] with the
-	// reporter's [Stats] (as [Reporter.Stats] returns them then), whose
+	// Pass is called after every pass of [Reporter.ReportAll] that went
+	// over every entitlement (not after one whose listing failed) with
+	// the reporter's [Stats] (as [Reporter.Stats] returns them then), whose
 	// Pending and Unbillable say how many subjects still have usage
 	// waiting and how many have usage the reporter cannot bill.
 	Pass func(ctx context.Context, s Stats)
@@ -32,10 +33,11 @@ const (
 	// Reported: Stripe acknowledged the report.
 	Reported ReportOutcome = iota + 1
 	// RateLimited: Stripe answered 429; the reporter slows down and sends
-	// the same report again (up to three times).
+	// the same report again at once.
 	RateLimited
-	// ReportFailed: the call failed; the units stay pending and are sent
-	// again, under the same identifier, by a later pass.
+	// ReportFailed: the call failed, or was answered 429 for the third
+	// time in a row; the units stay pending and are sent again, under the
+	// same identifier, by a later pass.
 	ReportFailed
 )
 

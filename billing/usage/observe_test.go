@@ -2,10 +2,12 @@ package usage
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/billing/internal/fakestripe"
 )
 
@@ -99,5 +101,33 @@ func TestReportOutcomeString(t *testing.T) {
 		if o.String() != s {
 			t.Errorf("%d: %q, want %q", o, o.String(), s)
 		}
+	}
+}
+
+// failingList is an entitlement source whose listing fails.
+type failingList struct{ *reportEnts }
+
+func (failingList) ForEach(context.Context, func(billing.Entitlement) error) error {
+	return errors.New("store down")
+}
+
+// TestObserverNoPassWhenListingFails checks that a pass that could not
+// list the entitlements is not observed as a pass: its partial counts
+// would otherwise lower the pending and unbillable gauges.
+func TestObserverNoPassWhenListingFails(t *testing.T) {
+	t.Parallel()
+	env := newReportEnv(t, "alice")
+	var obs reportObservations
+	r := env.reporter(t, reportDeltas, func(c *Config) {
+		c.Observer = obs.observer()
+		c.Entitlements = failingList{env.ents}
+	})
+	if err := r.ReportAll(context.Background()); err == nil {
+		t.Fatal("ReportAll succeeded without a listing")
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.passes) != 0 {
+		t.Errorf("passes observed %+v, want none", obs.passes)
 	}
 }

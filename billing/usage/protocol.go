@@ -160,7 +160,7 @@ func (r *Reporter) send(ctx context.Context, rep usageReport) error {
 				Units: rep.To - rep.From, Duration: time.Since(start), Err: err}
 			if err != nil {
 				o.Outcome = ReportFailed
-				if isRateLimited(err) {
+				if isRateLimited(err) && attempt+1 < maxRateLimited {
 					o.Outcome = RateLimited
 				}
 			}

@@ -174,7 +174,7 @@ func (r *Reporter) ReportAll(ctx context.Context) error {
 	s.Passes = r.stats.Passes + 1
 	r.stats = s
 	r.mu.Unlock()
-	if obs := r.cfg.Observer.Pass; obs != nil {
+	if obs := r.cfg.Observer.Pass; obs != nil && err == nil {
 		obs(ctx, r.Stats())
 	}
 	r.log.InfoContext(ctx, "billing: usage report pass",
