@@ -57,15 +57,17 @@ go vet ./...
 if [ -f bench/go.mod ]; then
 	(cd bench && go vet ./...)
 fi
-if [ -f otel/go.mod ]; then
-	# The OpenTelemetry adapter is a module of its own, which ./... skips:
-	# vet it here, and test it with everything.
-	(cd otel && go vet ./...)
+# The OpenTelemetry adapter and its example (which adds the Prometheus
+# client) are modules of their own, which ./... skips: vet them here, and
+# test them with everything.
+for mod in otel otel/example; do
+	[ -f "$mod/go.mod" ] || continue
+	(cd "$mod" && go vet ./...)
 	if [ $# -eq 0 ]; then
-		log "go test -race ./... in otel/"
-		(cd otel && go test -race -count=1 ./...)
+		log "go test -race ./... in $mod/"
+		(cd "$mod" && go test -race -count=1 ./...)
 	fi
-fi
+done
 
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
