@@ -32,9 +32,10 @@ func (l *Lifecycle) HandleEvent(ctx context.Context, ev *stripe.Event) error {
 		return l.handleEvent(ctx, ev)
 	}
 	t := &eventTrack{}
+	start := time.Now()
 	err := l.handleEvent(context.WithValue(ctx, trackKey{}, t), ev)
 	obs(ctx, EventObservation{Outcome: eventOutcome(t, err), EventID: ev.ID, EventType: string(ev.Type),
-		APIVersion: ev.APIVersion, Err: err})
+		APIVersion: ev.APIVersion, Duration: time.Since(start), Err: err})
 	return err
 }
 

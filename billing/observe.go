@@ -12,19 +12,31 @@ import (
 // synchronously, so they must be quick, and they must be safe for
 // concurrent use.
 //
-// Use an observation's Outcome, EventType, Tier and Status as metric
-// labels, never a subject, customer or event ID: those are unbounded.
+// Use an event observation's Outcome and EventType, and a changed
+// entitlement's Tier and Status, as metric labels, never a subject,
+// customer or event ID: those are unbounded.
 type Observer struct {
 	// Event is called once for every event [Lifecycle.HandleEvent] is
 	// given, and once for every parked event the sweep drops as
 	// [ErrUnmapped].
 	Event func(ctx context.Context, o EventObservation)
 	// Changed is called after an event, a reconciliation or a link
-	// changed an entitlement, like Config.OnChange.
+	// changed an entitlement, with the entitlement before and after, like
+	// Config.OnChange.
 	Changed func(ctx context.Context, before, after Entitlement)
-	// Reconciled is called after every [Lifecycle.Reconcile], with its
-	// report and error.
-	Reconciled func(ctx context.Context, rep ReconcileReport, took time.Duration, err error)
+	// Reconciled is called after every [Lifecycle.Reconcile].
+	Reconciled func(ctx context.Context, o ReconcileObservation)
+}
+
+// ReconcileObservation is the outcome of one [Lifecycle.Reconcile].
+type ReconcileObservation struct {
+	// Report is what Reconcile returned.
+	Report ReconcileReport
+	// Duration is how long it took.
+	Duration time.Duration
+	// Err is the error Reconcile returned; nil when it listed every
+	// subscription.
+	Err error
 }
 
 // EventOutcome is what the lifecycle did with an event.
@@ -32,36 +44,36 @@ type EventOutcome uint8
 
 // Outcomes of [EventObservation].
 const (
-	// Applied: the event changed an entitlement.
-	Applied EventOutcome = iota + 1
-	// Unchanged: the event was read and changed nothing (a duplicate, or
+	// EventApplied: the event changed an entitlement.
+	EventApplied EventOutcome = iota + 1
+	// EventUnchanged: the event was read and changed nothing (a duplicate, or
 	// older than what the entitlement already holds).
-	Unchanged
-	// Ignored: the event is not the lifecycle's: another type, another
+	EventUnchanged
+	// EventIgnored: the event is not the lifecycle's: another type, another
 	// product's subscription, a checkout that is not billkit's.
-	Ignored
-	// Parked: the event's customer is linked to no subject yet; its facts
+	EventIgnored
+	// EventParked: the event's customer is linked to no subject yet; its facts
 	// wait for the link.
-	Parked
-	// Refused: the event lacks what billkit needs ([ErrUnreadable]); it
+	EventParked
+	// EventRefused: the event lacks what billkit needs ([ErrUnreadable]); it
 	// was refused, so Stripe delivers it again.
-	Refused
-	// Unmapped: a parked event was dropped, its customer linked to no
+	EventRefused
+	// EventUnmapped: a parked event was dropped, its customer linked to no
 	// subject within Config.ParkFor, or it could not be parked
 	// ([ErrUnmapped]).
-	Unmapped
-	// Failed: the store or Stripe failed; the event is retried.
-	Failed
+	EventUnmapped
+	// EventFailed: the store or Stripe failed; the event is retried.
+	EventFailed
 )
 
 var eventOutcomeNames = [...]string{
-	Applied:   "applied",
-	Unchanged: "unchanged",
-	Ignored:   "ignored",
-	Parked:    "parked",
-	Refused:   "refused",
-	Unmapped:  "unmapped",
-	Failed:    "failed",
+	EventApplied:   "applied",
+	EventUnchanged: "unchanged",
+	EventIgnored:   "ignored",
+	EventParked:    "parked",
+	EventRefused:   "refused",
+	EventUnmapped:  "unmapped",
+	EventFailed:    "failed",
 }
 
 // String returns the outcome's name in snake case, such as "applied",
@@ -79,8 +91,13 @@ type EventObservation struct {
 	Outcome EventOutcome
 	// EventID, EventType and APIVersion identify the event.
 	EventID, EventType, APIVersion string
-	// Err is the error HandleEvent returned (Refused, Unmapped, Failed),
-	// or the [*EventError] of a dropped parked event; nil otherwise.
+	// Duration is how long HandleEvent took; 0 for a dropped parked
+	// event.
+	Duration time.Duration
+	// Err is the error HandleEvent returned (EventRefused, EventUnmapped,
+	// EventFailed), or the [*EventError] of a dropped parked event; nil
+	// otherwise. Its message may name a customer: it is for traces and
+	// logs, never a label.
 	Err error
 }
 
@@ -103,18 +120,18 @@ func trackOf(ctx context.Context) *eventTrack {
 func eventOutcome(t *eventTrack, err error) EventOutcome {
 	switch {
 	case errors.Is(err, ErrUnreadable):
-		return Refused
+		return EventRefused
 	case errors.Is(err, ErrUnmapped):
-		return Unmapped
+		return EventUnmapped
 	case err != nil:
-		return Failed
+		return EventFailed
 	case t.changed:
-		return Applied
+		return EventApplied
 	case t.parked:
-		return Parked
+		return EventParked
 	case t.written:
-		return Unchanged
+		return EventUnchanged
 	default:
-		return Ignored
+		return EventIgnored
 	}
 }

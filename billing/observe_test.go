@@ -37,9 +37,9 @@ func (o *observations) observer() billing.Observer {
 			o.changes = append(o.changes, [2]billing.Entitlement{before, after})
 			o.mu.Unlock()
 		},
-		Reconciled: func(_ context.Context, _ billing.ReconcileReport, took time.Duration, err error) {
+		Reconciled: func(_ context.Context, r billing.ReconcileObservation) {
 			o.mu.Lock()
-			o.recs = append(o.recs, err)
+			o.recs = append(o.recs, r.Err)
 			o.mu.Unlock()
 		},
 	}
@@ -73,18 +73,18 @@ func TestObserverEventOutcomes(t *testing.T) {
 			status  int
 			outcome billing.EventOutcome
 		}{
-			{"applied", sh.event("evt_a", evCreated, active, sec(1)), 200, billing.Applied},
-			{"unchanged (older)", sh.event("evt_b", evUpdated, active, sec(0)), 200, billing.Unchanged},
-			{"ignored", sh.event("evt_c", evCreated, sh.sub(sub{ID: "sub_x", Customer: "cus_x", Price: "price_other", NoMetadata: true, Status: "active"}), sec(2)), 200, billing.Ignored},
-			{"parked", sh.event("evt_d", evCreated, sh.sub(sub{ID: "sub_2", Customer: "cus_2", NoMetadata: true, Status: "active"}), sec(3)), 200, billing.Parked},
-			{"refused", sh.event("evt_e", evUpdated, withoutPeriod(sh.sub(sub{Status: "active"})), sec(4)), 500, billing.Refused},
+			{"applied", sh.event("evt_a", evCreated, active, sec(1)), 200, billing.EventApplied},
+			{"unchanged (older)", sh.event("evt_b", evUpdated, active, sec(0)), 200, billing.EventUnchanged},
+			{"ignored", sh.event("evt_c", evCreated, sh.sub(sub{ID: "sub_x", Customer: "cus_x", Price: "price_other", NoMetadata: true, Status: "active"}), sec(2)), 200, billing.EventIgnored},
+			{"parked", sh.event("evt_d", evCreated, sh.sub(sub{ID: "sub_2", Customer: "cus_2", NoMetadata: true, Status: "active"}), sec(3)), 200, billing.EventParked},
+			{"refused", sh.event("evt_e", evUpdated, withoutPeriod(sh.sub(sub{Status: "active"})), sec(4)), 500, billing.EventRefused},
 		}
 		for _, s := range steps {
 			if st := deliverOne(t, h, s.event); st != s.status {
 				t.Fatalf("%s: answered %d, want %d", s.name, st, s.status)
 			}
 			o := obs.last(t)
-			if o.Outcome != s.outcome || o.EventType == "" || o.APIVersion != sh.APIVersion || o.EventID == "" {
+			if o.Outcome != s.outcome || o.EventType == "" || o.APIVersion != sh.APIVersion || o.EventID == "" || o.Duration <= 0 {
 				t.Errorf("%s: observed %+v, want outcome %v with the event's identity", s.name, o, s.outcome)
 			}
 			if (o.Err != nil) != (s.status != http.StatusOK) {
@@ -119,7 +119,7 @@ func TestObserverFailedAndReconciled(t *testing.T) {
 	if st := deliverOne(t, h, sh.event("evt_f", evCreated, sh.sub(sub{Status: "active"}), sec(1))); st != http.StatusInternalServerError {
 		t.Fatalf("answered %d with a failing store, want 500", st)
 	}
-	if o := obs.last(t); o.Outcome != billing.Failed || o.Err == nil {
+	if o := obs.last(t); o.Outcome != billing.EventFailed || o.Err == nil {
 		t.Errorf("observed %+v, want failed with an error", o)
 	}
 	_, err := h.lc.Reconcile(context.Background()) // no Stripe client: fails at once
@@ -160,7 +160,7 @@ func TestObserverUnmapped(t *testing.T) {
 	defer guard.Stop()
 	select {
 	case o := <-obs.ch:
-		if o.Outcome != billing.Unmapped || o.EventID != "evt_p" || o.EventType != string(evCreated) || !errors.Is(o.Err, billing.ErrUnmapped) {
+		if o.Outcome != billing.EventUnmapped || o.EventID != "evt_p" || o.EventType != string(evCreated) || !errors.Is(o.Err, billing.ErrUnmapped) {
 			t.Errorf("observed %+v, want evt_p unmapped", o)
 		}
 	case <-guard.C:
@@ -171,7 +171,7 @@ func TestObserverUnmapped(t *testing.T) {
 func TestEventOutcomeString(t *testing.T) {
 	t.Parallel()
 	var got []string
-	for o := billing.EventOutcome(0); o <= billing.Failed+1; o++ {
+	for o := billing.EventOutcome(0); o <= billing.EventFailed+1; o++ {
 		got = append(got, o.String())
 	}
 	want := []string{"unknown", "applied", "unchanged", "ignored", "parked", "refused", "unmapped", "failed", "unknown"}

@@ -194,25 +194,31 @@ func (l *Lifecycle) sweepParked(ctx context.Context, log *slog.Logger) (applied 
 		}
 		now := l.cfg.Now()
 		var old []string
+		var reports []*EventError
 		for id, data := range parked {
 			var p parkedFact
 			if json.Unmarshal(data, &p) == nil && now.Sub(p.ParkedAt) < l.cfg.ParkFor {
 				continue
 			}
 			old = append(old, id)
-			ee := &EventError{EventID: id, EventType: p.EventType, APIVersion: p.APIVersion,
-				Err: fmt.Errorf("%w: customer %s was linked to no subject within %s", ErrUnmapped, customer, l.cfg.ParkFor)}
-			l.report(ctx, ee)
-			if obs := l.cfg.Observer.Event; obs != nil {
-				obs(ctx, EventObservation{Outcome: Unmapped, EventID: id, EventType: p.EventType, APIVersion: p.APIVersion, Err: ee})
-			}
+			reports = append(reports, &EventError{EventID: id, EventType: p.EventType, APIVersion: p.APIVersion,
+				Err: fmt.Errorf("%w: customer %s was linked to no subject within %s", ErrUnmapped, customer, l.cfg.ParkFor)})
 		}
 		if len(old) == 0 {
 			return nil
 		}
-		dropped = append(dropped, old...)
+		// Removed first, reported then: an event whose removal failed is
+		// dropped and reported by a later sweep, once.
 		if err := l.parking.unpark(ctx, customer, old...); err != nil {
 			return fmt.Errorf("billing: remove parked events: %w", err)
+		}
+		dropped = append(dropped, old...)
+		for _, ee := range reports {
+			l.report(ctx, ee)
+			if obs := l.cfg.Observer.Event; obs != nil {
+				obs(ctx, EventObservation{Outcome: EventUnmapped, EventID: ee.EventID, EventType: ee.EventType,
+					APIVersion: ee.APIVersion, Err: ee})
+			}
 		}
 		return nil
 	})

@@ -60,7 +60,7 @@ func (l *Lifecycle) Reconcile(ctx context.Context) (ReconcileReport, error) {
 	}
 	start := time.Now()
 	rep, err := l.reconcile(ctx)
-	obs(ctx, rep, time.Since(start), err)
+	obs(ctx, ReconcileObservation{Report: rep, Duration: time.Since(start), Err: err})
 	return rep, err
 }
 

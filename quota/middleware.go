@@ -540,7 +540,13 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		if st != nil {
 			st.done = true // nothing to settle
 		}
-		m.observe(r.Context(), Observation{Outcome: Denied, Status: http.StatusPaymentRequired, Plan: lim.Plan, Meter: res.Exhausted}, took)
+		plan := lim.Plan
+		for i := range holds {
+			if holds[i].Meter == res.Exhausted {
+				plan = plans[i].Plan
+			}
+		}
+		m.observe(r.Context(), Observation{Outcome: Denied, Status: http.StatusPaymentRequired, Plan: plan, Meter: res.Exhausted}, took)
 		if cfg.OnDeny != nil {
 			cfg.OnDeny(r.Context(), *d)
 		}
@@ -693,7 +699,11 @@ func (m *Middleware) inBackground(parent context.Context, what string, f func(co
 	m.bg.goFunc(func() {
 		ctx, cancel := context.WithTimeout(ctx, backgroundFactor*m.cfg.Deadline)
 		defer cancel()
-		start := time.Now()
+		obs := m.cfg.Observer.Background
+		var start time.Time
+		if obs != nil {
+			start = time.Now()
+		}
 		err := f(ctx)
 		if err != nil {
 			// A failed settle leaves the reservation to expire (its units
@@ -701,7 +711,7 @@ func (m *Middleware) inBackground(parent context.Context, what string, f func(co
 			// request's units counted.
 			m.cfg.Logger.ErrorContext(ctx, "quota: "+what+" failed", slog.Any("error", err))
 		}
-		if obs := m.cfg.Observer.Background; obs != nil {
+		if obs != nil {
 			obs(ctx, BackgroundObservation{Op: what, Duration: time.Since(start), Err: err})
 		}
 	})

@@ -9,9 +9,10 @@ import (
 // of every settle and refund it sends afterwards, for metrics and traces
 // (the module github.com/billkit/billkit/otel turns them into
 // OpenTelemetry instruments). Each func is optional: a nil func is not
-// called, and a zero Observer costs nothing (no clock is read, nothing is
-// allocated). The funcs run synchronously on the request's goroutine, so
-// they must be quick, and they must be safe for concurrent use.
+// called and costs nothing (no clock is read for it, nothing is
+// allocated). Decided runs synchronously on the request's goroutine and
+// Background on the goroutine of the settle or refund, so they must be
+// quick, and they must be safe for concurrent use.
 //
 // An observation carries no subject: use its fields as metric labels
 // ([Observation.Plan] and [Observation.Meter] are bounded by the
@@ -78,12 +79,13 @@ type Observation struct {
 	// (401, 402, 500, 503; a Denied request's is 402 even when
 	// [Config.Deny] writes another), 0 when the request was passed on.
 	Status int
-	// Plan is the subject's plan ([Limits.Plan]); empty when the limits
-	// source gave none (Unauthenticated, NoPlan, a failed cost or
+	// Plan is the subject's plan ([Limits.Plan]) for Meter; empty when
+	// the limits source gave none (Unauthenticated, NoPlan, a failed cost or
 	// estimate function, a limits source that failed).
 	Plan string
 	// Meter is the meter that decided: the exhausted meter when Denied,
-	// else [Config.Meter].
+	// the reserved meter whose estimate failed when that is why the
+	// request Failed, else [Config.Meter].
 	Meter string
 	// SoftLimitCrossed reports that this request crossed the request
 	// meter's soft limit ([Decision.SoftLimitCrossed]).

@@ -60,7 +60,7 @@ func TestObserverOutcomes(t *testing.T) {
 	})
 	tokensFull := quota.LimitsFunc(func(_ context.Context, _, meter string) (quota.Limits, error) {
 		if meter == "tokens" {
-			return quota.Limits{Plan: "pro", Included: 10}, nil
+			return quota.Limits{Plan: "pro-tokens", Included: 10}, nil
 		}
 		return quota.Limits{Plan: "pro", Overage: true}, nil
 	})
@@ -87,7 +87,7 @@ func TestObserverOutcomes(t *testing.T) {
 		{name: "store down, fail-open", cfg: quota.Config{Limits: pro, Store: &errStore{err: boom}, FailOpen: true},
 			subject: "alice", want: quota.Observation{Outcome: quota.FailOpen, Plan: "pro", Meter: "requests"}, err: true, timed: true},
 		{name: "denied by a reserved meter", cfg: quota.Config{Limits: tokensFull, Reserve: []quota.Reservation{{Meter: "tokens", Estimate: fixed(11)}}},
-			subject: "alice", want: quota.Observation{Outcome: quota.Denied, Status: http.StatusPaymentRequired, Plan: "pro", Meter: "tokens"}, timed: true},
+			subject: "alice", want: quota.Observation{Outcome: quota.Denied, Status: http.StatusPaymentRequired, Plan: "pro-tokens", Meter: "tokens"}, timed: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

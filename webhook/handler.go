@@ -417,10 +417,10 @@ func (h *Handler) deliver(ctx context.Context, w http.ResponseWriter, r *http.Re
 
 // rejection returns the outcome of a payload that constructEvent refused.
 func rejection(err error) Outcome {
-	switch err {
-	case errNotSigned, errInvalidHeader, errInvalidSignature:
+	switch {
+	case errors.Is(err, errNotSigned), errors.Is(err, errInvalidHeader), errors.Is(err, errInvalidSignature):
 		return BadSignature
-	case errStale:
+	case errors.Is(err, errStale):
 		return Stale
 	default:
 		return Malformed

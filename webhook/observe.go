@@ -97,7 +97,9 @@ type Delivery struct {
 	// Duration is the time from the delivery's arrival to its outcome.
 	Duration time.Duration
 	// Err is why a delivery failed or was rejected; nil for Handled,
-	// Duplicate and Ignored. It holds no payload or secret; it is for
-	// traces and logs, never a label.
+	// Duplicate and Ignored. A rejection's error holds no payload or
+	// secret; a failure's is the handler's or the store's error, which
+	// may say anything they say (a customer ID, say). It is for traces
+	// and logs, never a label.
 	Err error
 }

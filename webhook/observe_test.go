@@ -95,6 +95,11 @@ func TestObserverOutcomes(t *testing.T) {
 		}, webhook.Stale, 400, ""},
 		{"malformed", func() *http.Request { return signed([]byte(`{"id": 1`)) }, webhook.Malformed, 400, ""},
 		{"too large", func() *http.Request { return signed([]byte(`{"pad":"` + strings.Repeat("x", 5000) + `"}`)) }, webhook.TooLarge, 413, ""},
+		{"too large, no Content-Length", func() *http.Request {
+			r := signed([]byte(`{"pad":"` + strings.Repeat("x", 5000) + `"}`))
+			r.ContentLength = -1 // read until the limit, as a chunked body is
+			return r
+		}, webhook.TooLarge, 413, ""},
 		{"bad method", func() *http.Request { return httptest.NewRequest(http.MethodGet, "/webhook", nil) }, webhook.BadMethod, 405, ""},
 	}
 	for _, tc := range cases {

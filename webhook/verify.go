@@ -24,10 +24,15 @@ var (
 	errNoID             = errors.New("the event has no id")
 	errNoType           = errors.New("the event has no type")
 	errAPIVersion       = errors.New("the event's api_version is not the one this endpoint accepts")
-	errMethod           = errors.New("the request is not a POST")
-	errTooLarge         = errors.New("the body exceeds the size limit")
-	errUnreadable       = errors.New("the body could not be read")
-	errInFlight         = errors.New("the event is being handled by another delivery")
+)
+
+// The errors of [Delivery] for the other refusals (405, 413, 400, 409),
+// equally safe.
+var (
+	errMethod     = errors.New("the request is not a POST")
+	errTooLarge   = errors.New("the body exceeds the size limit")
+	errUnreadable = errors.New("the body could not be read")
+	errInFlight   = errors.New("the event is being handled by another delivery")
 )
 
 // constructEvent verifies payload against the Stripe-Signature header with

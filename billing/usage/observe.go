@@ -11,11 +11,13 @@ import (
 // synchronously on the reporter's goroutines, so they must be quick, and
 // they must be safe for concurrent use.
 //
-// Use an observation's Outcome, Tier, Meter and Sink as metric labels,
+// Use an observation's Outcome, Plan, Meter and Sink as metric labels,
 // never its subject (which observations do not carry).
 type Observer struct {
-	// Report is called after every call to Stripe that reports usage (a
-	// meter event or a usage record), including each one answered 429.
+	// Report is called after every attempt to send a report (a meter
+	// event or a usage record), including each one answered 429 and one
+	// the reporter refuses before calling Stripe (a subject without the
+	// customer or subscription item its billing needs).
 	Report func(ctx context.Context, o ReportObservation)
 	// Pass is called after every pass of [Reporter.ReportAll] that went
 	// over every entitlement (not after one whose listing failed) with
@@ -39,12 +41,19 @@ const (
 	// time in a row; the units stay pending and are sent again, under the
 	// same identifier, by a later pass.
 	ReportFailed
+	// AlreadyReported: Stripe already held the report, from an earlier
+	// attempt whose acknowledgement was not recorded (a crash, a lost
+	// reply, a failed watermark write): a duplicate meter event
+	// identifier or an idempotent replay. Nothing was billed again, and
+	// its units were observed as Reported the first time.
+	AlreadyReported
 )
 
 var reportOutcomeNames = [...]string{
-	Reported:     "reported",
-	RateLimited:  "rate_limited",
-	ReportFailed: "failed",
+	Reported:        "reported",
+	RateLimited:     "rate_limited",
+	ReportFailed:    "failed",
+	AlreadyReported: "already_reported",
 }
 
 // String returns the outcome's name in snake case, such as "reported",
@@ -67,15 +76,17 @@ const (
 type ReportObservation struct {
 	// Outcome is what Stripe answered.
 	Outcome ReportOutcome
-	// Tier is the plan of the subject whose usage was reported.
-	Tier string
+	// Plan is the tier of the subject whose usage was reported.
+	Plan string
 	// Meter is the quota meter reported.
 	Meter string
 	// Sink is SinkMeterEvents or SinkUsageRecords.
 	Sink string
-	// Units is the number of units the report carries that Stripe had not
-	// acknowledged before: the meter event's value, or the usage record's
-	// increase of the period's total.
+	// Units is the number of units the report carries beyond what the
+	// reporter had recorded as acknowledged: the meter event's value, or
+	// the usage record's increase of the period's total. Count them as
+	// billed only when Outcome is Reported (an AlreadyReported report's
+	// units were Reported before).
 	Units int64
 	// Duration is how long the call took.
 	Duration time.Duration

@@ -78,7 +78,7 @@ func TestObserverReports(t *testing.T) {
 				t.Fatalf("%d report observations, want %d: %+v", len(obs.report), len(want), obs.report)
 			}
 			for i, o := range obs.report {
-				if o.Outcome != want[i] || o.Tier != "pro" || o.Meter != "requests" || o.Sink != mode.sink() || o.Duration <= 0 {
+				if o.Outcome != want[i] || o.Plan != "pro" || o.Meter != "requests" || o.Sink != mode.sink() || o.Duration <= 0 {
 					t.Errorf("observation %d = %+v, want %v of pro/requests to %s", i, o, want[i], mode.sink())
 				}
 				if (o.Err == nil) != (o.Outcome == Reported) {
@@ -129,5 +129,55 @@ func TestObserverNoPassWhenListingFails(t *testing.T) {
 	defer obs.mu.Unlock()
 	if len(obs.passes) != 0 {
 		t.Errorf("passes observed %+v, want none", obs.passes)
+	}
+}
+
+// TestObserverAlreadyReported checks, for both sinks, that a report whose
+// acknowledgement was lost is observed as failed, and its resend, which
+// Stripe answers as a duplicate or an idempotent replay, as
+// already_reported: its units are observed as reported once.
+func TestObserverAlreadyReported(t *testing.T) {
+	t.Parallel()
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			env := newReportEnv(t, "alice")
+			var mu sync.Mutex
+			calls := 0
+			env.fake.SetFault(func(fakestripe.Request) fakestripe.Fault {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				if calls == 1 {
+					return fakestripe.LoseResponse
+				}
+				return fakestripe.None
+			})
+			var obs reportObservations
+			r := env.reporter(t, mode, func(c *Config) {
+				c.Observer = obs.observer()
+				c.BackoffMin, c.BackoffMax = time.Nanosecond, time.Nanosecond
+			})
+			take(t, env.counters, "alice", env.period, 5)
+			if err := r.Flush(context.Background(), "alice"); err == nil {
+				t.Fatal("Flush succeeded through a lost response")
+			}
+			if err := r.Flush(context.Background(), "alice"); err != nil {
+				t.Fatal(err)
+			}
+			e, _ := env.ents.Get(context.Background(), "alice")
+			if got := held(env.fake, mode, e); got != 5 {
+				t.Fatalf("Stripe holds %d, want 5", got)
+			}
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			var got []ReportOutcome
+			for _, o := range obs.report {
+				got = append(got, o.Outcome)
+			}
+			if len(got) != 2 || got[0] != ReportFailed || got[1] != AlreadyReported || obs.report[1].Units != 5 {
+				t.Errorf("observations %+v, want failed then already_reported of 5 units", obs.report)
+			}
+		})
 	}
 }

@@ -155,9 +155,16 @@ func (r *Reporter) send(ctx context.Context, rep usageReport) error {
 		start := time.Now()
 		err := snk.Report(cctx, rep)
 		cancel()
+		again := errors.Is(err, errAlreadyReported)
+		if again {
+			err = nil
+		}
 		if obs := r.cfg.Observer.Report; obs != nil {
-			o := ReportObservation{Outcome: Reported, Tier: rep.Tier, Meter: rep.Meter.Name, Sink: mode.sink(),
+			o := ReportObservation{Outcome: Reported, Plan: rep.Tier, Meter: rep.Meter.Name, Sink: mode.sink(),
 				Units: rep.To - rep.From, Duration: time.Since(start), Err: err}
+			if again {
+				o.Outcome = AlreadyReported
+			}
 			if err != nil {
 				o.Outcome = ReportFailed
 				if isRateLimited(err) && attempt+1 < maxRateLimited {

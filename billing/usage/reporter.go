@@ -175,7 +175,8 @@ func (r *Reporter) ReportAll(ctx context.Context) error {
 	r.stats = s
 	r.mu.Unlock()
 	if obs := r.cfg.Observer.Pass; obs != nil && err == nil {
-		obs(ctx, r.Stats())
+		s.Reports, s.Failures, s.RateLimited = r.reports.Load(), r.failures.Load(), r.limited.Load()
+		obs(ctx, s)
 	}
 	r.log.InfoContext(ctx, "billing: usage report pass",
 		"subjects", s.Subjects, "reported", s.Reported, "failed", s.Failed, "pending", s.Pending,

@@ -187,10 +187,26 @@ func (s *usageRecordSink) Report(ctx context.Context, r usageReport) error {
 	if r.Identifier != "" {
 		p.SetIdempotencyKey(r.Identifier)
 	}
-	if _, err := s.api.UsageRecords.New(p); err != nil {
+	rec, err := s.api.UsageRecords.New(p)
+	if err != nil {
 		return fmt.Errorf("billing: usage record: %w", err)
 	}
+	if replayed(rec.LastResponse) {
+		return errAlreadyReported
+	}
 	return nil
+}
+
+// errAlreadyReported is a sink's answer for a report that Stripe already
+// held from an earlier attempt (a duplicate meter event identifier, or an
+// idempotent replay): the report is delivered, and its units were counted
+// as reported before.
+var errAlreadyReported = errors.New("billing: report already delivered")
+
+// replayed reports whether Stripe answered with the stored response of an
+// earlier request of the same Idempotency-Key.
+func replayed(r *stripe.APIResponse) bool {
+	return r != nil && r.Header.Get("Idempotent-Replayed") == "true"
 }
 
 // meterEventConfig configures a [meterEventSink]. The zero value uses
@@ -266,11 +282,15 @@ func (s *meterEventSink) Report(ctx context.Context, r usageReport) error {
 	}
 	p.Context = ctx
 	p.SetIdempotencyKey(r.Identifier)
-	if _, err := s.api.BillingMeterEvents.New(p); err != nil {
+	ev, err := s.api.BillingMeterEvents.New(p)
+	if err != nil {
 		if isDuplicateMeterEvent(err) {
-			return nil
+			return errAlreadyReported
 		}
 		return fmt.Errorf("billing: meter event: %w", err)
+	}
+	if replayed(ev.LastResponse) {
+		return errAlreadyReported
 	}
 	return nil
 }

@@ -223,8 +223,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 503, errorBody("api_error", "", "injected failure before applying"))
 		return
 	}
-	status, body := s.applyLocked(kind, r)
+	status, body, replay := s.applyLocked(kind, r)
 	s.mu.Unlock()
+	if replay {
+		// As Stripe marks the stored response of an earlier request with
+		// the same Idempotency-Key.
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
 
 	switch fault {
 	case LoseResponse:
@@ -242,21 +247,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// applyLocked applies a request, with idempotency-key replay; s.mu is held.
-func (s *Server) applyLocked(kind string, r *http.Request) (int, []byte) {
+// applyLocked applies a request, with idempotency-key replay (replay
+// reports one); s.mu is held.
+func (s *Server) applyLocked(kind string, r *http.Request) (status int, body []byte, replay bool) {
 	key := r.Header.Get("Idempotency-Key")
 	params := kind + "?" + r.URL.Path + "?" + r.PostForm.Encode()
 	if s.IdempotencyKeys && key != "" {
 		if c, ok := s.idem[key]; ok {
 			if c.params != params {
 				return 400, errorBody("idempotency_error", "",
-					"Keys for idempotent requests can only be used with the same parameters they were first used with.")
+					"Keys for idempotent requests can only be used with the same parameters they were first used with."), false
 			}
-			return c.status, c.body
+			return c.status, c.body, true
 		}
 	}
-	var status int
-	var body []byte
 	if kind == "meter_events" {
 		status, body = s.meterEventLocked(r.PostForm)
 	} else {
@@ -265,7 +269,7 @@ func (s *Server) applyLocked(kind string, r *http.Request) (int, []byte) {
 	if s.IdempotencyKeys && key != "" && status < 500 {
 		s.idem[key] = cached{params: params, status: status, body: body}
 	}
-	return status, body
+	return status, body, false
 }
 
 func (s *Server) meterEventLocked(f url.Values) (int, []byte) {
