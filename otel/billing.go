@@ -2,7 +2,6 @@ package billkitotel
 
 import (
 	"context"
-	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -74,14 +73,15 @@ func statusName(s billing.Status) string {
 	return string(s)
 }
 
-func (b *billingInstruments) reconciled(ctx context.Context, rep billing.ReconcileReport, took time.Duration, err error) {
+func (b *billingInstruments) reconciled(ctx context.Context, o billing.ReconcileObservation) {
 	outcome := "ok"
-	if err != nil {
+	if o.Err != nil {
 		outcome = "failed"
 	}
+	rep := o.Report
 	opt := metric.WithAttributes(KeyOutcome.String(outcome))
 	b.runs.Add(ctx, 1, opt)
-	b.duration.Record(ctx, took.Seconds(), opt)
+	b.duration.Record(ctx, o.Duration.Seconds(), opt)
 	// A failed run may have repaired some before failing: those count.
 	if n := len(rep.Repaired); n > 0 {
 		b.repaired.Add(ctx, int64(n))

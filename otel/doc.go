@@ -38,6 +38,7 @@
 //	billkit.billing.reconcile.unreadable counter    {subscription}  -
 //	billkit.usage.reports                counter    {report}        billkit.outcome, billkit.plan, billkit.meter, billkit.sink
 //	billkit.usage.reported_units         counter    {unit}          billkit.plan, billkit.meter, billkit.sink
+//	billkit.usage.failed_units           counter    {unit}          billkit.plan, billkit.meter, billkit.sink
 //	billkit.usage.report.duration        histogram  s               billkit.outcome, billkit.sink
 //	billkit.usage.pending_subjects       gauge      {subject}       -
 //	billkit.usage.unbillable_subjects    gauge      {subject}       -
@@ -57,7 +58,7 @@
 //	                                    ignored, in_flight, handler_failed, store_failed, bad_signature,
 //	                                    stale, malformed, too_large, bad_method; billing applied, unchanged,
 //	                                    ignored, parked, refused, unmapped, failed; usage reported,
-//	                                    rate_limited, failed; background calls and reconciliations ok, failed
+//	                                    rate_limited, failed, already_reported; background calls and reconciliations ok, failed
 //	billkit.plan                        a plan's tier (quota's Limits.Plan, billing's Tier)
 //	billkit.meter                       a quota meter's name
 //	billkit.operation                   settle, refund
@@ -75,8 +76,11 @@
 // [Instruments.Webhook] traces each delivery ("stripe webhook", renamed
 // "stripe webhook <event type>") and [Instruments.WrapBackend] each
 // Stripe call ("stripe POST /v1/billing/meter_events"); a handler's Stripe
-// calls nest under its delivery's span. Spans may carry a Stripe event's
-// or request's ID, never a subject. [Instruments.Quota] and
+// calls nest under its delivery's span. Spans carry a Stripe event's or
+// request's ID, never a subject as an attribute; a failed delivery's or
+// call's span records its error, whose message says what the handler's
+// or Stripe's error says (Stripe's may name a customer, a handler's
+// anything). [Instruments.Quota] and
 // [Instruments.Billing] add an event to the current span when it is
 // recording.
 package billkitotel

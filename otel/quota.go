@@ -81,7 +81,8 @@ func (q *quotaInstruments) init(m metric.Meter) error {
 // recording. The subject is recorded nowhere.
 //
 // Attribute sets are built once per outcome, plan and meter: with the
-// OpenTelemetry SDK, an observed decision then allocates nothing.
+// OpenTelemetry SDK, an observed decision then allocates nothing, unless
+// the request's span is recording (the span event allocates).
 func (ins *Instruments) Quota() quota.Observer {
 	q := &ins.quota
 	return quota.Observer{Decided: q.decided, Background: q.background}

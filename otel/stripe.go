@@ -58,7 +58,10 @@ func (s *stripeInstruments) init(m metric.Meter, t trace.Tracer) error {
 // (customers, meter_events, usage_records, billing_portal,
 // subscription_items), or the version (v1); any other segment is an ID:
 // Stripe's (sub_1Nxyz..., cus_ABC123..., si_..., cs_test_a1B2...), which
-// hold digits or uppercase letters, and custom ones such as a coupon code.
+// hold digits or uppercase letters, and custom ones such as a coupon code
+// with a digit, an uppercase letter or a hyphen. A custom ID of lowercase
+// letters only (a coupon "summer") is kept as it is: name such objects
+// with a digit or an uppercase letter where labels must stay bounded.
 //
 // Each call is labelled with http.request.method, url.template (the
 // route), http.response.status_code (from Stripe's answer, when one came)

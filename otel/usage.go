@@ -13,6 +13,7 @@ import (
 type usageInstruments struct {
 	reports    metric.Int64Counter
 	units      metric.Int64Counter
+	failed     metric.Int64Counter
 	duration   metric.Float64Histogram
 	pending    metric.Int64Gauge
 	unbillable metric.Int64Gauge
@@ -23,7 +24,9 @@ func (u *usageInstruments) init(m metric.Meter) error {
 	u.reports = s.counter("billkit.usage.reports", "{report}",
 		"Usage reports sent to Stripe (meter events or usage records), by outcome, plan, meter and sink.")
 	u.units = s.counter("billkit.usage.reported_units", "{unit}",
-		"Units of usage that Stripe acknowledged, by plan, meter and sink.")
+		"Units of usage that Stripe acknowledged, by plan, meter and sink; a resend Stripe already held counts once.")
+	u.failed = s.counter("billkit.usage.failed_units", "{unit}",
+		"Units carried by usage reports that failed (each attempt; they stay pending and are sent again), by plan, meter and sink.")
 	u.duration = s.histogram("billkit.usage.report.duration",
 		"Duration of a usage report to Stripe.", callBuckets())
 	u.pending = s.gauge("billkit.usage.pending_subjects", "{subject}",
@@ -35,7 +38,9 @@ func (u *usageInstruments) init(m metric.Meter) error {
 
 // Usage returns an observer for usage.Config.Observer. It records
 // billkit.usage.reports, billkit.usage.reported_units (units Stripe
-// acknowledged), billkit.usage.report.duration, and, after each pass,
+// acknowledged, once: an already_reported resend adds none),
+// billkit.usage.failed_units (units of failed attempts),
+// billkit.usage.report.duration, and, after each pass,
 // the gauges billkit.usage.pending_subjects and
 // billkit.usage.unbillable_subjects. Several reporters over the same
 // subjects report the same gauges: read them as the last value.
@@ -45,12 +50,17 @@ func (ins *Instruments) Usage() usage.Observer {
 }
 
 func (u *usageInstruments) report(ctx context.Context, o usage.ReportObservation) {
-	kvs := appendIf(appendIf(appendIf(make([]attribute.KeyValue, 0, 4), KeyPlan, o.Tier), KeyMeter, o.Meter), KeySink, o.Sink)
+	kvs := appendIf(appendIf(appendIf(make([]attribute.KeyValue, 0, 4), KeyPlan, o.Plan), KeyMeter, o.Meter), KeySink, o.Sink)
 	where := attribute.NewSet(kvs...)
 	outcome := KeyOutcome.String(o.Outcome.String())
 	u.reports.Add(ctx, 1, metric.WithAttributes(append(kvs, outcome)...))
-	if o.Outcome == usage.Reported && o.Units > 0 {
-		u.units.Add(ctx, o.Units, metric.WithAttributeSet(where))
+	if o.Units > 0 {
+		switch o.Outcome {
+		case usage.Reported:
+			u.units.Add(ctx, o.Units, metric.WithAttributeSet(where))
+		case usage.ReportFailed:
+			u.failed.Add(ctx, o.Units, metric.WithAttributeSet(where))
+		}
 	}
 	u.duration.Record(ctx, o.Duration.Seconds(), metric.WithAttributes(appendIf([]attribute.KeyValue{outcome}, KeySink, o.Sink)...))
 }

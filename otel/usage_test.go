@@ -97,6 +97,11 @@ func TestUsageReports(t *testing.T) {
 	checkSums(t, tm, "billkit.usage.reported_units", map[string]int64{
 		"billkit.meter=requests,billkit.plan=pro,billkit.sink=meter_events": 42,
 	})
+	// Two failed attempts (the first pass's, the third 429) carried the
+	// same 42 units.
+	checkSums(t, tm, "billkit.usage.failed_units", map[string]int64{
+		"billkit.meter=requests,billkit.plan=pro,billkit.sink=meter_events": 84,
+	})
 	checkCounts(t, tm, "billkit.usage.report.duration", map[string]uint64{
 		"billkit.outcome=failed,billkit.sink=meter_events":       2,
 		"billkit.outcome=rate_limited,billkit.sink=meter_events": 2,

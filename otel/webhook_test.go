@@ -33,13 +33,18 @@ func (failingStore) Claim(context.Context, string, time.Duration) (webhook.Claim
 func TestWebhookOutcomes(t *testing.T) {
 	t.Parallel()
 	tm := newTelemetry(t)
+	store := webhook.NewMemoryStore(webhook.MemoryOptions{})
 	h, err := webhook.New(webhook.Config{
 		Secrets:  []string{secret},
-		Store:    webhook.NewMemoryStore(webhook.MemoryOptions{}),
+		Store:    store,
 		Observer: tm.Webhook(),
 		Logger:   quiet,
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Another delivery of evt_busy_1 holds its claim: in flight elsewhere.
+	if _, err := store.Claim(context.Background(), "evt_busy_1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	h.On(stripe.EventTypeInvoicePaid, func(context.Context, *stripe.Event) error { return nil })
@@ -63,6 +68,8 @@ func TestWebhookOutcomes(t *testing.T) {
 		map[string]any{"id": "sub_1", "object": "subscription"}, webhooktest.WithID("evt_deleted_1"))
 	created := webhooktest.NewEvent("customer.created",
 		map[string]any{"id": "cus_1", "object": "customer"}, webhooktest.WithID("evt_created_1"))
+	busy := webhooktest.NewEvent(stripe.EventTypeInvoicePaid,
+		map[string]any{"id": "in_2", "object": "invoice"}, webhooktest.WithID("evt_busy_1"))
 	get := httptest.NewRequest(http.MethodGet, "/webhook", nil)
 	malformed := webhooktest.Request(secret, []byte("not json"))
 
@@ -81,6 +88,7 @@ func TestWebhookOutcomes(t *testing.T) {
 		{h, get, 405},       // bad_method
 		{down, webhooktest.Request(secret, paid), 503},                                                   // store_failed
 		{h, httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(make([]byte, 2<<20))), 413}, // too_large
+		{h, webhooktest.Request(secret, busy), 409},                                                      // in_flight
 	}
 	for i, d := range deliveries {
 		rec := httptest.NewRecorder()
@@ -101,6 +109,7 @@ func TestWebhookOutcomes(t *testing.T) {
 		"billkit.outcome=bad_method,http.response.status_code=405":                                                     1,
 		"billkit.outcome=store_failed,http.response.status_code=503,stripe.event.type=invoice.paid":                    1,
 		"billkit.outcome=too_large,http.response.status_code=413":                                                      1,
+		"billkit.outcome=in_flight,http.response.status_code=409,stripe.event.type=invoice.paid":                       1,
 	}
 	checkSums(t, tm, "billkit.webhook.deliveries", want)
 	wantDur := map[string]uint64{}
@@ -138,6 +147,8 @@ func TestWebhookOutcomes(t *testing.T) {
 		{"stripe webhook invoice.paid", codes.Error, map[string]string{"billkit.outcome": "store_failed", "http.response.status_code": "503",
 			"stripe.event.id": "evt_paid_1", "stripe.event.type": "invoice.paid", "stripe.api_version": stripe.APIVersion}, 1},
 		{"stripe webhook", codes.Error, map[string]string{"billkit.outcome": "too_large", "http.response.status_code": "413"}, 1},
+		{"stripe webhook invoice.paid", codes.Unset, map[string]string{"billkit.outcome": "in_flight", "http.response.status_code": "409",
+			"stripe.event.id": "evt_busy_1", "stripe.event.type": "invoice.paid", "stripe.api_version": stripe.APIVersion}, 0},
 	}
 	for i, s := range spans {
 		w := wantSpans[i]
