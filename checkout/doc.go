@@ -103,4 +103,12 @@
 // Stripe's request ID ("stripe_request_id") for support; never Stripe's own
 // message, and never a key. The full error is logged with log/slog, to
 // [HandlerConfig.Logger] (by default [log/slog.Default]).
+//
+// # Observing
+//
+// HandlerConfig.Observer receives every request's [Observation]: the
+// endpoint, the catalog's tier once known, the status answered (502 and 504
+// when Stripe failed) and the duration; never a subject, customer or email.
+// The module github.com/billkit/billkit/otel turns it into OpenTelemetry
+// instruments.
 package checkout

@@ -51,6 +51,9 @@ type HandlerConfig struct {
 	// MaxBodyBytes limits the request body; a larger body is answered with
 	// 413. The default value is [DefaultMaxBodyBytes] (64 KiB).
 	MaxBodyBytes int64
+	// Observer receives the outcome of every request, for metrics and
+	// traces. The default value (zero) observes nothing.
+	Observer Observer
 	// Logger receives one record per failed Stripe call or lookup, never
 	// with a secret. The default value, nil, means [slog.Default] as it is
 	// when [NewHandler] is called.
@@ -177,6 +180,10 @@ type checkoutBody struct {
 
 // serveCheckout serves [Handler.Checkout].
 func (h *Handler) serveCheckout(w http.ResponseWriter, r *http.Request) {
+	h.observe(w, r, OpCheckout, h.checkout)
+}
+
+func (h *Handler) checkout(w http.ResponseWriter, r *http.Request, o *Observation) {
 	subject, ok := h.preamble(w, r)
 	if !ok {
 		return
@@ -197,13 +204,15 @@ func (h *Handler) serveCheckout(w http.ResponseWriter, r *http.Request) {
 			ValidTiers: valid})
 		return
 	}
-	if _, ok := cat.Tier(normalizeTier(body.Tier)); !ok {
+	tier, ok := cat.Tier(normalizeTier(body.Tier))
+	if !ok {
 		valid := cat.Tiers()
 		writeProblem(w, apiProblem{Status: http.StatusBadRequest,
 			Detail:     fmt.Sprintf("unknown tier %q; valid tiers: %s", truncate(body.Tier, maxTierLen), strings.Join(valid, ", ")),
 			ValidTiers: valid})
 		return
 	}
+	o.Tier = tier.Name
 	req := CheckoutRequest{Subject: subject, Tier: body.Tier, Email: body.Email, IdempotencyKey: key}
 	if h.cfg.Customer != nil {
 		id, err := h.cfg.Customer(r.Context(), subject)
@@ -229,6 +238,10 @@ func (h *Handler) serveCheckout(w http.ResponseWriter, r *http.Request) {
 
 // servePortal serves [Handler.Portal].
 func (h *Handler) servePortal(w http.ResponseWriter, r *http.Request) {
+	h.observe(w, r, OpPortal, func(w http.ResponseWriter, r *http.Request, _ *Observation) { h.portal(w, r) })
+}
+
+func (h *Handler) portal(w http.ResponseWriter, r *http.Request) {
 	subject, ok := h.preamble(w, r)
 	if !ok {
 		return

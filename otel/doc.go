@@ -14,6 +14,7 @@
 //	wh, err := webhook.New(webhook.Config{..., Observer: ins.Webhook()})
 //	lc, err := billing.NewLifecycle(billing.Config{..., Observer: ins.Billing()})
 //	rp, err := usage.NewReporter(usage.Config{..., Observer: ins.Usage()})
+//	ch, err := checkout.NewHandler(checkout.HandlerConfig{..., Observer: ins.Checkout()})
 //	api := client.New(key, &stripe.Backends{API: ins.WrapBackend(backend), ...})
 //
 // # Metrics
@@ -42,6 +43,8 @@
 //	billkit.usage.report.duration        histogram  s               billkit.outcome, billkit.sink
 //	billkit.usage.pending_subjects       gauge      {subject}       -
 //	billkit.usage.unbillable_subjects    gauge      {subject}       -
+//	billkit.checkout.requests            counter    {request}       billkit.operation, billkit.plan, http.response.status_code
+//	billkit.checkout.request.duration    histogram  s               billkit.operation, billkit.plan, http.response.status_code
 //	billkit.stripe.requests              counter    {request}       http.request.method, url.template, http.response.status_code, error.type
 //	billkit.stripe.request.duration      histogram  s               http.request.method, url.template, http.response.status_code, error.type
 //

@@ -32,7 +32,8 @@ const (
 	// KeyMeter is a quota meter's name, from the configuration.
 	KeyMeter = attribute.Key("billkit.meter")
 	// KeyOperation is the kind of a background store call of the quota
-	// middleware: "settle" or "refund".
+	// middleware ("settle" or "refund"), or the checkout endpoint
+	// ("checkout" or "portal").
 	KeyOperation = attribute.Key("billkit.operation")
 	// KeySink is where usage was reported: "meter_events" or
 	// "usage_records".
@@ -83,20 +84,21 @@ type Config struct {
 
 // Instruments turns billkit's observations into OpenTelemetry metrics and
 // spans: pass [Instruments.Quota], [Instruments.Webhook],
-// [Instruments.Billing] and [Instruments.Usage] as the Observer of each
-// package's Config, and wrap the Stripe backend with
+// [Instruments.Billing], [Instruments.Usage] and [Instruments.Checkout] as
+// the Observer of each package's Config, and wrap the Stripe backend with
 // [Instruments.WrapBackend]. One Instruments serves any number of
 // components.
 //
 // An Instruments is safe for concurrent use. The zero value is not usable;
 // create one with [New].
 type Instruments struct {
-	tracer  trace.Tracer
-	quota   quotaInstruments
-	webhook webhookInstruments
-	billing billingInstruments
-	usage   usageInstruments
-	stripe  stripeInstruments
+	tracer   trace.Tracer
+	quota    quotaInstruments
+	webhook  webhookInstruments
+	billing  billingInstruments
+	usage    usageInstruments
+	checkout checkoutInstruments
+	stripe   stripeInstruments
 }
 
 // New creates the instruments described in the package documentation. It
@@ -120,6 +122,7 @@ func New(cfg Config) (*Instruments, error) {
 		ins.webhook.init(m, ins.tracer),
 		ins.billing.init(m),
 		ins.usage.init(m),
+		ins.checkout.init(m),
 		ins.stripe.init(m, ins.tracer),
 	)
 	if err != nil {

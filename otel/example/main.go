@@ -95,6 +95,7 @@ func (t *telemetry) configure(c *app.Config) {
 		Webhook:       t.ins.Webhook(),
 		Billing:       t.ins.Billing(),
 		Usage:         t.ins.Usage(),
+		Checkout:      t.ins.Checkout(),
 		StripeBackend: t.ins.WrapBackend,
 	}
 }

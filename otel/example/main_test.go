@@ -110,6 +110,11 @@ func TestMetricsAfterLifecycle(t *testing.T) {
 	for range 3 {
 		hello(http.StatusOK)
 	}
+	checkoutBody := []byte(`{"tier":"pro"}`)
+	if got := call("POST", "/billing/checkout", checkoutBody, map[string]string{"Authorization": "Bearer " + key,
+		"Content-Type": "application/json"}); got != http.StatusOK {
+		t.Fatalf("POST /billing/checkout answered %d, want 200", got)
+	}
 
 	// The reporter sends the counted requests as meter events.
 	want := []series{
@@ -128,6 +133,8 @@ func TestMetricsAfterLifecycle(t *testing.T) {
 		{"billkit_usage_pending_subjects", ""},
 		{"billkit_stripe_requests_total", "http_request_method=POST,http_response_status_code=200,url_template=/v1/billing/meter_events"},
 		{"billkit_stripe_requests_total", "http_request_method=GET,http_response_status_code=200,url_template=/v1/subscriptions"},
+		{"billkit_stripe_requests_total", "http_request_method=POST,http_response_status_code=200,url_template=/v1/checkout/sessions"},
+		{"billkit_checkout_requests_total", "billkit_operation=checkout,billkit_plan=pro,http_response_status_code=200"},
 	}
 	var text string
 	deadline := time.Now().Add(30 * time.Second) // failure guard only

@@ -307,6 +307,7 @@ func (a *App) buildStripe() error {
 		Sessions: sessions,
 		Subject:  subjectOf,
 		Customer: a.customerOf,
+		Observer: a.cfg.Observe.Checkout,
 		Logger:   a.log.With("component", "checkout"),
 	}); err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/billkit/billkit/billing"
 	"github.com/billkit/billkit/billing/usage"
+	"github.com/billkit/billkit/checkout"
 	"github.com/billkit/billkit/quota"
 	"github.com/billkit/billkit/webhook"
 )
@@ -128,10 +129,11 @@ type Config struct {
 // Observers are the observation hooks of the server's components. Every
 // field is optional.
 type Observers struct {
-	Quota   quota.Observer   // both quota middlewares (/v1/ and /v1/complete)
-	Webhook webhook.Observer // the webhook endpoint
-	Billing billing.Observer // the entitlement lifecycle
-	Usage   usage.Observer   // the usage reporter
+	Quota    quota.Observer    // both quota middlewares (/v1/ and /v1/complete)
+	Webhook  webhook.Observer  // the webhook endpoint
+	Billing  billing.Observer  // the entitlement lifecycle
+	Usage    usage.Observer    // the usage reporter
+	Checkout checkout.Observer // the checkout and portal endpoints
 	// StripeBackend, when set, wraps the backend of the Stripe client's
 	// API calls, for example to trace and count them.
 	StripeBackend func(stripe.Backend) stripe.Backend
