@@ -343,7 +343,9 @@ func (h *Handler) decode(w http.ResponseWriter, r *http.Request, v any, required
 	if body == nil { // a client request; a server's never has a nil Body
 		body = http.NoBody
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, body, h.cfg.MaxBodyBytes))
+	// The server's own ResponseWriter, so that a body over the limit makes
+	// it close the connection (an observer's wrapper would hide that).
+	dec := json.NewDecoder(http.MaxBytesReader(unwrap(w), body, h.cfg.MaxBodyBytes))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(v)
 	if err == nil {

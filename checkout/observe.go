@@ -87,3 +87,11 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 // Unwrap returns the wrapped ResponseWriter, for http.ResponseController.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// unwrap returns the ResponseWriter under an observer's statusWriter, or w.
+func unwrap(w http.ResponseWriter) http.ResponseWriter {
+	if sw, ok := w.(*statusWriter); ok {
+		return sw.ResponseWriter
+	}
+	return w
+}

@@ -2,7 +2,10 @@ package checkout_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -65,6 +68,37 @@ func TestObserverOutcomes(t *testing.T) {
 		o.Duration = 0
 		if o != s.want {
 			t.Errorf("step %d: observed %+v, want %+v", i, o, s.want)
+		}
+	}
+}
+
+// TestObserverKeepsTooLargeClose checks that observing does not hide a
+// body over the limit from the server: it still closes the connection
+// after the 413, as it does without an observer.
+func TestObserverKeepsTooLargeClose(t *testing.T) {
+	t.Parallel()
+	fake := newFakeStripe(t, nil)
+	for _, observed := range []bool{false, true} {
+		h := newHandler(t, testConfig(t, newStripeClient(fake.URL, 0)), func(c *checkout.HandlerConfig) {
+			c.MaxBodyBytes = 64
+			if observed {
+				c.Observer = checkout.Observer{Served: func(context.Context, checkout.Observation) {}}
+			}
+		})
+		srv := httptest.NewServer(h)
+		body := io.MultiReader(strings.NewReader(`{"tier":"pro","email":"`), strings.NewReader(strings.Repeat("a", 1000)+`"}`))
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/billing/checkout", body)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(subjectHeader, "alice")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			srv.Close()
+			t.Fatalf("observed=%v: %v", observed, err)
+		}
+		resp.Body.Close()
+		srv.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+			t.Errorf("observed=%v: status %d, Connection: close %v; want 413 and close", observed, resp.StatusCode, resp.Close)
 		}
 	}
 }
