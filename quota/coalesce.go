@@ -2,7 +2,12 @@ package quota
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,32 +28,52 @@ const DefaultMaxBatch = 128
 // On a Cluster the pipeline goes through the ClusterClient, which splits it
 // by the node owning each command's slot and sends the parts to their
 // nodes concurrently: each node sees one pipeline per batch.
+//
+// On one server (lean is set), each send of lean decisions (takes without
+// ID and holds) has a record of its own, a hash with one field per
+// decision, instead of a key per decision; a lean decision whose outcome
+// is lost to its caller (its context ended after it was sent, or the
+// connection broke) is resolved through its field by the resolver.
 type batcher struct {
 	client redis.UniversalClient
 	max    int
+	lean   bool
+	recPfx string // PREFIX:batch:RANDOM: starts every record key
+	rttl   int64  // the records' lifetime in milliseconds
+	seq    atomic.Uint64
+	res    resolver
 
 	mu    sync.Mutex
 	busy  bool       // a send is in flight
 	queue []*pending // waiting for the next send
 }
 
-// pending is a queued decision.
+// pending is a decision on its way.
 type pending struct {
 	ctx  context.Context
 	sc   script
 	args []any
-	// taken is set (under batcher.mu) when the decision leaves the queue
-	// for a send; before that, a decision whose context ends leaves the
-	// queue by itself and is never sent.
-	taken bool
-	done  chan struct{}
-	val   any
-	err   error
+
+	// A lean decision's record key and field, and its first-of-the-send
+	// flag, point into args: they are set when it is sent. counter and
+	// amount are what resolving it needs.
+	lean         bool
+	rec          *string
+	field, first *int64
+	counter      string
+	amount       int64
+	taken        bool // left the queue for a send (under batcher.mu)
+	delivered    bool // its reply is its caller's (under batcher.mu)
+	abandoned    bool // its caller left after it was sent (under batcher.mu)
+	done         chan struct{}
+	val          any
+	err          error
 }
 
-// run sends one script call (whose first key is args[3]) coalesced with
+// run sends p's script call (whose first key is args[3]) coalesced with
 // the others in flight, and returns its reply.
-func (b *batcher) run(ctx context.Context, sc script, args []any, runOne func(context.Context, script, []any) (any, error)) (any, error) {
+func (b *batcher) run(p *pending, runOne func(context.Context, script, []any) (any, error)) (any, error) {
+	ctx := p.ctx
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -57,11 +82,17 @@ func (b *batcher) run(ctx context.Context, sc script, args []any, runOne func(co
 		// Idle: send at once, alone, with the caller's own context.
 		b.busy = true
 		b.mu.Unlock()
-		v, err := runOne(ctx, sc, args)
+		if p.lean {
+			*p.rec, *p.field, *p.first = b.recKey(), 1, 1
+		}
+		v, err := runOne(ctx, p.sc, p.args)
+		if p.lean && lost(err) {
+			b.res.add(p)
+		}
 		b.next()
 		return v, err
 	}
-	p := &pending{ctx: ctx, sc: sc, args: args, done: make(chan struct{})}
+	p.done = make(chan struct{})
 	b.queue = append(b.queue, p)
 	b.mu.Unlock()
 	select {
@@ -81,15 +112,37 @@ func (b *batcher) run(ctx context.Context, sc script, args []any, runOne func(co
 		b.mu.Unlock()
 		return nil, ctx.Err()
 	}
-	b.mu.Unlock()
-	select {
-	case <-p.done:
+	if p.delivered {
+		b.mu.Unlock()
+		<-p.done
 		return p.val, p.err
-	default:
 	}
-	// Sent (or about to be): an ambiguous outcome, which the caller
-	// resolves by refunding the take's ID.
+	// Sent (or about to be): an ambiguous outcome. A lean decision is
+	// resolved by the batcher once its send has returned; any other is
+	// refunded by the caller by its take's ID.
+	p.abandoned = true
+	b.mu.Unlock()
 	return nil, ctx.Err()
+}
+
+// recKey returns a new record key.
+func (b *batcher) recKey() string {
+	var buf [64]byte
+	return string(strconv.AppendUint(append(buf[:0], b.recPfx...), b.seq.Add(1), 36))
+}
+
+// lost reports whether err leaves a sent command's outcome unknown: not a
+// reply of the server (which ran the script, or refused it, and said so)
+// and not a failure to reach the server at all.
+func lost(err error) bool {
+	if err == nil {
+		return false
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return false
+	}
+	return !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, redis.ErrPoolTimeout) && !errors.Is(err, redis.ErrClosed)
 }
 
 // next ends a send: with decisions queued, it starts sending them in the
@@ -163,30 +216,65 @@ func (b *batcher) send(batch []*pending) {
 		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
+	var rec string
+	var field int64
+	for _, p := range live {
+		if !p.lean {
+			continue
+		}
+		if rec == "" {
+			rec = b.recKey()
+			*p.first = 1
+		}
+		field++
+		*p.rec, *p.field = rec, field
+	}
 	if len(live) == 1 {
 		p := live[0]
 		p.val, p.err = b.runOneCtx(ctx, p)
-		close(p.done)
-		return
+	} else {
+		cmds := b.pipeline(ctx, live, false)
+		var retry []*pending
+		for i, p := range live {
+			p.val, p.err = cmds[i].Result()
+			if p.err != nil && redis.HasErrorPrefix(p.err, "NOSCRIPT") {
+				retry = append(retry, p)
+			}
+		}
+		if len(retry) > 0 {
+			// The server does not have a script (restart, SCRIPT FLUSH):
+			// EVAL loads it, and the decisions it refused run now. Each
+			// lean one may be the first of its record to run.
+			for _, p := range retry {
+				if p.lean {
+					*p.first = 1
+				}
+			}
+			cmds = b.pipeline(ctx, retry, true)
+			for i, p := range retry {
+				p.val, p.err = cmds[i].Result()
+			}
+		}
 	}
-	cmds := b.pipeline(ctx, live, false)
-	var retry []*pending
-	for i, p := range live {
-		p.val, p.err = cmds[i].Result()
-		if p.err != nil && redis.HasErrorPrefix(p.err, "NOSCRIPT") {
-			retry = append(retry, p)
+	var resolve []*pending
+	b.mu.Lock()
+	for _, p := range live {
+		if p.abandoned {
+			var re redis.Error
+			if p.lean && (p.err == nil || !errors.As(p.err, &re)) {
+				resolve = append(resolve, p)
+			}
 			continue
 		}
-		close(p.done)
-	}
-	if len(retry) > 0 {
-		// The server does not have a script (restart, SCRIPT FLUSH):
-		// EVAL loads it, and the decisions it refused run now.
-		cmds = b.pipeline(ctx, retry, true)
-		for i, p := range retry {
-			p.val, p.err = cmds[i].Result()
-			close(p.done)
+		p.delivered = true
+		if p.lean && lost(p.err) {
+			resolve = append(resolve, p)
 		}
+	}
+	b.mu.Unlock()
+	b.res.add(resolve...)
+	for _, p := range live {
+		close(p.done)
 	}
 }
 
@@ -229,4 +317,137 @@ func evalArgs(sc script, args []any) []any {
 	copy(eval, args)
 	eval[0], eval[1] = "eval", sc.src
 	return eval
+}
+
+// resolver resolves lost lean decisions in the background, one goroutine
+// at a time, each with resolveSource: an allowed or denied decision is
+// undone, one that has not run is marked so that it counts nothing when
+// it does. A resolution that fails is tried again, with backoff, until
+// half the record's lifetime has passed since the decision was lost; then
+// it is logged and dropped (its units may stay counted). At most
+// maxUnresolved decisions wait; past that the newest are dropped and
+// logged.
+type resolver struct {
+	client redis.UniversalClient
+	rttl   int64 // the records' lifetime in milliseconds
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	running bool
+	queue   []lostTake
+	active  int // decisions taken by the running goroutine
+}
+
+// lostTake is a lean decision to resolve.
+type lostTake struct {
+	rec, counter string
+	field        int64
+	amount       int64
+	until        time.Time // give up after this
+}
+
+const maxUnresolved = 1 << 16
+
+// add queues ps for resolution.
+func (r *resolver) add(ps ...*pending) {
+	if len(ps) == 0 {
+		return
+	}
+	until := time.Now().Add(time.Duration(r.rttl) * time.Millisecond / 2)
+	r.mu.Lock()
+	dropped := 0
+	for _, p := range ps {
+		if len(r.queue) >= maxUnresolved {
+			dropped++
+			continue
+		}
+		r.queue = append(r.queue, lostTake{rec: *p.rec, counter: p.counter, field: *p.field, amount: p.amount, until: until})
+	}
+	start := !r.running
+	r.running = true
+	r.mu.Unlock()
+	if dropped > 0 {
+		r.log.Error("quota: too many lost decisions waiting to be resolved; these may stay counted", slog.Int("decisions", dropped))
+	}
+	if start {
+		go r.loop()
+	}
+}
+
+// pending returns the number of decisions waiting or being resolved.
+func (r *resolver) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) + r.active
+}
+
+// loop resolves the queue until it is empty.
+func (r *resolver) loop() {
+	backoff := 50 * time.Millisecond
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 {
+			r.running, r.active = false, 0
+			r.mu.Unlock()
+			return
+		}
+		n := min(len(r.queue), DefaultMaxBatch)
+		batch := append([]lostTake(nil), r.queue[:n]...)
+		r.queue = append(r.queue[:0], r.queue[n:]...)
+		r.active = n
+		r.mu.Unlock()
+
+		failed := r.resolve(batch)
+		now := time.Now()
+		var retry []lostTake
+		gaveUp := 0
+		var lastErr error
+		for _, f := range failed {
+			if now.After(f.t.until) {
+				gaveUp++
+				lastErr = f.err
+				continue
+			}
+			retry = append(retry, f.t)
+		}
+		if gaveUp > 0 {
+			r.log.Error("quota: could not resolve lost decisions; their units may stay counted",
+				slog.Int("decisions", gaveUp), slog.Any("error", lastErr))
+		}
+		r.mu.Lock()
+		r.queue = append(retry, r.queue...)
+		r.active = 0
+		r.mu.Unlock()
+		if len(retry) > 0 {
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+		} else {
+			backoff = 50 * time.Millisecond
+		}
+	}
+}
+
+type failedTake struct {
+	t   lostTake
+	err error
+}
+
+// resolve sends one pipeline of resolutions and returns those that failed.
+func (r *resolver) resolve(ts []lostTake) []failedTake {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	pipe := r.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(ts))
+	for i := range ts {
+		t := &ts[i]
+		cmds[i] = pipe.Eval(ctx, resolveSource, []string{t.rec, t.counter}, t.field, r.rttl, t.amount)
+	}
+	_, _ = pipe.Exec(ctx)
+	var failed []failedTake
+	for i, c := range cmds {
+		if err := c.Err(); err != nil {
+			failed = append(failed, failedTake{ts[i], err})
+		}
+	}
+	return failed
 }

@@ -11,7 +11,20 @@ var (
 	TakeScriptSHA   = takeScript.sha.(string)
 	SettleScriptSHA = settleScript.sha.(string)
 	RefundScriptSHA = refundScript.sha.(string)
+	// LeanTakeScriptSHA is the SHA-1 of the take script of a take without
+	// ID and holds on a store that resolves lost takes.
+	LeanTakeScriptSHA = leanScript.sha.(string)
+	// ResolveSource is the script that resolves a lost take without ID.
+	ResolveSource = resolveSource
 )
+
+// Resolving returns the number of lost decisions s has yet to resolve.
+func Resolving(s *RedisStore) int {
+	if s.batch == nil {
+		return 0
+	}
+	return s.batch.res.pending()
+}
 
 // Pending returns the number of settles and refunds that m has started
 // and that have not ended.

@@ -180,6 +180,10 @@ func fits(amount, limit, used, reserved int64) bool {
 	return reserved <= avail && amount <= avail-reserved
 }
 
+// ResolvesLostTakes implements [LostTakeResolver]: a take on a MemoryStore
+// is never lost (it either runs, or fails before it counts anything).
+func (s *MemoryStore) ResolvesLostTakes() bool { return true }
+
 // Take implements [Store].
 func (s *MemoryStore) Take(ctx context.Context, req TakeRequest) (TakeResult, error) {
 	if err := req.validate(); err != nil {

@@ -237,7 +237,11 @@ type Middleware struct {
 	retryAfter string // precomputed Retry-After of a 503
 	idPrefix   string // random, starts every take ID of this middleware
 	seq        atomic.Uint64
-	bg         background
+	// resolves is set when the store undoes a lost take without ID by
+	// itself (a LostTakeResolver): takes without holds then carry no ID
+	// and are never refunded by the middleware.
+	resolves bool
+	bg       background
 
 	mu       sync.RWMutex
 	policies map[policyKey]string // RateLimit-Policy values
@@ -269,6 +273,9 @@ func New(cfg Config) (*Middleware, error) {
 		retryAfter: itoa(ceilSeconds(c.RetryAfter)),
 		idPrefix:   hex.EncodeToString(rnd[:]) + "-",
 		policies:   make(map[policyKey]string),
+	}
+	if lr, ok := c.Store.(LostTakeResolver); ok {
+		m.resolves = lr.ResolvesLostTakes()
 	}
 	m.bg.idle.L = &m.bg.mu
 	return m, nil
@@ -351,7 +358,8 @@ func (m *Middleware) nextID() string {
 //
 // None of them counts anything billable: a 402 over a limit adds its
 // units to the denied counters, and a 503 whose store call may have
-// counted is refunded in the background.
+// counted is refunded in the background (by the middleware, or by a store
+// that is a [LostTakeResolver]).
 func (m *Middleware) Handle(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m.serve(w, r, next)
@@ -428,7 +436,6 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	limit := lim.Limit()
 	capped := !lim.Unlimited()
 	req := TakeRequest{
-		ID:        m.nextID(),
 		Subject:   subject,
 		Meter:     cfg.Meter,
 		Period:    period,
@@ -437,6 +444,11 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 		Unlimited: !capped,
 		ExpireAt:  period.End.Add(cfg.Retention),
 		Reserve:   holds,
+	}
+	if len(holds) > 0 || !m.resolves {
+		// A record per take: holds are named after it, and a take whose
+		// outcome is lost is refunded by it.
+		req.ID = m.nextID()
 	}
 	// A meter whose plan allows nothing decides without the store: no
 	// round trip, no 503 or fail-open pass while it is down, and nothing
@@ -471,10 +483,11 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			writeServerError(w)
 			return
 		}
-		if !errors.Is(err, ErrDuplicateTake) {
+		if req.ID != "" && !errors.Is(err, ErrDuplicateTake) {
 			// The store may have counted the take before failing (a
 			// reply lost to the deadline): give it back, or leave a
-			// tombstone for a take still on its way.
+			// tombstone for a take still on its way. (A take without ID
+			// went to a store that resolves it by itself.)
 			m.refund(r.Context(), req)
 		}
 		m.unavailable(w, r, next, subject, lim.Plan, "store", err, took)

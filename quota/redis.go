@@ -2,7 +2,10 @@ package quota
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -218,6 +221,87 @@ end
 return 0
 `
 
+// leanTakeSource is the take of one meter without holds and without ID
+// that a coalescing [RedisStore] on one server sends (see
+// [LostTakeResolver]): no key per take, but a field in its batch's record.
+//
+// KEYS[1] is the batch's record (a hash with one field per decision of
+// the batch: 'a' allowed, 'd' denied, 'x' counted nothing, 'r' resolved),
+// KEYS[2] the counter and KEYS[3] its holds. ARGV[1] is the store's clock
+// in Unix milliseconds, ARGV[2] the record's lifetime in milliseconds,
+// ARGV[3] the decision's field, ARGV[4] 1 when this decision is the first
+// of its batch on the connection (it gives the record its lifetime),
+// ARGV[5] the amount, ARGV[6] the limit (-1: no cap) and ARGV[7] the
+// counter's expiry in Unix seconds.
+//
+// The field is written first, with HSETNX: a field already there (the
+// decision was resolved before it ran) makes it count nothing and fail
+// with BILLKIT_DUPLICATE. Then it decides exactly as takeSource does for
+// one meter, and replies as takeSource does: one integer when the meter
+// holds nothing for others, else the array.
+const leanTakeSource = pruneLua + `
+local rec, f, key = KEYS[1], ARGV[3], KEYS[2]
+if redis.call('HSETNX', rec, f, 'a') == 0 then
+  return {err = 'BILLKIT_DUPLICATE decision resolved before it ran'}
+end
+if ARGV[4] == '1' then
+  redis.call('PEXPIRE', rec, ARGV[2])
+end
+local v = redis.call('HMGET', key, 'used', 'reserved')
+local u, r = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+if r > 0 then
+  r = r - prune(key, KEYS[3], ARGV[1])
+end
+local limit = tonumber(ARGV[6])
+if limit >= 0 and tonumber(ARGV[5]) > limit - u - r then
+  redis.pcall('HINCRBY', key, 'denied', ARGV[5])
+  redis.call('HSET', rec, f, 'd')
+  extend(key, ARGV[7])
+  if r > 0 then
+    return {1, u, r}
+  end
+  return -1 - u
+end
+local n = redis.pcall('HINCRBY', key, 'used', ARGV[5])
+if type(n) == 'table' then
+  redis.call('HSET', rec, f, 'x')
+  return n
+end
+extend(key, ARGV[7])
+if r > 0 then
+  return {0, n, r}
+end
+return n
+`
+
+// resolveSource resolves a lost decision of leanTakeSource: KEYS[1] is
+// its batch's record, KEYS[2] its counter; ARGV[1] its field, ARGV[2] the
+// record's lifetime in milliseconds, ARGV[3] its amount. The field
+// becomes 'r' whatever it was: a decision that was allowed gets its
+// amount off "used", one that was denied off "denied", and one that has
+// not run finds the field and counts nothing. A counter that no longer
+// exists is left alone. It replies 1, 2 or 0 for the three cases (0 too
+// for a decision that counted nothing or was resolved before).
+const resolveSource = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], 'r')
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if old ~= 'a' and old ~= 'd' then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return old == 'a' and 1 or 2
+end
+if old == 'a' then
+  redis.call('HINCRBY', KEYS[2], 'used', '-' .. ARGV[3])
+  return 1
+end
+redis.call('HINCRBY', KEYS[2], 'denied', '-' .. ARGV[3])
+return 2
+`
+
 // usageSource reads a counter: KEYS[1] the counter, KEYS[2] its holds,
 // ARGV[1] the store's clock in Unix milliseconds. It replies used and
 // denied as stored (strings, exact) and reserved less the expired holds
@@ -244,6 +328,7 @@ var (
 	settleScript = newScript(settleSource)
 	refundScript = newScript(refundSource)
 	usageScript  = newScript(usageSource)
+	leanScript   = newScript(leanTakeSource)
 )
 
 // noCap is the script's limit argument for an unlimited meter.
@@ -295,6 +380,10 @@ type RedisOptions struct {
 	// MaxBatch bounds the decisions sent in one pipeline. The default
 	// (zero) is [DefaultMaxBatch], 128.
 	MaxBatch int
+	// Logger receives the store's own errors: a lost decision it could
+	// not resolve (see [LostTakeResolver]). The default is
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 func (o *RedisOptions) withDefaults() RedisOptions {
@@ -310,6 +399,9 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 	}
 	if out.MaxBatch <= 0 {
 		out.MaxBatch = DefaultMaxBatch
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
 	}
 	return out
 }
@@ -389,6 +481,18 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 	s := &RedisStore{client: client, prefix: o.Prefix, now: o.Now, rttl: max(o.RefundWindow.Milliseconds(), 1)}
 	if !o.NoCoalesce {
 		s.batch = &batcher{client: client, max: o.MaxBatch}
+		// One server (standalone or Sentinel): a batch's decisions can
+		// share one record.
+		if _, ok := client.(*redis.Client); ok {
+			var rnd [8]byte
+			if _, err := rand.Read(rnd[:]); err != nil {
+				return nil, fmt.Errorf("quota: random record prefix: %w", err)
+			}
+			b := s.batch
+			b.lean, b.rttl = true, s.rttl
+			b.recPfx = o.Prefix + ":batch:" + hex.EncodeToString(rnd[:]) + ":"
+			b.res = resolver{client: client, rttl: s.rttl, log: o.Logger}
+		}
 	}
 	return s, nil
 }
@@ -495,12 +599,28 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 	return keys
 }
 
+// ResolvesLostTakes implements [LostTakeResolver]: it reports true when
+// s coalesces decisions on one server (a *redis.Client: standalone or
+// Sentinel), where the decisions of one send share one record. A take
+// without ID and without holds then writes a field of its send's record
+// (a hash that lives [RedisOptions.RefundWindow]) instead of nothing, and
+// when its outcome is lost (its context ended after it was sent, or the
+// connection broke), the store resolves it in the background through
+// that field: an allowed or denied take is undone, one that has not run
+// yet is marked so that it counts nothing. A resolution that fails is
+// tried again for half the refund window, then logged to
+// [RedisOptions.Logger].
+func (s *RedisStore) ResolvesLostTakes() bool { return s.batch != nil && s.batch.lean }
+
 // Take implements [Store]. It costs one round trip, shared with the
 // decisions in flight at the same time (see [RedisStore]): EVALSHA, and
 // EVAL instead once per server after a restart or SCRIPT FLUSH.
 func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, error) {
 	if err := req.validate(); err != nil {
 		return TakeResult{}, err
+	}
+	if req.ID == "" && len(req.Reserve) == 0 && s.ResolvesLostTakes() {
+		return s.leanTake(ctx, &req)
 	}
 	n := 1 + len(req.Reserve)
 	nkeys := 1 + 2*n
@@ -534,10 +654,48 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 	var v any
 	var err error
 	if s.batch != nil {
-		v, err = s.batch.run(ctx, takeScript, c.args, s.run)
+		v, err = s.batch.run(&pending{ctx: ctx, sc: takeScript, args: c.args}, s.run)
 	} else {
 		v, err = s.run(ctx, takeScript, c.args)
 	}
+	return decodeTakeReply(&req, v, err)
+}
+
+// leanTake sends a take without ID and without holds as leanTakeSource,
+// its record a field of its send's (see [RedisStore.ResolvesLostTakes]).
+func (s *RedisStore) leanTake(ctx context.Context, req *TakeRequest) (TakeResult, error) {
+	c := newCall(leanScript, 3, 3, 7)
+	var b strings.Builder
+	b.Grow(2 * s.keyLen(req.Subject, req.Meter))
+	s.appendKey(&b, req.Subject, "}:usage:", req.Meter, req.Period)
+	mid := b.Len()
+	s.appendKey(&b, req.Subject, "}:holds:", req.Meter, req.Period)
+	all := b.String()
+	p := &pending{ctx: ctx, sc: leanScript, lean: true, counter: all[:mid], amount: req.Cost}
+	c.str("") // the record, set when sent
+	p.rec = &c.strs[0]
+	c.str(p.counter)
+	c.str(all[mid:])
+	c.num(s.now().UnixMilli())
+	c.num(s.rttl)
+	c.num(0) // the field, set when sent
+	p.field = &c.nums[len(c.nums)-1]
+	c.num(0) // first of its send, set when sent
+	p.first = &c.nums[len(c.nums)-1]
+	c.num(req.Cost)
+	if req.Unlimited {
+		c.num(noCap)
+	} else {
+		c.num(req.Limit)
+	}
+	c.num(unixCeil(req.ExpireAt))
+	p.args = c.args
+	v, err := s.batch.run(p, s.run)
+	return decodeTakeReply(req, v, err)
+}
+
+// decodeTakeReply turns a take script's reply, or error, into Take's.
+func decodeTakeReply(req *TakeRequest, v any, err error) (TakeResult, error) {
 	if err != nil {
 		if redis.HasErrorPrefix(err, duplicatePrefix) {
 			return TakeResult{}, ErrDuplicateTake
@@ -552,7 +710,7 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 		}
 		return res, nil
 	case []any:
-		return decodeTakeArray(&req, v)
+		return decodeTakeArray(req, v)
 	}
 	return TakeResult{}, fmt.Errorf("quota: redis take: unexpected reply %T", v)
 }

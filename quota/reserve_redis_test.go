@@ -251,8 +251,18 @@ type lateReply struct {
 
 func (h *lateReply) DialHook(next redis.DialHook) redis.DialHook { return next }
 
+// ProcessPipelineHook holds the pipelines of a store that resolves a lost
+// take without ID by itself (see quota.LostTakeResolver), as a refund.
 func (h *lateReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if args := c.Args(); h.armed.Load() && c.Name() == "eval" && len(args) > 1 && args[1] == quota.ResolveSource {
+				h.refunds.Add(1)
+				<-h.release
+			}
+		}
+		return next(ctx, cmds)
+	}
 }
 
 func (h *lateReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
@@ -264,7 +274,7 @@ func (h *lateReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			<-h.release
 		}
 		err := next(ctx, cmd)
-		if err == nil && script && h.armed.Load() && args[1] == quota.TakeScriptSHA {
+		if err == nil && script && h.armed.Load() && (args[1] == quota.TakeScriptSHA || args[1] == quota.LeanTakeScriptSHA) {
 			<-ctx.Done()
 			cmd.SetErr(ctx.Err())
 			return ctx.Err()
@@ -320,6 +330,7 @@ func testAmbiguous503(t *testing.T, newClient func(t *testing.T) redis.Universal
 			}
 			release()
 			m.Close()
+			waitFor(t, "the store's resolutions", func() bool { return quota.Resolving(st) == 0 })
 			if hook.refunds.Load() != 1 {
 				t.Fatalf("%d refunds sent, want 1", hook.refunds.Load())
 			}

@@ -52,6 +52,25 @@ type Store interface {
 	Usage(ctx context.Context, subject, meter string, period Period) (Usage, error)
 }
 
+// LostTakeResolver is implemented by a [Store] that resolves by itself
+// the outcome of a lost take: a take without ID and without holds whose
+// [Store.Take] call failed after the take may have reached the store (its
+// context ended while the reply was on its way, or the connection broke).
+// Once Take has returned its error, such a take counts nothing, or is
+// undone in the background as a [Store.Refund] would undo it: there is
+// nothing for the caller to refund.
+//
+// When its Store implements LostTakeResolver and ResolvesLostTakes
+// reports true, the [Middleware] takes requests without reservations
+// without an ID, and does not refund them: the store needs no record per
+// request. Otherwise it gives every take an ID and refunds the takes
+// whose outcome it does not know. [MemoryStore] (which never loses a
+// take) and [RedisStore] on a standalone or Sentinel client with
+// coalescing (the default) resolve lost takes.
+type LostTakeResolver interface {
+	ResolvesLostTakes() bool
+}
+
 // TakeRequest is one metering decision: a cost on the request meter and,
 // optionally, holds on further meters.
 //
@@ -63,7 +82,8 @@ type TakeRequest struct {
 	// middleware draws a random prefix per [Middleware] and numbers its
 	// requests) and 1 to [MaxIDLen] bytes of printable ASCII without
 	// ':', '{' or '}'. The empty ID takes without a record: such a take
-	// can be neither refunded nor hold units.
+	// can be neither refunded nor hold units, and a store that is a
+	// [LostTakeResolver] undoes it by itself when its call fails.
 	ID string
 	// Subject is who is metered; see [ErrInvalidSubject] for the rule.
 	Subject string

@@ -44,6 +44,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,8 +98,20 @@ func run(args []string, stdout, stderr io.Writer) error {
 	contS := fs.String("contenders", "billkit,ulule,redis_rate,throttled,incr", "contenders, comma-separated, from: "+strings.Join(names(bench.Contenders()), ","))
 	base := fs.String("base", "", "contender the ratios are taken to (default: the best peer of each configuration); also prints every other contender's ratios to it")
 	redisBin := fs.String("redis-server", "", "redis-server binary (default: $REDIS_SERVER, else $PATH)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (all runs) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	o := options{rounds: *rounds, duration: *duration, base: *base}
 	var err error
@@ -206,8 +219,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 						return fmt.Errorf("%s: %w", cs[i].Name, err)
 					}
 					cr.runs[i] = append(cr.runs[i], s)
-					fmt.Fprintf(stderr, "conc=%d subjects=%d round=%d %-12s %9.0f req/s p50 %7.1f µs p99 %7.1f µs %7.1f µs CPU/req %d non-2xx\n",
-						conc, nsub, round+1, cs[i].Name, s.rps(), micros(s.p50), micros(s.p99), s.cpuPerReq(), s.non2xx)
+					fmt.Fprintf(stderr, "conc=%d subjects=%d round=%d %-12s %9.0f req/s p50 %7.1f µs p99 %7.1f µs %7.1f µs CPU/req (redis-server %5.1f) %d non-2xx\n",
+						conc, nsub, round+1, cs[i].Name, s.rps(), micros(s.p50), micros(s.p99), s.cpuPerReq(), s.redisCPUPerReq(), s.non2xx)
 				}
 			}
 			results = append(results, cr)
@@ -279,6 +292,7 @@ type sample struct {
 	non2xx   int64
 	wall     time.Duration
 	cpu      time.Duration // this process + redis-server
+	rcpu     time.Duration // redis-server alone
 	p50, p99 time.Duration // latency of one call of the handler
 }
 
@@ -290,6 +304,12 @@ func (s sample) cpuPerReq() float64 {
 		return 0
 	}
 	return float64(s.cpu) / 1e3 / float64(s.requests)
+}
+func (s sample) redisCPUPerReq() float64 {
+	if s.requests == 0 {
+		return 0
+	}
+	return float64(s.rcpu) / 1e3 / float64(s.requests)
 }
 
 // measure runs conc goroutines calling h for d and returns what they did.
@@ -357,6 +377,7 @@ func measure(ctx context.Context, info *redis.Client, h http.Handler, reqs []*ht
 		non2xx:   bad.Load(),
 		wall:     wall,
 		cpu:      (pcpu1 - pcpu0) + (rcpu1 - rcpu0),
+		rcpu:     rcpu1 - rcpu0,
 		p50:      lat.quantile(0.50),
 		p99:      lat.quantile(0.99),
 	}, nil

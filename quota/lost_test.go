@@ -1,0 +1,283 @@
+package quota_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/billkit/billkit/internal/testserver"
+	"github.com/billkit/billkit/quota"
+	"github.com/billkit/billkit/quota/quotatest"
+)
+
+// breakHook breaks the connection under lean takes, as a network does.
+// The first lean take sent alone is held until lead is closed, so that
+// the takes behind it queue into one pipeline; that pipeline, while armed,
+// fails with an unexpected EOF after the server ran it (ran) or before it
+// reached the server. Resolutions (EVAL of the resolve script) wait for
+// resolve to be closed, and the first failResolve of them fail without
+// reaching the server.
+type breakHook struct {
+	ran         bool
+	armed       atomic.Bool
+	held        chan struct{}
+	lead        chan struct{}
+	resolve     chan struct{}
+	failResolve atomic.Int32
+	resolves    atomic.Int32
+	once        sync.Once
+
+	mu     sync.Mutex
+	broken [][]any // the args of the broken pipeline's takes
+}
+
+func newBreakHook(ran bool) *breakHook {
+	return &breakHook{ran: ran, held: make(chan struct{}), lead: make(chan struct{}), resolve: make(chan struct{})}
+}
+
+func isLean(c redis.Cmder) bool {
+	a := c.Args()
+	return len(a) > 1 && a[0] == "evalsha" && a[1] == quota.LeanTakeScriptSHA
+}
+
+func (h *breakHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *breakHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isLean(cmd) {
+			first := false
+			h.once.Do(func() { first = true })
+			if first {
+				close(h.held)
+				<-h.lead
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *breakHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "eval" && cmds[0].Args()[1] == quota.ResolveSource {
+			h.resolves.Add(1)
+			<-h.resolve
+			if h.failResolve.Add(-1) >= 0 {
+				for _, c := range cmds {
+					c.SetErr(io.ErrUnexpectedEOF)
+				}
+				return io.ErrUnexpectedEOF
+			}
+			return next(ctx, cmds)
+		}
+		if !h.armed.Load() || len(cmds) == 0 || !isLean(cmds[0]) {
+			return next(ctx, cmds)
+		}
+		h.mu.Lock()
+		for _, c := range cmds {
+			h.broken = append(h.broken, append([]any(nil), c.Args()...))
+		}
+		h.mu.Unlock()
+		if h.ran {
+			_ = next(ctx, cmds)
+		}
+		for _, c := range cmds {
+			c.SetErr(io.ErrUnexpectedEOF)
+		}
+		return io.ErrUnexpectedEOF
+	}
+}
+
+// TestLostTakes checks how a store that resolves lost takes
+// (quota.LostTakeResolver) resolves the takes of a pipeline whose
+// connection broke: after the server ran them (the allowed ones are taken
+// off "used", the denied ones off "denied") and before it did (each is
+// marked, and a take that arrives after its mark counts nothing). The
+// resolutions wait until the test has seen what the takes counted; the
+// first one fails and is tried again.
+func TestLostTakes(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	for _, ran := range []bool{true, false} {
+		name := "BeforeServer"
+		if ran {
+			name = "AfterServer"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			c := redisClient(t, srv.Addr)
+			hook := newBreakHook(ran)
+			hook.failResolve.Store(1)
+			c.AddHook(hook)
+			st := newRedisStore(t, c)
+			if !st.ResolvesLostTakes() {
+				t.Fatal("a coalescing store on one server does not resolve lost takes")
+			}
+			sub := quotatest.Subject(t)
+			p := quota.CalendarPeriod(quota.Month, time.Now())
+			req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 4, ExpireAt: p.End.Add(time.Hour)}
+
+			// The lead take goes alone and is held; 6 more queue behind it.
+			var wg sync.WaitGroup
+			var leadErr error
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, leadErr = st.Take(ctx, req)
+			}()
+			<-hook.held
+			hook.armed.Store(true)
+			const queued = 6
+			errs := make([]error, queued)
+			for i := range errs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, errs[i] = st.Take(ctx, req)
+				}()
+			}
+			waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == queued })
+			close(hook.lead)
+			wg.Wait()
+			if leadErr != nil {
+				t.Fatalf("lead take: %v", leadErr)
+			}
+			for i, err := range errs {
+				if err == nil || errors.Is(err, quota.ErrDuplicateTake) {
+					t.Fatalf("take %d of the broken pipeline: error %v, want the connection's", i, err)
+				}
+			}
+			if n := len(hook.broken); n != queued {
+				t.Fatalf("broken pipeline of %d takes, want %d", n, queued)
+			}
+			// Before any resolution: what the server ran is counted (3
+			// more fit under the limit of 4, 3 are denied).
+			if ran {
+				wantUsage(t, st, sub, "requests", quota.Usage{Used: 4, Denied: 3})
+			} else {
+				wantUsage(t, st, sub, "requests", quota.Usage{Used: 1})
+			}
+			close(hook.resolve)
+			waitFor(t, "the resolutions", func() bool { return quota.Resolving(st) == 0 })
+			if got := hook.resolves.Load(); got != 2 {
+				t.Errorf("%d resolution pipelines, want 2 (the first failed)", got)
+			}
+			wantUsage(t, st, sub, "requests", quota.Usage{Used: 1})
+
+			// A take that reaches the server after its resolution (it was
+			// still on its way) counts nothing.
+			for _, args := range hook.broken {
+				err := c.Do(ctx, args...).Err()
+				if err == nil || !strings.Contains(err.Error(), "BILLKIT_DUPLICATE") {
+					t.Fatalf("take replayed after its resolution: error %v, want BILLKIT_DUPLICATE", err)
+				}
+			}
+			wantUsage(t, st, sub, "requests", quota.Usage{Used: 1})
+			assertAllKeysExpire(t, c)
+		})
+	}
+}
+
+// TestLostTakeGivesUp checks that a resolution failing for half the
+// refund window is given up and logged, and that nothing waits for it
+// any more.
+func TestLostTakeGivesUp(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	ctx := context.Background()
+	c := redisClient(t, srv.Addr)
+	hook := newBreakHook(true)
+	close(hook.resolve)
+	hook.failResolve.Store(1 << 30)
+	c.AddHook(hook)
+	var logs lockedBuffer
+	st, err := quota.NewRedisStore(c, quota.RedisOptions{RefundWindow: 300 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := quotatest.Subject(t)
+	p := quota.CalendarPeriod(quota.Month, time.Now())
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 10, ExpireAt: p.End.Add(time.Hour)}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
+	<-hook.held
+	hook.armed.Store(true)
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
+	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
+	waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == 2 })
+	close(hook.lead)
+	wg.Wait()
+	waitFor(t, "the resolver to give up", func() bool { return quota.Resolving(st) == 0 })
+	if got := logs.String(); !strings.Contains(got, "could not resolve lost decisions") || !strings.Contains(got, "decisions=2") {
+		t.Errorf("log %q, want the lost decision given up", got)
+	}
+	if hook.resolves.Load() < 2 {
+		t.Errorf("%d resolution attempts, want it tried again before giving up", hook.resolves.Load())
+	}
+}
+
+// TestLostTakeAbandoned checks that a lean take whose caller's context
+// ends after its pipeline was sent, and whose reply then arrives, is
+// undone by the store: nothing is counted for a caller that gave up.
+func TestLostTakeAbandoned(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	c := redisClient(t, srv.Addr)
+	hook := newGateHook()
+	hook.hold, hook.pipeHold = true, true
+	c.AddHook(hook)
+	st := newRedisStore(t, c)
+	sub := quotatest.Subject(t)
+	p := quota.CalendarPeriod(quota.Month, time.Now())
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 5, Limit: 100, ExpireAt: p.End.Add(time.Hour)}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = st.Take(context.Background(), req) }()
+	<-hook.held
+	late, cancel := context.WithCancel(context.Background())
+	lateDone := make(chan error, 1)
+	var okErr error
+	go func() { _, err := st.Take(late, req); lateDone <- err }()
+	go func() { defer wg.Done(); _, okErr = st.Take(context.Background(), req) }()
+	waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == 2 })
+	close(hook.release)
+	<-hook.pipeSent // the server ran both; their replies are held
+	cancel()
+	lateErr := <-lateDone
+	close(hook.pipeRelease)
+	wg.Wait()
+	if !errors.Is(lateErr, context.Canceled) || okErr != nil {
+		t.Fatalf("late take: %v, want context.Canceled; other take: %v, want nil", lateErr, okErr)
+	}
+	waitFor(t, "the resolution", func() bool { return quota.Resolving(st) == 0 })
+	wantUsage(t, st, sub, "requests", quota.Usage{Used: 10}) // the lead and the other take
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
