@@ -182,9 +182,31 @@ func observe(t *testing.T, c Contender, crdb *redis.ClusterClient) row {
 		t.Fatal(err)
 	}
 	slices.Sort(r.keys)
+	ch, err := c.New(crdb, Policy{Limit: correctLimit}, OK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csub := subject + "-" + c.Name
+	r.clusterStatus = serve(ch, csub).Code
+	// Whether one subject's keys share a slot is read on the Cluster: a
+	// limiter may key differently there (billkit's takes on one server
+	// share a record per send of decisions, on a Cluster each has its own
+	// in the subject's slot).
+	var ckeys []string
+	var ckMu sync.Mutex
+	err = crdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		ks, err := m.Keys(ctx, "*"+csub+"*").Result()
+		ckMu.Lock()
+		ckeys = append(ckeys, ks...)
+		ckMu.Unlock()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.sameSlot, r.hashTag = true, true
 	var slot0 int64 = -1
-	for _, k := range r.keys {
+	for _, k := range ckeys {
 		slot, err := crdb.ClusterKeySlot(ctx, k).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -193,15 +215,10 @@ func observe(t *testing.T, c Contender, crdb *redis.ClusterClient) row {
 			r.sameSlot = false
 		}
 		slot0 = slot
-		if !strings.Contains(k, "{"+subject+"}") {
+		if !strings.Contains(k, "{"+csub+"}") {
 			r.hashTag = false
 		}
 	}
-	ch, err := c.New(crdb, Policy{Limit: correctLimit}, OK)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.clusterStatus = serve(ch, subject+"-"+c.Name).Code
 
 	// (d) Header fields of an allowed request (the third: count = limit).
 	rec = serve(h, subject)
