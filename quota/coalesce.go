@@ -54,8 +54,9 @@ type pending struct {
 	sc   script
 	args []any
 
-	// A lean decision's record key and field, and its first-of-the-send
-	// flag, point into args: they are set when it is sent. counter and
+	// A lean decision's record key, its field and the record's lifetime
+	// (set on the first decision of a send only) point into args: they
+	// are set when it is sent. counter and
 	// amount are what resolving it needs.
 	lean         bool
 	rec          *string
@@ -83,7 +84,7 @@ func (b *batcher) run(p *pending, runOne func(context.Context, script, []any) (a
 		b.busy = true
 		b.mu.Unlock()
 		if p.lean {
-			*p.rec, *p.field, *p.first = b.recKey(), 1, 1
+			*p.rec, *p.field, *p.first = b.recKey(), 1, b.rttl
 		}
 		v, err := runOne(ctx, p.sc, p.args)
 		if p.lean && lost(err) {
@@ -224,7 +225,7 @@ func (b *batcher) send(batch []*pending) {
 		}
 		if rec == "" {
 			rec = b.recKey()
-			*p.first = 1
+			*p.first = b.rttl
 		}
 		field++
 		*p.rec, *p.field = rec, field
@@ -247,7 +248,7 @@ func (b *batcher) send(batch []*pending) {
 			// lean one may be the first of its record to run.
 			for _, p := range retry {
 				if p.lean {
-					*p.first = 1
+					*p.first = b.rttl
 				}
 			}
 			cmds = b.pipeline(ctx, retry, true)

@@ -224,54 +224,72 @@ return 0
 // leanTakeSource is the take of one meter without holds and without ID
 // that a coalescing [RedisStore] on one server sends (see
 // [LostTakeResolver]): no key per take, but a field in its batch's record.
+// It is takeSource cut down to that case, with no function defined per
+// call and as few arguments as it needs, since it runs for nearly every
+// request.
 //
 // KEYS[1] is the batch's record (a hash with one field per decision of
 // the batch: 'a' allowed, 'd' denied, 'x' counted nothing, 'r' resolved),
-// KEYS[2] the counter and KEYS[3] its holds. ARGV[1] is the store's clock
-// in Unix milliseconds, ARGV[2] the record's lifetime in milliseconds,
-// ARGV[3] the decision's field, ARGV[4] 1 when this decision is the first
-// of its batch on the connection (it gives the record its lifetime),
-// ARGV[5] the amount, ARGV[6] the limit (-1: no cap) and ARGV[7] the
-// counter's expiry in Unix seconds.
+// KEYS[2] the counter and KEYS[3] its holds. ARGV[1] is the decision's
+// field, ARGV[2] the amount, ARGV[3] the limit (-1: no cap), ARGV[4] the
+// counter's expiry in Unix seconds, ARGV[5] the store's clock in Unix
+// milliseconds, and ARGV[6] the record's lifetime in milliseconds when
+// this decision is the first of its batch on the connection (it gives the
+// record its lifetime), else 0.
 //
 // The field is written first, with HSETNX: a field already there (the
 // decision was resolved before it ran) makes it count nothing and fail
 // with BILLKIT_DUPLICATE. Then it decides exactly as takeSource does for
-// one meter, and replies as takeSource does: one integer when the meter
-// holds nothing for others, else the array.
-const leanTakeSource = pruneLua + `
-local rec, f, key = KEYS[1], ARGV[3], KEYS[2]
+// one meter (releasing the meter's expired holds, if it holds any), and
+// replies as takeSource does: one integer when the meter holds nothing
+// for others, else the array.
+const leanTakeSource = `
+local rec, f, key = KEYS[1], ARGV[1], KEYS[2]
 if redis.call('HSETNX', rec, f, 'a') == 0 then
   return {err = 'BILLKIT_DUPLICATE decision resolved before it ran'}
 end
-if ARGV[4] == '1' then
-  redis.call('PEXPIRE', rec, ARGV[2])
+if ARGV[6] ~= '0' then
+  redis.call('PEXPIRE', rec, ARGV[6])
 end
 local v = redis.call('HMGET', key, 'used', 'reserved')
 local u, r = tonumber(v[1] or '0'), tonumber(v[2] or '0')
 if r > 0 then
-  r = r - prune(key, KEYS[3], ARGV[1])
-end
-local limit = tonumber(ARGV[6])
-if limit >= 0 and tonumber(ARGV[5]) > limit - u - r then
-  redis.pcall('HINCRBY', key, 'denied', ARGV[5])
-  redis.call('HSET', rec, f, 'd')
-  extend(key, ARGV[7])
-  if r > 0 then
-    return {1, u, r}
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
+  if #gone > 0 then
+    for _, m in ipairs(gone) do
+      local amt = string.match(m, ':(%d+)$')
+      redis.call('HINCRBY', key, 'reserved', '-' .. amt)
+      r = r - tonumber(amt)
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
   end
-  return -1 - u
 end
-local n = redis.pcall('HINCRBY', key, 'used', ARGV[5])
-if type(n) == 'table' then
-  redis.call('HSET', rec, f, 'x')
+local exp = tonumber(ARGV[4])
+local limit = tonumber(ARGV[3])
+local n
+if limit >= 0 and tonumber(ARGV[2]) > limit - u - r then
+  redis.pcall('HINCRBY', key, 'denied', ARGV[2])
+  redis.call('HSET', rec, f, 'd')
+else
+  n = redis.pcall('HINCRBY', key, 'used', ARGV[2])
+  if type(n) == 'table' then
+    redis.call('HSET', rec, f, 'x')
+    return n
+  end
+end
+if redis.call('EXPIRETIME', key) < exp then
+  redis.call('EXPIREAT', key, exp)
+end
+if n then
+  if r > 0 then
+    return {0, n, r}
+  end
   return n
 end
-extend(key, ARGV[7])
 if r > 0 then
-  return {0, n, r}
+  return {1, u, r}
 end
-return n
+return -1 - u
 `
 
 // resolveSource resolves a lost decision of leanTakeSource: KEYS[1] is
@@ -664,7 +682,7 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 // leanTake sends a take without ID and without holds as leanTakeSource,
 // its record a field of its send's (see [RedisStore.ResolvesLostTakes]).
 func (s *RedisStore) leanTake(ctx context.Context, req *TakeRequest) (TakeResult, error) {
-	c := newCall(leanScript, 3, 3, 7)
+	c := newCall(leanScript, 3, 3, 6)
 	var b strings.Builder
 	b.Grow(2 * s.keyLen(req.Subject, req.Meter))
 	s.appendKey(&b, req.Subject, "}:usage:", req.Meter, req.Period)
@@ -676,12 +694,8 @@ func (s *RedisStore) leanTake(ctx context.Context, req *TakeRequest) (TakeResult
 	p.rec = &c.strs[0]
 	c.str(p.counter)
 	c.str(all[mid:])
-	c.num(s.now().UnixMilli())
-	c.num(s.rttl)
 	c.num(0) // the field, set when sent
 	p.field = &c.nums[len(c.nums)-1]
-	c.num(0) // first of its send, set when sent
-	p.first = &c.nums[len(c.nums)-1]
 	c.num(req.Cost)
 	if req.Unlimited {
 		c.num(noCap)
@@ -689,6 +703,9 @@ func (s *RedisStore) leanTake(ctx context.Context, req *TakeRequest) (TakeResult
 		c.num(req.Limit)
 	}
 	c.num(unixCeil(req.ExpireAt))
+	c.num(s.now().UnixMilli())
+	c.num(0) // the record's lifetime when first of its send, set when sent
+	p.first = &c.nums[len(c.nums)-1]
 	p.args = c.args
 	v, err := s.batch.run(p, s.run)
 	return decodeTakeReply(req, v, err)
