@@ -86,10 +86,15 @@
 // passed while the reply was on its way, the request was canceled, the
 // connection broke), the request is answered 503 (or let through
 // uncounted with [Config.FailOpen]) and its take is refunded in the
-// background: every take carries an ID that the store remembers for a
-// short window ([RedisOptions.RefundWindow], one minute), and the refund
-// gives back what that take counted and held, or, if the take has not
-// run yet, leaves a tombstone so that it counts nothing when it does.
+// background: the take has a record that the store keeps for a short
+// window ([RedisOptions.RefundWindow], one minute), and the refund gives
+// back what that take counted and held, or, if the take has not run yet,
+// marks the record so that it counts nothing when it does. On a store
+// that is a [LostTakeResolver] (the default [RedisStore] on one server,
+// and [MemoryStore]) a take without reservations has no ID: the store
+// keeps its record in a field of a record shared by the decisions sent
+// with it, and refunds it by itself. Any other take carries an ID that
+// names its record, and the middleware refunds it by that ID.
 //
 // # What a refused request costs
 //
@@ -201,8 +206,12 @@
 //	PREFIX:{SUBJECT}:holds:METER:PERIODID   sorted set: the counter's unsettled reservations
 //	    member "TAKEID:UNITS", score: when it expires (Unix ms, by RedisOptions.Now)
 //	    expiry:   the counter's
-//	PREFIX:{SUBJECT}:take:TAKEID            string: a take's outcome, for refunds
+//	PREFIX:{SUBJECT}:take:TAKEID            string: a take's outcome, for refunds (takes with an ID)
 //	    "a" allowed, "d" denied, "r" refunded (a tombstone)
+//	    expiry:   PX RefundWindow (one minute by default)
+//	PREFIX:batch:RANDOM:SEQ                 hash: the records of one send of takes without ID (one server)
+//	    field: the take's number in the send; value "a" allowed, "d" denied,
+//	    "x" counted nothing, "r" resolved by the store
 //	    expiry:   PX RefundWindow (one minute by default)
 //
 // PREFIX is [RedisOptions.Prefix], [DefaultPrefix] by default. PERIODID is
@@ -214,9 +223,12 @@
 // meter, counts, holds, records the take and sets the expiries
 // atomically: one round trip (shared by the decisions in flight at the
 // same time, which go as one pipeline: see [RedisStore] and
-// [RedisOptions.NoCoalesce]), in which the script runs SET, HMGET,
-// HINCRBY and EXPIRETIME for an allowed request of one meter (plus
-// EXPIREAT when the expiry must move), and for each reserved meter HMGET,
+// [RedisOptions.NoCoalesce]), in which the script runs HSETNX (its field
+// in its send's record; PEXPIRE too for the first take of a send), HMGET,
+// HINCRBY and EXPIRETIME for an allowed request of one meter through the
+// middleware (SET of its own record instead of HSETNX on a Cluster or
+// without coalescing; plus EXPIREAT when the expiry must move), and for
+// each reserved meter HMGET,
 // HINCRBY, ZADD and EXPIRETIME, plus ZRANGEBYSCORE when the meter holds
 // reservations, to release the expired ones. A settle and a refund are
 // one EVALSHA each, sent after the response; [RedisStore.Usage] is one

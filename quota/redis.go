@@ -382,9 +382,10 @@ type RedisOptions struct {
 	// default is time.Now; tests give it the clock of [Config.Now].
 	Now func() time.Time
 	// RefundWindow is how long a take is remembered (a string key per
-	// take, expired by Redis itself) so that [Store.Refund] can undo it,
-	// and how long a refund's tombstone waits for a take that has not
-	// run yet. It must exceed the time between a take running and its
+	// take with an ID, a field of its send's record for a take without;
+	// expired by Redis itself) so that [Store.Refund], or the store
+	// itself (see [RedisStore.ResolvesLostTakes]), can undo it, and how
+	// long a refund's tombstone waits for a take that has not run yet. It must exceed the time between a take running and its
 	// refund (the decision deadline plus the refund's own, about a
 	// second with the middleware's defaults). The default is
 	// [DefaultRefundWindow], one minute.
@@ -432,7 +433,9 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 // with the fields "used" (billable units), "denied" (units of denied
 // requests) and "reserved" (units held by unsettled reservations); a
 // counter's holds are a sorted set at PREFIX:{SUBJECT}:holds:METER:PERIODID
-// and a take's record a string at PREFIX:{SUBJECT}:take:ID. Every method
+// and a take's record a string at PREFIX:{SUBJECT}:take:ID (or, for a take
+// without ID on one server, a field of PREFIX:batch:RANDOM:SEQ, the
+// record of the decisions sent with it). Every method
 // is one Lua script run with EVALSHA, so a decision, however many meters
 // it checks, is atomic. The subject is the keys' hash tag, so all of a
 // subject's keys share a Cluster slot.
@@ -450,8 +453,10 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 // Each decision keeps its own deadline: one whose context ends while it
 // is queued leaves the queue and is never sent (nothing is counted); one
 // whose context ends after its batch was sent returns the context's error
-// at once, an ambiguous outcome that the middleware resolves by refunding
-// the take's ID (the script may have counted it). The pipeline's context
+// at once, an ambiguous outcome (the script may have counted it) that the
+// store resolves by itself for a take without ID (see
+// [RedisStore.ResolvesLostTakes]) and the middleware by refunding the
+// take's ID otherwise. The pipeline's context
 // has the latest deadline of its decisions. A pipeline answered NOSCRIPT
 // (a restart, SCRIPT FLUSH) is sent again with EVAL for the decisions
 // refused. Settle, Refund and Usage are not coalesced.
