@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -217,43 +218,33 @@ func (b *batcher) send(batch []*pending) {
 		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
-	var rec string
-	var field int64
-	for _, p := range live {
-		if !p.lean {
-			continue
-		}
-		if rec == "" {
-			rec = b.recKey()
-			*p.first = b.rttl
-		}
-		field++
-		*p.rec, *p.field = rec, field
-	}
+	ws := b.wires(live)
 	if len(live) == 1 {
-		p := live[0]
-		p.val, p.err = b.runOneCtx(ctx, p)
+		w := &ws[0]
+		w.deliver(b.runOneCtx(ctx, w.sc, w.args))
 	} else {
-		cmds := b.pipeline(ctx, live, false)
-		var retry []*pending
-		for i, p := range live {
-			p.val, p.err = cmds[i].Result()
-			if p.err != nil && redis.HasErrorPrefix(p.err, "NOSCRIPT") {
-				retry = append(retry, p)
+		cmds := b.pipeline(ctx, ws, false)
+		var retry []wire
+		for i := range ws {
+			v, err := cmds[i].Result()
+			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				retry = append(retry, ws[i])
+				continue
 			}
+			ws[i].deliver(v, err)
 		}
 		if len(retry) > 0 {
 			// The server does not have a script (restart, SCRIPT FLUSH):
 			// EVAL loads it, and the decisions it refused run now. Each
 			// lean one may be the first of its record to run.
-			for _, p := range retry {
-				if p.lean {
+			for _, w := range retry {
+				if p := w.ps[0]; p.lean {
 					*p.first = b.rttl
 				}
 			}
 			cmds = b.pipeline(ctx, retry, true)
-			for i, p := range retry {
-				p.val, p.err = cmds[i].Result()
+			for i := range retry {
+				retry[i].deliver(cmds[i].Result())
 			}
 		}
 	}
@@ -279,14 +270,14 @@ func (b *batcher) send(batch []*pending) {
 	}
 }
 
-// runOneCtx sends a batch of one decision without a pipeline.
-func (b *batcher) runOneCtx(ctx context.Context, p *pending) (any, error) {
-	cmd := redis.NewCmd(ctx, p.args...)
+// runOneCtx sends a batch of one command without a pipeline.
+func (b *batcher) runOneCtx(ctx context.Context, sc script, args []any) (any, error) {
+	cmd := redis.NewCmd(ctx, args...)
 	cmd.SetFirstKeyPos(3)
 	_ = b.client.Process(ctx, cmd)
 	v, err := cmd.Result()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		cmd = redis.NewCmd(ctx, evalArgs(p.sc, p.args)...)
+		cmd = redis.NewCmd(ctx, evalArgs(sc, args)...)
 		cmd.SetFirstKeyPos(3)
 		_ = b.client.Process(ctx, cmd)
 		v, err = cmd.Result()
@@ -294,15 +285,15 @@ func (b *batcher) runOneCtx(ctx context.Context, p *pending) (any, error) {
 	return v, err
 }
 
-// pipeline sends the decisions' calls (EVAL instead of EVALSHA when eval
-// is set) in one pipeline and returns their commands.
-func (b *batcher) pipeline(ctx context.Context, ps []*pending, eval bool) []*redis.Cmd {
-	cmds := make([]*redis.Cmd, len(ps))
+// pipeline sends the commands (EVAL instead of EVALSHA when eval is set)
+// in one pipeline and returns them.
+func (b *batcher) pipeline(ctx context.Context, ws []wire, eval bool) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(ws))
 	pipe := b.client.Pipeline()
-	for i, p := range ps {
-		args := p.args
+	for i := range ws {
+		args := ws[i].args
 		if eval {
-			args = evalArgs(p.sc, args)
+			args = evalArgs(ws[i].sc, args)
 		}
 		cmds[i] = redis.NewCmd(ctx, args...)
 		cmds[i].SetFirstKeyPos(3)
@@ -311,6 +302,126 @@ func (b *batcher) pipeline(ctx context.Context, ps []*pending, eval bool) []*red
 	_, _ = pipe.Exec(ctx)
 	return cmds
 }
+
+// wire is one script call of a send: one decision's, or (comboScript)
+// those of several lean decisions on one counter.
+type wire struct {
+	sc   script
+	args []any
+	ps   []*pending
+}
+
+// Argument positions in a lean take's call (see [RedisStore.leanTake]).
+const (
+	leanRec     = 3
+	leanCounter = 4
+	leanHolds   = 5
+	leanField   = 6 // then amount, limit, expiry
+	leanNow     = 10
+	leanFirst   = 11
+)
+
+// wires numbers the lean decisions of a send in its record and turns the
+// send into script calls, in the decisions' order: lean decisions on one
+// counter go as one comboScript call, at the place of the first of them.
+// The first lean call gives the record its lifetime.
+func (b *batcher) wires(live []*pending) []wire {
+	ws := make([]wire, 0, len(live))
+	var rec string
+	var field int64
+	var groups map[string]int // counter -> index in ws, when lean decisions share one
+	for _, p := range live {
+		if !p.lean {
+			ws = append(ws, wire{sc: p.sc, args: p.args, ps: []*pending{p}})
+			continue
+		}
+		if rec == "" {
+			rec = b.recKey()
+			*p.first = b.rttl
+		}
+		field++
+		*p.rec, *p.field = rec, field
+		if groups == nil {
+			groups = make(map[string]int)
+		}
+		if i, ok := groups[p.counter]; ok {
+			ws[i].ps = append(ws[i].ps, p)
+			continue
+		}
+		groups[p.counter] = len(ws)
+		ws = append(ws, wire{sc: p.sc, args: p.args, ps: []*pending{p}})
+	}
+	for i := range ws {
+		w := &ws[i]
+		if len(w.ps) == 1 {
+			continue
+		}
+		p0 := w.ps[0]
+		args := make([]any, 0, 8+4*len(w.ps))
+		args = append(args, "evalsha", comboScript.sha, "3", p0.args[leanRec], p0.args[leanCounter], p0.args[leanHolds],
+			p0.args[leanNow], p0.args[leanFirst])
+		for _, p := range w.ps {
+			args = append(args, p.args[leanField:leanField+4]...)
+		}
+		w.sc, w.args = comboScript, args
+	}
+	return ws
+}
+
+// deliver gives the reply of w's call to its decisions (without closing
+// their done channels).
+func (w *wire) deliver(v any, err error) {
+	if len(w.ps) == 1 {
+		w.ps[0].val, w.ps[0].err = v, err
+		return
+	}
+	vals, ok := v.([]any)
+	if err == nil && (!ok || len(vals) != 3*len(w.ps)) {
+		err = fmt.Errorf("unexpected reply %T of %d values for %d decisions", v, len(vals), len(w.ps))
+	}
+	for i, p := range w.ps {
+		if err != nil {
+			p.val, p.err = nil, err
+			continue
+		}
+		p.val, p.err = comboReply(vals[3*i : 3*i+3])
+	}
+}
+
+// comboReply turns comboScript's three values of one decision into the
+// reply, or error, leanScript would have given it.
+func comboReply(v []any) (any, error) {
+	kind, _ := v[0].(int64)
+	switch kind {
+	case 0, 1:
+		used, ok1 := v[1].(int64)
+		held, ok2 := v[2].(int64)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("unexpected reply values %T, %T", v[1], v[2])
+		}
+		if held > 0 {
+			return []any{kind, used, held}, nil
+		}
+		if kind == 0 {
+			return used, nil
+		}
+		return -1 - used, nil
+	case 2:
+		return nil, scriptError(duplicatePrefix + " decision resolved before it ran")
+	default:
+		msg, _ := v[1].(string)
+		return nil, scriptError(msg)
+	}
+}
+
+// scriptError is an error a script replied for one decision of a
+// comboScript call: a [redis.Error], as it would have been alone.
+type scriptError string
+
+func (e scriptError) Error() string { return string(e) }
+
+// RedisError marks e as a reply of the server.
+func (scriptError) RedisError() {}
 
 // evalArgs returns a copy of an EVALSHA call's arguments as an EVAL.
 func evalArgs(sc script, args []any) []any {

@@ -47,9 +47,38 @@ func newGateHook() *gateHook {
 	return &gateHook{held: make(chan struct{}), release: make(chan struct{}), pipeSent: make(chan struct{}), pipeRelease: make(chan struct{})}
 }
 
-func isTake(c redis.Cmder) bool {
+func isTake(c redis.Cmder) bool { return takesIn(c) > 0 }
+
+// takesIn returns the number of decisions a command carries: one for a
+// take script, one per decision for the script of several decisions on
+// one counter, none for any other command.
+func takesIn(c redis.Cmder) int {
 	a := c.Args()
-	return len(a) > 1 && a[0] == "evalsha" && (a[1] == quota.TakeScriptSHA || a[1] == quota.LeanTakeScriptSHA)
+	if len(a) < 2 || a[0] != "evalsha" {
+		return 0
+	}
+	switch a[1] {
+	case quota.TakeScriptSHA, quota.LeanTakeScriptSHA:
+		return 1
+	case quota.ComboTakeScriptSHA:
+		return (len(a) - 8) / 4
+	}
+	return 0
+}
+
+// evalTakesIn is takesIn for an EVAL (a take sent again after NOSCRIPT).
+func evalTakesIn(c redis.Cmder) int {
+	a := c.Args()
+	if len(a) < 2 || a[0] != "eval" {
+		return 0
+	}
+	switch a[1] {
+	case quota.TakeSource, quota.LeanTakeSource:
+		return 1
+	case quota.ComboTakeSource:
+		return (len(a) - 8) / 4
+	}
+	return 0
 }
 
 func (h *gateHook) record(t trip) {
@@ -87,13 +116,11 @@ func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		n := 0
 		for _, c := range cmds {
-			if isTake(c) {
-				n++
-			}
+			n += takesIn(c)
 		}
 		for _, c := range cmds {
 			if c.Name() == "eval" {
-				h.evals.Add(1)
+				h.evals.Add(int64(evalTakesIn(c)))
 			}
 		}
 		if n > 0 {
@@ -418,7 +445,7 @@ func testBatchScriptFlushed(t *testing.T, c redis.UniversalClient) {
 		t.Fatal(flushErr)
 	}
 	if n := hook.evals.Load(); n != queued {
-		t.Errorf("%d EVAL in pipelines, want %d (the batch run again after NOSCRIPT)", n, queued)
+		t.Errorf("%d decisions sent again by EVAL in pipelines, want %d (the batch run again after NOSCRIPT)", n, queued)
 	}
 	if u, err := st.Usage(ctx, sub, "requests", p); err != nil || u.Used != queued+1 {
 		t.Errorf("usage %+v, %v; want used %d", u, err, queued+1)

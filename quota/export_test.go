@@ -14,6 +14,14 @@ var (
 	// LeanTakeScriptSHA is the SHA-1 of the take script of a take without
 	// ID and holds on a store that resolves lost takes.
 	LeanTakeScriptSHA = leanScript.sha.(string)
+	// ComboTakeScriptSHA is the SHA-1 of the take script of several such
+	// takes on one counter, sent together.
+	ComboTakeScriptSHA = comboScript.sha.(string)
+	// TakeSource, LeanTakeSource and ComboTakeSource are the take
+	// scripts' sources, as EVAL sends them.
+	TakeSource      = takeSource
+	LeanTakeSource  = leanTakeSource
+	ComboTakeSource = comboTakeSource
 	// ResolveSource is the script that resolves a lost take without ID.
 	ResolveSource = resolveSource
 )

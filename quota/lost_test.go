@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,7 @@ func newBreakHook(ran bool) *breakHook {
 
 func isLean(c redis.Cmder) bool {
 	a := c.Args()
-	return len(a) > 1 && a[0] == "evalsha" && a[1] == quota.LeanTakeScriptSHA
+	return len(a) > 1 && a[0] == "evalsha" && (a[1] == quota.LeanTakeScriptSHA || a[1] == quota.ComboTakeScriptSHA)
 }
 
 func (h *breakHook) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -118,6 +119,14 @@ func TestLostTakes(t *testing.T) {
 			hook.failResolve.Store(1)
 			c.AddHook(hook)
 			st := newRedisStore(t, c)
+			// The scripts are loaded, so that the broken pipeline's takes
+			// run (AfterServer) and their replay is refused as resolved,
+			// not as NOSCRIPT.
+			for _, src := range []string{quota.LeanTakeSource, quota.ComboTakeSource} {
+				if err := c.ScriptLoad(ctx, src).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if !st.ResolvesLostTakes() {
 				t.Fatal("a coalescing store on one server does not resolve lost takes")
 			}
@@ -155,7 +164,11 @@ func TestLostTakes(t *testing.T) {
 					t.Fatalf("take %d of the broken pipeline: error %v, want the connection's", i, err)
 				}
 			}
-			if n := len(hook.broken); n != queued {
+			n := 0
+			for _, args := range hook.broken {
+				n += takesIn(redis.NewCmd(ctx, args...))
+			}
+			if n != queued {
 				t.Fatalf("broken pipeline of %d takes, want %d", n, queued)
 			}
 			// Before any resolution: what the server ran is counted (3
@@ -175,7 +188,21 @@ func TestLostTakes(t *testing.T) {
 			// A take that reaches the server after its resolution (it was
 			// still on its way) counts nothing.
 			for _, args := range hook.broken {
-				err := c.Do(ctx, args...).Err()
+				v, err := c.Do(ctx, args...).Result()
+				if args[1] == quota.ComboTakeScriptSHA {
+					// One reply of three values per decision: 2 = resolved
+					// before it ran.
+					vals, _ := v.([]any)
+					for i := 0; i < len(vals); i += 3 {
+						if vals[i] != int64(2) {
+							t.Fatalf("takes replayed after their resolution: reply %v, %v; want each resolved before it ran", v, err)
+						}
+					}
+					if err != nil || len(vals) == 0 {
+						t.Fatalf("takes replayed after their resolution: reply %v, %v", v, err)
+					}
+					continue
+				}
 				if err == nil || !strings.Contains(err.Error(), "BILLKIT_DUPLICATE") {
 					t.Fatalf("take replayed after its resolution: error %v, want BILLKIT_DUPLICATE", err)
 				}
@@ -280,4 +307,114 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestComboTake checks the decisions of one subject sent together, which
+// go as one script call: they are decided one after the other, exactly as
+// alone, beside units held by another request's reservation (each reply
+// carries them) and at the edge of the int64 range (the increments that
+// would leave it fail alone and count nothing).
+func TestComboTake(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	ctx := context.Background()
+	p := quota.CalendarPeriod(quota.Month, time.Now())
+	batch := func(t *testing.T, st *quota.RedisStore, hook *breakHook, req quota.TakeRequest, n int) (quota.TakeResult, []quota.TakeResult, []error) {
+		t.Helper()
+		var lead quota.TakeResult
+		var leadErr error
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); lead, leadErr = st.Take(ctx, req) }()
+		<-hook.held
+		res, errs := make([]quota.TakeResult, n), make([]error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() { defer wg.Done(); res[i], errs[i] = st.Take(ctx, req) }()
+		}
+		waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == n })
+		close(hook.lead)
+		wg.Wait()
+		if leadErr != nil {
+			t.Fatalf("lead take: %v", leadErr)
+		}
+		return lead, res, errs
+	}
+	t.Run("BesideHolds", func(t *testing.T) {
+		c := redisClient(t, srv.Addr)
+		hook := newBreakHook(true)
+		close(hook.resolve)
+		c.AddHook(hook)
+		combos := &testserver.CommandHook{}
+		c.AddHook(combos)
+		st := newRedisStore(t, c)
+		sub := quotatest.Subject(t)
+		// Another request holds 5 units of "requests".
+		hold := quota.TakeRequest{ID: quotatest.ID(t), Subject: sub, Meter: "other", Period: p, Cost: 1, Unlimited: true, ExpireAt: p.End,
+			Reserve: []quota.Hold{{Meter: "requests", Period: p, Amount: 5, Limit: 8, ExpireAt: p.End, TTL: time.Hour}}}
+		if res, err := st.Take(ctx, hold); err != nil || !res.Allowed {
+			t.Fatalf("hold: %+v, %v", res, err)
+		}
+		req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 8, ExpireAt: p.End}
+		lead, res, errs := batch(t, st, hook, req, 6)
+		if !lead.Allowed || lead.Used != 1 || lead.Reserved != 5 {
+			t.Fatalf("lead: %+v, want allowed, used 1, reserved 5", lead)
+		}
+		allowed := 0
+		for i, r := range res {
+			if errs[i] != nil {
+				t.Fatalf("take %d: %v", i, errs[i])
+			}
+			if r.Reserved != 5 {
+				t.Errorf("take %d: %+v, want reserved 5 in its reply", i, r)
+			}
+			if r.Allowed {
+				allowed++
+				if r.Used < 2 || r.Used > 3 {
+					t.Errorf("allowed take %d: used %d, want 2 or 3", i, r.Used)
+				}
+			} else if r.Used != 3 || r.Exhausted != "requests" {
+				t.Errorf("denied take %d: %+v, want used 3, requests exhausted", i, r)
+			}
+		}
+		if allowed != 2 {
+			t.Errorf("%d of 6 allowed beside 1 used and 5 held under 8, want 2", allowed)
+		}
+		wantUsage(t, st, sub, "requests", quota.Usage{Used: 3, Denied: 4, Reserved: 5})
+	})
+	t.Run("Int64Edge", func(t *testing.T) {
+		c := redisClient(t, srv.Addr)
+		hook := newBreakHook(true)
+		close(hook.resolve)
+		c.AddHook(hook)
+		st := newRedisStore(t, c)
+		sub := quotatest.Subject(t)
+		key := quota.RedisKey(st, sub, "requests", p)
+		if err := c.HSet(ctx, key, "used", math.MaxInt64-2).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.ExpireAt(ctx, key, p.End).Err(); err != nil {
+			t.Fatal(err)
+		}
+		req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Unlimited: true, ExpireAt: p.End}
+		// The Used a reply reports this far above 2^53 is approximate (the
+		// scripts' arithmetic is Lua's doubles); the stored counts are exact.
+		_, _, errs := batch(t, st, hook, req, 3)
+		failed := 0
+		for _, err := range errs {
+			if err != nil {
+				if errors.Is(err, quota.ErrDuplicateTake) {
+					t.Errorf("take at the int64 edge: %v, want the overflow", err)
+				}
+				failed++
+			}
+		}
+		if failed != 2 {
+			t.Errorf("%d of 3 takes failed past the int64 range, want 2: %v", failed, errs)
+		}
+		if n := quota.Resolving(st); n != 0 {
+			t.Errorf("%d decisions to resolve, want none (the server said what it did)", n)
+		}
+		wantUsage(t, st, sub, "requests", quota.Usage{Used: math.MaxInt64})
+	})
 }

@@ -292,6 +292,82 @@ end
 return -1 - u
 `
 
+// comboTakeSource is leanTakeSource for several decisions on one counter
+// sent together (one subject's concurrent requests), decided one after
+// the other in their order, exactly as that many leanTakeSource calls
+// would decide them, in one script call: the record's fields are read and
+// written once, the counter read once and its expiry checked once.
+//
+// KEYS are leanTakeSource's. ARGV[1] is the store's clock in Unix
+// milliseconds, ARGV[2] the record's lifetime in milliseconds when this
+// call is the first of its batch on the connection, else 0; then for
+// decision i, ARGV[4i-1] is its field, ARGV[4i] its amount, ARGV[4i+1]
+// its limit (-1: no cap) and ARGV[4i+2] the counter's expiry in Unix
+// seconds. It replies three values per decision: 0 (allowed), used and
+// reserved after it; 1 (denied), used and reserved; 2 (resolved before it
+// ran: it counted nothing), 0, 0; or 3 (its increment would leave the
+// int64 range: it counted nothing), Redis's error message, 0.
+const comboTakeSource = `
+local rec, key = KEYS[1], KEYS[2]
+local n = (#ARGV - 2) / 4
+local fields = {}
+for i = 1, n do
+  fields[i] = ARGV[4*i-1]
+end
+local old = redis.call('HMGET', rec, unpack(fields))
+local v = redis.call('HMGET', key, 'used', 'reserved')
+local u, r = tonumber(v[1] or '0'), tonumber(v[2] or '0')
+if r > 0 then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+  if #gone > 0 then
+    for _, m in ipairs(gone) do
+      local amt = string.match(m, ':(%d+)$')
+      redis.call('HINCRBY', key, 'reserved', '-' .. amt)
+      r = r - tonumber(amt)
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+  end
+end
+local out, rv, exp = {}, {}, 0
+for i = 1, n do
+  local a = 4*i - 1
+  local f, amt, limit, e = ARGV[a], ARGV[a+1], tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
+  local o = 3*i - 2
+  if old[i] then
+    out[o], out[o+1], out[o+2] = 2, 0, 0
+  else
+    if e > exp then
+      exp = e
+    end
+    if limit >= 0 and tonumber(amt) > limit - u - r then
+      redis.pcall('HINCRBY', key, 'denied', amt)
+      rv[#rv+1], rv[#rv+2] = f, 'd'
+      out[o], out[o+1], out[o+2] = 1, u, r
+    else
+      local x = redis.pcall('HINCRBY', key, 'used', amt)
+      if type(x) == 'table' then
+        rv[#rv+1], rv[#rv+2] = f, 'x'
+        out[o], out[o+1], out[o+2] = 3, x.err, 0
+      else
+        u = x
+        rv[#rv+1], rv[#rv+2] = f, 'a'
+        out[o], out[o+1], out[o+2] = 0, x, r
+      end
+    end
+  end
+end
+if #rv > 0 then
+  redis.call('HSET', rec, unpack(rv))
+  if ARGV[2] ~= '0' then
+    redis.call('PEXPIRE', rec, ARGV[2])
+  end
+  if redis.call('EXPIRETIME', key) < exp then
+    redis.call('EXPIREAT', key, exp)
+  end
+end
+return out
+`
+
 // resolveSource resolves a lost decision of leanTakeSource: KEYS[1] is
 // its batch's record, KEYS[2] its counter; ARGV[1] its field, ARGV[2] the
 // record's lifetime in milliseconds, ARGV[3] its amount. The field
@@ -347,6 +423,7 @@ var (
 	refundScript = newScript(refundSource)
 	usageScript  = newScript(usageSource)
 	leanScript   = newScript(leanTakeSource)
+	comboScript  = newScript(comboTakeSource)
 )
 
 // noCap is the script's limit argument for an unlimited meter.
