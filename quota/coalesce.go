@@ -43,6 +43,7 @@ type batcher struct {
 	rttl   int64  // the records' lifetime in milliseconds
 	seq    atomic.Uint64
 	res    resolver
+	groups map[string]int // scratch of wires, used by the one send in flight
 
 	mu    sync.Mutex
 	busy  bool       // a send is in flight
@@ -238,8 +239,8 @@ func (b *batcher) send(batch []*pending) {
 			// EVAL loads it, and the decisions it refused run now. Each
 			// lean one may be the first of its record to run.
 			for _, w := range retry {
-				if p := w.ps[0]; p.lean {
-					*p.first = b.rttl
+				if w.p.lean {
+					*w.p.first = b.rttl
 				}
 			}
 			cmds = b.pipeline(ctx, retry, true)
@@ -303,12 +304,13 @@ func (b *batcher) pipeline(ctx context.Context, ws []wire, eval bool) []*redis.C
 	return cmds
 }
 
-// wire is one script call of a send: one decision's, or (comboScript)
-// those of several lean decisions on one counter.
+// wire is one script call of a send: one decision's (p), or (comboScript)
+// those of several lean decisions on one counter (p, then more).
 type wire struct {
 	sc   script
 	args []any
-	ps   []*pending
+	p    *pending
+	more []*pending
 }
 
 // Argument positions in a lean take's call (see [RedisStore.leanTake]).
@@ -329,10 +331,14 @@ func (b *batcher) wires(live []*pending) []wire {
 	ws := make([]wire, 0, len(live))
 	var rec string
 	var field int64
-	var groups map[string]int // counter -> index in ws, when lean decisions share one
+	if b.groups == nil {
+		b.groups = make(map[string]int)
+	}
+	clear(b.groups)
+	combos := false
 	for _, p := range live {
 		if !p.lean {
-			ws = append(ws, wire{sc: p.sc, args: p.args, ps: []*pending{p}})
+			ws = append(ws, wire{sc: p.sc, args: p.args, p: p})
 			continue
 		}
 		if rec == "" {
@@ -341,26 +347,28 @@ func (b *batcher) wires(live []*pending) []wire {
 		}
 		field++
 		*p.rec, *p.field = rec, field
-		if groups == nil {
-			groups = make(map[string]int)
-		}
-		if i, ok := groups[p.counter]; ok {
-			ws[i].ps = append(ws[i].ps, p)
+		if i, ok := b.groups[p.counter]; ok {
+			ws[i].more = append(ws[i].more, p)
+			combos = true
 			continue
 		}
-		groups[p.counter] = len(ws)
-		ws = append(ws, wire{sc: p.sc, args: p.args, ps: []*pending{p}})
+		b.groups[p.counter] = len(ws)
+		ws = append(ws, wire{sc: p.sc, args: p.args, p: p})
+	}
+	if !combos {
+		return ws
 	}
 	for i := range ws {
 		w := &ws[i]
-		if len(w.ps) == 1 {
+		if w.more == nil {
 			continue
 		}
-		p0 := w.ps[0]
-		args := make([]any, 0, 8+4*len(w.ps))
+		p0 := w.p
+		args := make([]any, 0, 12+4*len(w.more))
 		args = append(args, "evalsha", comboScript.sha, "3", p0.args[leanRec], p0.args[leanCounter], p0.args[leanHolds],
 			p0.args[leanNow], p0.args[leanFirst])
-		for _, p := range w.ps {
+		args = append(args, p0.args[leanField:leanField+4]...)
+		for _, p := range w.more {
 			args = append(args, p.args[leanField:leanField+4]...)
 		}
 		w.sc, w.args = comboScript, args
@@ -371,15 +379,20 @@ func (b *batcher) wires(live []*pending) []wire {
 // deliver gives the reply of w's call to its decisions (without closing
 // their done channels).
 func (w *wire) deliver(v any, err error) {
-	if len(w.ps) == 1 {
-		w.ps[0].val, w.ps[0].err = v, err
+	if w.more == nil {
+		w.p.val, w.p.err = v, err
 		return
 	}
+	n := 1 + len(w.more)
 	vals, ok := v.([]any)
-	if err == nil && (!ok || len(vals) != 3*len(w.ps)) {
-		err = fmt.Errorf("unexpected reply %T of %d values for %d decisions", v, len(vals), len(w.ps))
+	if err == nil && (!ok || len(vals) != 3*n) {
+		err = fmt.Errorf("unexpected reply %T of %d values for %d decisions", v, len(vals), n)
 	}
-	for i, p := range w.ps {
+	for i := range n {
+		p := w.p
+		if i > 0 {
+			p = w.more[i-1]
+		}
 		if err != nil {
 			p.val, p.err = nil, err
 			continue
