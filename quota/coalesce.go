@@ -55,6 +55,7 @@ type pending struct {
 	ctx  context.Context
 	sc   script
 	args []any
+	call call // a lean decision's arguments (args points into it)
 
 	// A lean decision's record key, its field and the record's lifetime
 	// (set on the first decision of a send only) point into args: they

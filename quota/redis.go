@@ -642,6 +642,13 @@ type call struct {
 // newCall returns a call with room for nstr strings and nnum integers.
 func newCall(sc script, nkeys, nstr, nnum int) *call {
 	c := &call{}
+	c.init(sc, nkeys, nstr, nnum)
+	return c
+}
+
+// init readies c, a zero call, with room for nstr strings and nnum
+// integers.
+func (c *call) init(sc script, nkeys, nstr, nnum int) {
 	if nargs := 3 + nstr + nnum; nargs <= len(c.argBuf) && nstr <= len(c.strBuf) && nnum+1 <= len(c.numBuf) {
 		c.args, c.strs, c.nums = c.argBuf[:0], c.strBuf[:0], c.numBuf[:0]
 	} else {
@@ -649,7 +656,6 @@ func newCall(sc script, nkeys, nstr, nnum int) *call {
 	}
 	c.nums = append(c.nums, int64(nkeys))
 	c.args = append(c.args, "evalsha", sc.sha, &c.nums[0])
-	return c
 }
 
 // str appends a string argument. Arguments are appended in command order.
@@ -764,14 +770,16 @@ func (s *RedisStore) Take(ctx context.Context, req TakeRequest) (TakeResult, err
 // leanTake sends a take without ID and without holds as leanTakeSource,
 // its record a field of its send's (see [RedisStore.ResolvesLostTakes]).
 func (s *RedisStore) leanTake(ctx context.Context, req *TakeRequest) (TakeResult, error) {
-	c := newCall(leanScript, 3, 3, 6)
+	p := &pending{ctx: ctx, sc: leanScript, lean: true, amount: req.Cost}
+	c := &p.call // one allocation for both
+	c.init(leanScript, 3, 3, 6)
 	var b strings.Builder
 	b.Grow(2 * s.keyLen(req.Subject, req.Meter))
 	s.appendKey(&b, req.Subject, "}:usage:", req.Meter, req.Period)
 	mid := b.Len()
 	s.appendKey(&b, req.Subject, "}:holds:", req.Meter, req.Period)
 	all := b.String()
-	p := &pending{ctx: ctx, sc: leanScript, lean: true, counter: all[:mid], amount: req.Cost}
+	p.counter = all[:mid]
 	c.str("") // the record, set when sent
 	p.rec = &c.strs[0]
 	c.str(p.counter)
