@@ -418,3 +418,46 @@ func TestComboTake(t *testing.T) {
 		wantUsage(t, st, sub, "requests", quota.Usage{Used: math.MaxInt64})
 	})
 }
+
+// TestRedisStoreWait checks that Wait returns once the store's
+// resolutions are done, and with the context's error while one is held.
+func TestRedisStoreWait(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	ctx := context.Background()
+	c := redisClient(t, srv.Addr)
+	hook := newBreakHook(true)
+	c.AddHook(hook)
+	st := newRedisStore(t, c)
+	if err := st.Wait(ctx); err != nil {
+		t.Fatalf("Wait with nothing to resolve: %v", err)
+	}
+	sub := quotatest.Subject(t)
+	p := quota.CalendarPeriod(quota.Month, time.Now())
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 10, ExpireAt: p.End.Add(time.Hour)}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
+	<-hook.held
+	hook.armed.Store(true)
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
+	}
+	waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == 2 })
+	close(hook.lead)
+	wg.Wait()
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := st.Wait(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait while a resolution is held: %v, want the deadline", err)
+	}
+	close(hook.resolve)
+	if err := st.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if n := quota.Resolving(st); n != 0 {
+		t.Fatalf("%d decisions still to resolve after Wait", n)
+	}
+	wantUsage(t, st, sub, "requests", quota.Usage{Used: 1})
+}

@@ -287,7 +287,9 @@ func New(cfg Config) (*Middleware, error) {
 // returns within that after the last request. Call it once the HTTP server
 // has shut down (after http.Server.Shutdown returns), before closing the
 // store's Redis client; requests served after Close still work and start
-// their own background calls, which a later Close waits for.
+// their own background calls, which a later Close waits for. A store that
+// resolves lost takes by itself (a [LostTakeResolver]) may have its own
+// background work: see [RedisStore.Wait].
 func (m *Middleware) Close() error {
 	m.bg.wait()
 	return nil

@@ -718,6 +718,28 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 // [RedisOptions.Logger].
 func (s *RedisStore) ResolvesLostTakes() bool { return s.batch != nil && s.batch.lean }
 
+// Wait waits until the lost decisions s is resolving in the background
+// (see [RedisStore.ResolvesLostTakes]) are resolved or given up, or until
+// ctx ends, whose error it then returns. Call it at shutdown, after
+// [Middleware.Close] and before closing the Redis client. Decisions made
+// while it waits may start resolutions of their own, which it waits for
+// too.
+func (s *RedisStore) Wait(ctx context.Context) error {
+	if s.batch == nil {
+		return nil
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.batch.res.pending() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // Take implements [Store]. It costs one round trip, shared with the
 // decisions in flight at the same time (see [RedisStore]): EVALSHA, and
 // EVAL instead once per server after a restart or SCRIPT FLUSH.

@@ -478,11 +478,21 @@ func (a *App) Close() error {
 
 // closeMeters waits until the quota middlewares' settles and refunds,
 // which run after the responses, have reached the store (each bounded by
-// its own deadline). Requests served afterwards still work.
+// its own deadline), and the store's own resolutions. Requests served
+// afterwards still work.
 func (a *App) closeMeters() {
 	for _, m := range []*quota.Middleware{a.meter, a.completions} {
 		if m != nil {
 			m.Close()
+		}
+	}
+	// The store resolves, by itself, decisions whose outcome a broken
+	// connection or a passed deadline hid; they too must reach Redis.
+	if rs, ok := a.counters.(*quota.RedisStore); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), quota.DefaultRefundWindow/2)
+		defer cancel()
+		if err := rs.Wait(ctx); err != nil {
+			a.log.Error("quota: lost decisions still unresolved at shutdown", "err", err)
 		}
 	}
 }
