@@ -342,8 +342,10 @@ func compare(a, b map[string]string) (counted bool, detail string) {
 			old = "absent"
 		}
 		changes = append(changes, fmt.Sprintf("`%s` %s→%s", k, old, v))
-		// billkit's take records (for refunds) count nothing.
-		if (!strings.HasSuffix(k, "]") && !strings.Contains(k, ":take:")) || strings.HasSuffix(k, "[used]") {
+		// billkit's take records (for refunds: a key per take, or one per
+		// send of takes) count nothing.
+		record := strings.Contains(k, ":take:") || strings.Contains(k, ":batch:")
+		if (!strings.HasSuffix(k, "]") && !record) || strings.HasSuffix(k, "[used]") {
 			counted = true
 		}
 	}

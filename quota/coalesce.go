@@ -87,7 +87,7 @@ func (b *batcher) run(p *pending, runOne func(context.Context, script, []any) (a
 		b.busy = true
 		b.mu.Unlock()
 		if p.lean {
-			*p.rec, *p.field, *p.first = b.recKey(), 1, b.rttl
+			*p.rec, *p.field, *p.first = b.recKey(), 0, b.rttl // alone
 		}
 		v, err := runOne(ctx, p.sc, p.args)
 		if p.lean && lost(err) {
@@ -223,6 +223,9 @@ func (b *batcher) send(batch []*pending) {
 	ws := b.wires(live)
 	if len(live) == 1 {
 		w := &ws[0]
+		if w.p.lean {
+			*w.p.field = 0 // alone: its record is a key of its own
+		}
 		w.deliver(b.runOneCtx(ctx, w.sc, w.args))
 	} else {
 		cmds := b.pipeline(ctx, ws, false)

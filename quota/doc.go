@@ -209,9 +209,10 @@
 //	PREFIX:{SUBJECT}:take:TAKEID            string: a take's outcome, for refunds (takes with an ID)
 //	    "a" allowed, "d" denied, "r" refunded (a tombstone)
 //	    expiry:   PX RefundWindow (one minute by default)
-//	PREFIX:batch:RANDOM:SEQ                 hash: the records of one send of takes without ID (one server)
-//	    field: the take's number in the send; value "a" allowed, "d" denied,
-//	    "x" counted nothing, "r" resolved by the store
+//	PREFIX:batch:RANDOM:SEQ                 the record of one send of takes without ID (one server):
+//	    a hash, field: the take's number in the send, value "a" allowed,
+//	    "d" denied, "x" counted nothing, "r" resolved by the store;
+//	    a string holding that value for a take sent alone
 //	    expiry:   PX RefundWindow (one minute by default)
 //
 // PREFIX is [RedisOptions.Prefix], [DefaultPrefix] by default. PERIODID is
@@ -223,12 +224,12 @@
 // meter, counts, holds, records the take and sets the expiries
 // atomically: one round trip (shared by the decisions in flight at the
 // same time, which go as one pipeline: see [RedisStore] and
-// [RedisOptions.NoCoalesce]), in which the script runs HSETNX (its field
-// in its send's record; PEXPIRE too for the first take of a send), HMGET,
-// HINCRBY and EXPIRETIME for an allowed request of one meter through the
-// middleware (SET of its own record instead of HSETNX on a Cluster or
-// without coalescing; plus EXPIREAT when the expiry must move), and for
-// each reserved meter HMGET,
+// [RedisOptions.NoCoalesce]), in which the script runs SET (its record),
+// HMGET, HINCRBY and EXPIRETIME for an allowed request of one meter (plus
+// EXPIREAT when the expiry must move; a take sent with others on one
+// server writes HSETNX, a field of their shared record, instead of SET,
+// and the first of them PEXPIRE; those of one counter run as one script
+// call), and for each reserved meter HMGET,
 // HINCRBY, ZADD and EXPIRETIME, plus ZRANGEBYSCORE when the meter holds
 // reservations, to release the expired ones. A settle and a refund are
 // one EVALSHA each, sent after the response; [RedisStore.Usage] is one

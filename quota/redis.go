@@ -229,27 +229,40 @@ return 0
 // request.
 //
 // KEYS[1] is the batch's record (a hash with one field per decision of
-// the batch: 'a' allowed, 'd' denied, 'x' counted nothing, 'r' resolved),
-// KEYS[2] the counter and KEYS[3] its holds. ARGV[1] is the decision's
-// field, ARGV[2] the amount, ARGV[3] the limit (-1: no cap), ARGV[4] the
+// the batch: 'a' allowed, 'd' denied, 'x' counted nothing, 'r' resolved;
+// or, for a decision sent alone, a string holding that state), KEYS[2] the
+// counter and KEYS[3] its holds. ARGV[1] is the decision's field (0: sent
+// alone), ARGV[2] the amount, ARGV[3] the limit (-1: no cap), ARGV[4] the
 // counter's expiry in Unix seconds, ARGV[5] the store's clock in Unix
 // milliseconds, and ARGV[6] the record's lifetime in milliseconds when
-// this decision is the first of its batch on the connection (it gives the
-// record its lifetime), else 0.
+// this decision is alone or the first of its batch on the connection (it
+// gives the record its lifetime), else 0.
 //
-// The field is written first, with HSETNX: a field already there (the
-// decision was resolved before it ran) makes it count nothing and fail
-// with BILLKIT_DUPLICATE. Then it decides exactly as takeSource does for
+// The record is written first, with HSETNX (SET NX PX when alone): a
+// record already there (the decision was resolved before it ran) makes it
+// count nothing and fail with BILLKIT_DUPLICATE. A decision alone thus
+// runs exactly the commands of takeSource's. Then it decides exactly as takeSource does for
 // one meter (releasing the meter's expired holds, if it holds any), and
 // replies as takeSource does: one integer when the meter holds nothing
 // for others, else the array.
 const leanTakeSource = `
 local rec, f, key = KEYS[1], ARGV[1], KEYS[2]
-if redis.call('HSETNX', rec, f, 'a') == 0 then
+local alone = f == '0'
+if alone then
+  if not redis.call('SET', rec, 'a', 'NX', 'PX', ARGV[6]) then
+    return {err = 'BILLKIT_DUPLICATE decision resolved before it ran'}
+  end
+elseif redis.call('HSETNX', rec, f, 'a') == 0 then
   return {err = 'BILLKIT_DUPLICATE decision resolved before it ran'}
-end
-if ARGV[6] ~= '0' then
+elseif ARGV[6] ~= '0' then
   redis.call('PEXPIRE', rec, ARGV[6])
+end
+local function mark(state)
+  if alone then
+    redis.call('SET', rec, state, 'PX', ARGV[6])
+  else
+    redis.call('HSET', rec, f, state)
+  end
 end
 local v = redis.call('HMGET', key, 'used', 'reserved')
 local u, r = tonumber(v[1] or '0'), tonumber(v[2] or '0')
@@ -269,11 +282,11 @@ local limit = tonumber(ARGV[3])
 local n
 if limit >= 0 and tonumber(ARGV[2]) > limit - u - r then
   redis.pcall('HINCRBY', key, 'denied', ARGV[2])
-  redis.call('HSET', rec, f, 'd')
+  mark('d')
 else
   n = redis.pcall('HINCRBY', key, 'used', ARGV[2])
   if type(n) == 'table' then
-    redis.call('HSET', rec, f, 'x')
+    mark('x')
     return n
   end
 end
@@ -369,7 +382,8 @@ return out
 `
 
 // resolveSource resolves a lost decision of leanTakeSource: KEYS[1] is
-// its batch's record, KEYS[2] its counter; ARGV[1] its field, ARGV[2] the
+// its batch's record, KEYS[2] its counter; ARGV[1] its field (0: sent
+// alone, its record a string), ARGV[2] the
 // record's lifetime in milliseconds, ARGV[3] its amount. The field
 // becomes 'r' whatever it was: a decision that was allowed gets its
 // amount off "used", one that was denied off "denied", and one that has
@@ -377,10 +391,15 @@ return out
 // exists is left alone. It replies 1, 2 or 0 for the three cases (0 too
 // for a decision that counted nothing or was resolved before).
 const resolveSource = `
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], 'r')
-if redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local old
+if ARGV[1] == '0' then
+  old = redis.call('SET', KEYS[1], 'r', 'PX', ARGV[2], 'GET')
+else
+  old = redis.call('HGET', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[1], ARGV[1], 'r')
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
 end
 if old ~= 'a' and old ~= 'd' then
   return 0
@@ -511,8 +530,9 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 // requests) and "reserved" (units held by unsettled reservations); a
 // counter's holds are a sorted set at PREFIX:{SUBJECT}:holds:METER:PERIODID
 // and a take's record a string at PREFIX:{SUBJECT}:take:ID (or, for a take
-// without ID on one server, a field of PREFIX:batch:RANDOM:SEQ, the
-// record of the decisions sent with it). Every method
+// without ID on one server, PREFIX:batch:RANDOM:SEQ, the record of the
+// decisions sent with it, a hash with a field per decision, or a string
+// when sent alone). Every method
 // is one Lua script run with EVALSHA, so a decision, however many meters
 // it checks, is atomic. The subject is the keys' hash tag, so all of a
 // subject's keys share a Cluster slot.
@@ -709,7 +729,9 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 // s coalesces decisions on one server (a *redis.Client: standalone or
 // Sentinel), where the decisions of one send share one record. A take
 // without ID and without holds then writes a field of its send's record
-// (a hash that lives [RedisOptions.RefundWindow]) instead of nothing, and
+// (a hash that lives [RedisOptions.RefundWindow]; a string of its own
+// when it is sent alone) instead of nothing; the takes of one counter in
+// one send run as one script call, decided one after the other; and
 // when its outcome is lost (its context ended after it was sent, or the
 // connection broke), the store resolves it in the background through
 // that field: an allowed or denied take is undone, one that has not run

@@ -239,72 +239,49 @@ func assertAllKeysExpire(t *testing.T, c *redis.Client) {
 // testOneRoundTrip is Q4: in the steady state a decision through the
 // middleware costs exactly one command on the wire (EVALSHA), seen both by
 // a client hook and by the server's INFO commandstats, and the script runs
-// four or five commands. By default (coalescing on one server) the take
-// has no key of its own: it writes a field of its send's record (HSETNX),
-// and the first decision of each send gives that record its lifetime
-// (PEXPIRE; in this serial test every decision is the first of its
-// send). Without coalescing every take is given an ID and its record is a
-// key (SET).
+// four commands.
 func testOneRoundTrip(t *testing.T, addr string) {
-	for _, tc := range []struct {
-		name string
-		opts quota.RedisOptions
-		want map[string]int64 // per request
-	}{
-		{"Coalesced", quota.RedisOptions{}, map[string]int64{"hsetnx": 1, "pexpire": 1, "set": 0}},
-		{"NoCoalesce", quota.RedisOptions{NoCoalesce: true}, map[string]int64{"set": 1, "hsetnx": 0, "pexpire": 0}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := redisClient(t, addr)
-			hook := &testserver.CommandHook{}
-			c.AddHook(hook)
-			st, err := quota.NewRedisStore(c, tc.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits{Plan: "pro", Included: 1000}}).Handle(okHandler())
-			sub := quotatest.Subject(t)
-			if w := do(h, sub); w.Code != http.StatusOK { // warm-up: may load the script
-				t.Fatalf("warm-up status %d", w.Code)
-			}
-			hook.Reset()
-			admin := redisClient(t, addr)
-			before := commandCalls(t, admin)
-			const n = 25
-			for i := 0; i < n; i++ {
-				if w := do(h, sub); w.Code != http.StatusOK {
-					t.Fatalf("status %d", w.Code)
-				}
-			}
-			after := commandCalls(t, admin)
-			cmds := hook.Reset()
-			if len(cmds) != n {
-				t.Fatalf("%d requests sent %d commands %v, want %d", n, len(cmds), cmds, n)
-			}
-			for _, name := range cmds {
-				if name != "evalsha" {
-					t.Fatalf("command %q sent, want only evalsha", name)
-				}
-			}
-			if d := after["evalsha"] - before["evalsha"]; d != n {
-				t.Errorf("server counted %d EVALSHA, want %d", d, n)
-			}
-			// Commands run inside the script count too: an allowed
-			// request in the steady state runs its record's command(s),
-			// HMGET, HINCRBY and EXPIRETIME only; it touches no sorted
-			// set, since the meter holds no reservation.
-			want := map[string]int64{"hmget": n, "hincrby": n, "expiretime": n,
-				"eval": 0, "hget": 0, "hset": 0, "get": 0, "ttl": 0, "pttl": 0, "expire": 0, "expireat": 0,
-				"zadd": 0, "zrangebyscore": 0, "zremrangebyscore": 0, "zrem": 0}
-			for name, per := range tc.want {
-				want[name] = per * n
-			}
-			for name, w := range want {
-				if d := after[name] - before[name]; d != w {
-					t.Errorf("server counted %d %s, want %d", d, strings.ToUpper(name), w)
-				}
-			}
-		})
+	c := redisClient(t, addr)
+	hook := &testserver.CommandHook{}
+	c.AddHook(hook)
+	st := newRedisStore(t, c)
+	h := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits{Plan: "pro", Included: 1000}}).Handle(okHandler())
+	sub := quotatest.Subject(t)
+	if w := do(h, sub); w.Code != http.StatusOK { // warm-up: may load the script
+		t.Fatalf("warm-up status %d", w.Code)
+	}
+	hook.Reset()
+	admin := redisClient(t, addr)
+	before := commandCalls(t, admin)
+	const n = 25
+	for i := 0; i < n; i++ {
+		if w := do(h, sub); w.Code != http.StatusOK {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	after := commandCalls(t, admin)
+	cmds := hook.Reset()
+	if len(cmds) != n {
+		t.Fatalf("%d requests sent %d commands %v, want %d", n, len(cmds), cmds, n)
+	}
+	for _, name := range cmds {
+		if name != "evalsha" {
+			t.Fatalf("command %q sent, want only evalsha", name)
+		}
+	}
+	if d := after["evalsha"] - before["evalsha"]; d != n {
+		t.Errorf("server counted %d EVALSHA, want %d", d, n)
+	}
+	// Commands run inside the script count too: an allowed request in
+	// the steady state runs SET (its take record, for refunds), HMGET,
+	// HINCRBY and EXPIRETIME only; it touches no sorted set, since the
+	// meter holds no reservation.
+	for name, want := range map[string]int64{"set": n, "hmget": n, "hincrby": n, "expiretime": n,
+		"eval": 0, "hget": 0, "get": 0, "ttl": 0, "pttl": 0, "expire": 0, "expireat": 0,
+		"zadd": 0, "zrangebyscore": 0, "zremrangebyscore": 0, "zrem": 0} {
+		if d := after[name] - before[name]; d != want {
+			t.Errorf("server counted %d %s, want %d", d, strings.ToUpper(name), want)
+		}
 	}
 }
 
