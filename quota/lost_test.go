@@ -1,7 +1,6 @@
 package quota_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -97,6 +96,36 @@ func (h *breakHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	}
 }
 
+// leadThenBatch makes n+1 takes of req on st: the first goes alone and is
+// held by hook until the n others have queued behind it (arming hook for
+// them when arm is set), so that those go as one send. It returns every
+// result once all have returned, and fails the test if the first failed.
+func leadThenBatch(t *testing.T, st *quota.RedisStore, hook *breakHook, req quota.TakeRequest, n int, arm bool) (quota.TakeResult, []quota.TakeResult, []error) {
+	t.Helper()
+	ctx := context.Background()
+	var lead quota.TakeResult
+	var leadErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); lead, leadErr = st.Take(ctx, req) }()
+	<-hook.held
+	if arm {
+		hook.armed.Store(true)
+	}
+	res, errs := make([]quota.TakeResult, n), make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); res[i], errs[i] = st.Take(ctx, req) }()
+	}
+	waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == n })
+	close(hook.lead)
+	wg.Wait()
+	if leadErr != nil {
+		t.Fatalf("lead take: %v", leadErr)
+	}
+	return lead, res, errs
+}
+
 // TestLostTakes checks how a store that resolves lost takes
 // (quota.LostTakeResolver) resolves the takes of a pipeline whose
 // connection broke: after the server ran them (the allowed ones are taken
@@ -134,31 +163,10 @@ func TestLostTakes(t *testing.T) {
 			p := quota.CalendarPeriod(quota.Month, time.Now())
 			req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 4, ExpireAt: p.End.Add(time.Hour)}
 
-			// The lead take goes alone and is held; 6 more queue behind it.
-			var wg sync.WaitGroup
-			var leadErr error
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, leadErr = st.Take(ctx, req)
-			}()
-			<-hook.held
-			hook.armed.Store(true)
+			// The lead take goes alone and is held; 6 more queue behind it
+			// and go as one pipeline, which breaks.
 			const queued = 6
-			errs := make([]error, queued)
-			for i := range errs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					_, errs[i] = st.Take(ctx, req)
-				}()
-			}
-			waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == queued })
-			close(hook.lead)
-			wg.Wait()
-			if leadErr != nil {
-				t.Fatalf("lead take: %v", leadErr)
-			}
+			_, _, errs := leadThenBatch(t, st, hook, req, queued, true)
 			for i, err := range errs {
 				if err == nil || errors.Is(err, quota.ErrDuplicateTake) {
 					t.Fatalf("take %d of the broken pipeline: error %v, want the connection's", i, err)
@@ -219,13 +227,12 @@ func TestLostTakes(t *testing.T) {
 func TestLostTakeGivesUp(t *testing.T) {
 	t.Parallel()
 	srv := testserver.StartRedis(t)
-	ctx := context.Background()
 	c := redisClient(t, srv.Addr)
 	hook := newBreakHook(true)
 	close(hook.resolve)
 	hook.failResolve.Store(1 << 30)
 	c.AddHook(hook)
-	var logs lockedBuffer
+	var logs testserver.LockedBuffer
 	st, err := quota.NewRedisStore(c, quota.RedisOptions{RefundWindow: 300 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -234,17 +241,7 @@ func TestLostTakeGivesUp(t *testing.T) {
 	sub := quotatest.Subject(t)
 	p := quota.CalendarPeriod(quota.Month, time.Now())
 	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 10, ExpireAt: p.End.Add(time.Hour)}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
-	<-hook.held
-	hook.armed.Store(true)
-	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
-	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
-	waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == 2 })
-	close(hook.lead)
-	wg.Wait()
+	leadThenBatch(t, st, hook, req, 2, true)
 	waitFor(t, "the resolver to give up", func() bool { return quota.Resolving(st) == 0 })
 	if got := logs.String(); !strings.Contains(got, "could not resolve lost decisions") || !strings.Contains(got, "decisions=2") {
 		t.Errorf("log %q, want the lost decision given up", got)
@@ -291,24 +288,6 @@ func TestLostTakeAbandoned(t *testing.T) {
 	wantUsage(t, st, sub, "requests", quota.Usage{Used: 10}) // the lead and the other take
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestComboTake checks the decisions of one subject sent together, which
 // go as one script call: they are decided one after the other, exactly as
 // alone, beside units held by another request's reservation (each reply
@@ -319,27 +298,6 @@ func TestComboTake(t *testing.T) {
 	srv := testserver.StartRedis(t)
 	ctx := context.Background()
 	p := quota.CalendarPeriod(quota.Month, time.Now())
-	batch := func(t *testing.T, st *quota.RedisStore, hook *breakHook, req quota.TakeRequest, n int) (quota.TakeResult, []quota.TakeResult, []error) {
-		t.Helper()
-		var lead quota.TakeResult
-		var leadErr error
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { defer wg.Done(); lead, leadErr = st.Take(ctx, req) }()
-		<-hook.held
-		res, errs := make([]quota.TakeResult, n), make([]error, n)
-		for i := range n {
-			wg.Add(1)
-			go func() { defer wg.Done(); res[i], errs[i] = st.Take(ctx, req) }()
-		}
-		waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == n })
-		close(hook.lead)
-		wg.Wait()
-		if leadErr != nil {
-			t.Fatalf("lead take: %v", leadErr)
-		}
-		return lead, res, errs
-	}
 	t.Run("BesideHolds", func(t *testing.T) {
 		c := redisClient(t, srv.Addr)
 		hook := newBreakHook(true)
@@ -356,7 +314,7 @@ func TestComboTake(t *testing.T) {
 			t.Fatalf("hold: %+v, %v", res, err)
 		}
 		req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 8, ExpireAt: p.End}
-		lead, res, errs := batch(t, st, hook, req, 6)
+		lead, res, errs := leadThenBatch(t, st, hook, req, 6, false)
 		if !lead.Allowed || lead.Used != 1 || lead.Reserved != 5 {
 			t.Fatalf("lead: %+v, want allowed, used 1, reserved 5", lead)
 		}
@@ -399,7 +357,7 @@ func TestComboTake(t *testing.T) {
 		req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Unlimited: true, ExpireAt: p.End}
 		// The Used a reply reports this far above 2^53 is approximate (the
 		// scripts' arithmetic is Lua's doubles); the stored counts are exact.
-		_, _, errs := batch(t, st, hook, req, 3)
+		_, _, errs := leadThenBatch(t, st, hook, req, 3, false)
 		failed := 0
 		for _, err := range errs {
 			if err != nil {
@@ -435,18 +393,7 @@ func TestRedisStoreWait(t *testing.T) {
 	sub := quotatest.Subject(t)
 	p := quota.CalendarPeriod(quota.Month, time.Now())
 	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 10, ExpireAt: p.End.Add(time.Hour)}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
-	<-hook.held
-	hook.armed.Store(true)
-	for range 2 {
-		wg.Add(1)
-		go func() { defer wg.Done(); _, _ = st.Take(ctx, req) }()
-	}
-	waitFor(t, "the queue", func() bool { return quota.QueueLen(st) == 2 })
-	close(hook.lead)
-	wg.Wait()
+	leadThenBatch(t, st, hook, req, 2, true)
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	if err := st.Wait(short); !errors.Is(err, context.DeadlineExceeded) {

@@ -145,7 +145,7 @@ func (p *process) start() error {
 	}
 	cmd := exec.Command(p.name, p.args...)
 	cmd.Dir = p.dir
-	out := &lockedBuffer{}
+	out := &LockedBuffer{}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
@@ -178,18 +178,21 @@ func (p *process) stop() {
 	p.cmd = nil
 }
 
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for concurrent use: a log
+// destination that a test reads while goroutines write to it.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+// String returns what was written so far.
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
