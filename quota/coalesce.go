@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -135,18 +134,23 @@ func (b *batcher) recKey() string {
 	return string(strconv.AppendUint(append(buf[:0], b.recPfx...), b.seq.Add(1), 36))
 }
 
-// lost reports whether err leaves a sent command's outcome unknown: not a
-// reply of the server (which ran the script, or refused it, and said so)
-// and not a failure to reach the server at all.
+// lost reports whether err leaves a lean decision's outcome unknown. Only
+// a reply of the server that says the script counted nothing (a wrong
+// type, an increment past the int64 range) is known. Every other error
+// may hide a run: go-redis retries a command or pipeline after a broken
+// connection, so even a failure to reach the server may follow an
+// attempt that ran, and a BILLKIT_DUPLICATE reply may be a retry finding
+// its own earlier run. Resolving a decision that never ran costs one
+// mark that expires with the record.
 func lost(err error) bool {
 	if err == nil {
 		return false
 	}
 	var re redis.Error
 	if errors.As(err, &re) {
-		return false
+		return redis.HasErrorPrefix(err, duplicatePrefix)
 	}
-	return !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, redis.ErrPoolTimeout) && !errors.Is(err, redis.ErrClosed)
+	return true
 }
 
 // next ends a send: with decisions queued, it starts sending them in the
@@ -257,8 +261,8 @@ func (b *batcher) send(batch []*pending) {
 	b.mu.Lock()
 	for _, p := range live {
 		if p.abandoned {
-			var re redis.Error
-			if p.lean && (p.err == nil || !errors.As(p.err, &re)) {
+			// Its caller left: whatever it counted is undone.
+			if p.lean && (p.err == nil || lost(p.err)) {
 				resolve = append(resolve, p)
 			}
 			continue
@@ -327,10 +331,16 @@ const (
 	leanFirst   = 11
 )
 
+// maxCombo bounds the decisions of one comboScript call, whose reply and
+// record write unpack two Lua values per decision (Lua's stack holds
+// 8,000).
+const maxCombo = 128
+
 // wires numbers the lean decisions of a send in its record and turns the
 // send into script calls, in the decisions' order: lean decisions on one
-// counter go as one comboScript call, at the place of the first of them.
-// The first lean call gives the record its lifetime.
+// counter go as one comboScript call (at most maxCombo of them), at the
+// place of the first of them. The first lean call, and every combined
+// call, gives the record its lifetime.
 func (b *batcher) wires(live []*pending) []wire {
 	ws := make([]wire, 0, len(live))
 	var rec string
@@ -351,7 +361,7 @@ func (b *batcher) wires(live []*pending) []wire {
 		}
 		field++
 		*p.rec, *p.field = rec, field
-		if i, ok := b.groups[p.counter]; ok {
+		if i, ok := b.groups[p.counter]; ok && len(ws[i].more) < maxCombo-1 {
 			ws[i].more = append(ws[i].more, p)
 			combos = true
 			continue
@@ -368,6 +378,10 @@ func (b *batcher) wires(live []*pending) []wire {
 			continue
 		}
 		p0 := w.p
+		// Every combined call gives the record its lifetime: it runs
+		// another script than the single calls, so one of them may be
+		// refused (NOSCRIPT) while the other runs.
+		*p0.first = b.rttl
 		args := make([]any, 0, 12+4*len(w.more))
 		args = append(args, "evalsha", comboScript.sha, "3", p0.args[leanRec], p0.args[leanCounter], p0.args[leanHolds],
 			p0.args[leanNow], p0.args[leanFirst])
@@ -452,8 +466,9 @@ func evalArgs(sc script, args []any) []any {
 // at a time, each with resolveSource: an allowed or denied decision is
 // undone, one that has not run is marked so that it counts nothing when
 // it does. A resolution that fails is tried again, with backoff, until
-// half the record's lifetime has passed since the decision was lost; then
-// it is logged and dropped (its units may stay counted). At most
+// half the record's lifetime has passed since the decision was lost, or
+// at once when the client is closed; then it is logged and dropped (its
+// units stay counted if it ran). At most
 // maxUnresolved decisions wait; past that the newest are dropped and
 // logged.
 type resolver struct {
@@ -532,7 +547,7 @@ func (r *resolver) loop() {
 		gaveUp := 0
 		var lastErr error
 		for _, f := range failed {
-			if now.After(f.t.until) {
+			if now.After(f.t.until) || errors.Is(f.err, redis.ErrClosed) {
 				gaveUp++
 				lastErr = f.err
 				continue
@@ -540,7 +555,7 @@ func (r *resolver) loop() {
 			retry = append(retry, f.t)
 		}
 		if gaveUp > 0 {
-			r.log.Error("quota: could not resolve lost decisions; their units may stay counted",
+			r.log.Error("quota: could not resolve lost decisions; those that reached Redis stay counted",
 				slog.Int("decisions", gaveUp), slog.Any("error", lastErr))
 		}
 		r.mu.Lock()

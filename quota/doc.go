@@ -90,11 +90,11 @@
 // window ([RedisOptions.RefundWindow], one minute), and the refund gives
 // back what that take counted and held, or, if the take has not run yet,
 // marks the record so that it counts nothing when it does. On a store
-// that is a [LostTakeResolver] (the default [RedisStore] on one server,
-// and [MemoryStore]) a take without reservations has no ID: the store
-// keeps its record in a field of a record shared by the decisions sent
-// with it, and refunds it by itself. Any other take carries an ID that
-// names its record, and the middleware refunds it by that ID.
+// that is a [LostTakeResolver] a take without reservations has no ID:
+// the default [RedisStore] on one server keeps its record in a field of
+// a record shared by the decisions sent with it and undoes a lost take by
+// itself, and a [MemoryStore] never loses one. Any other take carries an
+// ID that names its record, and the middleware refunds it by that ID.
 //
 // # What a refused request costs
 //

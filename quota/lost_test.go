@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -407,4 +409,176 @@ func TestRedisStoreWait(t *testing.T) {
 		t.Fatalf("%d decisions still to resolve after Wait", n)
 	}
 	wantUsage(t, st, sub, "requests", quota.Usage{Used: 1})
+}
+
+// retryHook runs every take command (or pipeline of them) twice while
+// armed and answers with the second run, as go-redis does when it retries
+// after a connection broke under a first run that reached the server: the
+// second run finds the first's record.
+type retryHook struct{ armed atomic.Bool }
+
+func (h *retryHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *retryHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.armed.Load() && takesIn(cmd)+evalTakesIn(cmd) > 0 {
+			_ = next(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *retryHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.armed.Load() && len(cmds) > 0 && takesIn(cmds[0])+evalTakesIn(cmds[0]) > 0 {
+			_ = next(ctx, cmds)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRetriedTake checks that a take whose first run reached the server,
+// and whose retry (go-redis's, after a broken connection) then found its
+// own record, is not left counted: the caller gets an error (503 through
+// the middleware), and the first run is undone, by the store for takes
+// without ID (alone, in a pipeline, and combined on one counter) and by
+// the middleware's refund for takes with an ID (RecordPerTake).
+func TestRetriedTake(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	for _, tc := range []struct {
+		name     string
+		opts     quota.RedisOptions
+		subjects int // of the concurrent requests
+	}{
+		{"Alone", quota.RedisOptions{}, 0},
+		{"Pipeline", quota.RedisOptions{}, 4},
+		{"OneCounter", quota.RedisOptions{}, 1},
+		{"RecordPerTake", quota.RedisOptions{RecordPerTake: true}, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := redisClient(t, srv.Addr)
+			hook := &retryHook{}
+			c.AddHook(hook)
+			st, err := quota.NewRedisStore(c, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := st.ResolvesLostTakes(), !tc.opts.RecordPerTake; got != want {
+				t.Fatalf("ResolvesLostTakes = %v, want %v", got, want)
+			}
+			m := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits{Plan: "pro", Included: 1000}})
+			h := m.Handle(okHandler())
+			base := quotatest.Subject(t)
+			subs := []string{base}
+			for i := 1; i < tc.subjects; i++ {
+				subs = append(subs, base+strconv.Itoa(i))
+			}
+			for _, s := range subs { // warm-up: loads the scripts
+				if w := do(h, s); w.Code != http.StatusOK {
+					t.Fatalf("warm-up: status %d", w.Code)
+				}
+			}
+			hook.armed.Store(true)
+			n := 1
+			if tc.subjects > 0 {
+				n = 16
+			}
+			var wg sync.WaitGroup
+			codes := make([]int, n)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					codes[i] = do(h, subs[i%len(subs)]).Code
+				}()
+			}
+			wg.Wait()
+			for i, code := range codes {
+				if code != http.StatusServiceUnavailable {
+					t.Errorf("request %d: status %d, want 503", i, code)
+				}
+			}
+			hook.armed.Store(false)
+			m.Close()
+			if err := st.Wait(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range subs {
+				wantUsage(t, st, s, "requests", quota.Usage{Used: 1}) // the warm-up only
+			}
+		})
+	}
+}
+
+// TestRecordPerTake checks that a store with RecordPerTake keeps a record
+// key per take in its subject's slot, and none shared by a send.
+func TestRecordPerTake(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	c := redisClient(t, srv.Addr)
+	st, err := quota.NewRedisStore(c, quota.RedisOptions{RecordPerTake: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits{Plan: "pro", Included: 1000}}).Handle(okHandler())
+	sub := quotatest.Subject(t)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() { defer wg.Done(); do(h, sub) }()
+	}
+	wg.Wait()
+	keys, err := c.Keys(context.Background(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	takes := 0
+	for _, k := range keys {
+		if strings.Contains(k, ":batch:") {
+			t.Errorf("key %s: a record shared by a send, want none", k)
+		}
+		if strings.HasPrefix(k, "billkit:{"+sub+"}:take:") {
+			takes++
+		}
+	}
+	if takes != 32 {
+		t.Errorf("%d take records in the subject's slot, want 32", takes)
+	}
+	wantUsage(t, st, sub, "requests", quota.Usage{Used: 32})
+}
+
+// TestComboBounded checks that more decisions of one counter than one
+// combined call may carry go as several calls, all decided exactly.
+func TestComboBounded(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t)
+	c := redisClient(t, srv.Addr)
+	hook := newBreakHook(true)
+	close(hook.resolve)
+	c.AddHook(hook)
+	calls := &testserver.CommandHook{}
+	c.AddHook(calls)
+	st, err := quota.NewRedisStore(c, quota.RedisOptions{MaxBatch: 400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := quotatest.Subject(t)
+	p := quota.CalendarPeriod(quota.Month, time.Now())
+	req := quota.TakeRequest{Subject: sub, Meter: "requests", Period: p, Cost: 1, Limit: 250, ExpireAt: p.End}
+	const n = 300
+	_, res, errs := leadThenBatch(t, st, hook, req, n, false)
+	allowed := 0
+	for i := range res {
+		if errs[i] != nil {
+			t.Fatalf("take %d: %v", i, errs[i])
+		}
+		if res[i].Allowed {
+			allowed++
+		}
+	}
+	if allowed != 249 {
+		t.Errorf("%d of %d allowed beside the lead under 250, want 249", allowed, n)
+	}
+	wantUsage(t, st, sub, "requests", quota.Usage{Used: 250, Denied: n - 249})
 }

@@ -485,11 +485,14 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 			writeServerError(w)
 			return
 		}
-		if req.ID != "" && !errors.Is(err, ErrDuplicateTake) {
+		if req.ID != "" {
 			// The store may have counted the take before failing (a
 			// reply lost to the deadline): give it back, or leave a
-			// tombstone for a take still on its way. (A take without ID
-			// went to a store that resolves it by itself.)
+			// tombstone for a take still on its way. That holds for
+			// ErrDuplicateTake too: the middleware's IDs are unique, so
+			// a duplicate is a retry (go-redis retries after a broken
+			// connection) finding the take's own earlier run. (A take
+			// without ID went to a store that resolves it by itself.)
 			m.refund(r.Context(), req)
 		}
 		m.unavailable(w, r, next, subject, lim.Plan, "store", err, took)

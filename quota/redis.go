@@ -221,6 +221,24 @@ end
 return 0
 `
 
+// releaseExpiredLua is the part of leanTakeSource and comboTakeSource that
+// releases the counter's expired holds when it holds any: key is the
+// counter, KEYS[3] its holds, now the store's clock in Unix milliseconds,
+// r the units held, which it lowers by those released (pruneLua's prune,
+// inlined so that no function is defined per call).
+const releaseExpiredLua = `if r > 0 then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+  if #gone > 0 then
+    for _, m in ipairs(gone) do
+      local amt = string.match(m, ':(%d+)$')
+      redis.call('HINCRBY', key, 'reserved', '-' .. amt)
+      r = r - tonumber(amt)
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  end
+end
+`
+
 // leanTakeSource is the take of one meter without holds and without ID
 // that a coalescing [RedisStore] on one server sends (see
 // [LostTakeResolver]): no key per take, but a field in its batch's record.
@@ -241,7 +259,10 @@ return 0
 // The record is written first, with HSETNX (SET NX PX when alone): a
 // record already there (the decision was resolved before it ran) makes it
 // count nothing and fail with BILLKIT_DUPLICATE. A decision alone thus
-// runs exactly the commands of takeSource's. Then it decides exactly as takeSource does for
+// runs the commands takeSource runs for one meter. A decision that is
+// not the first of its send relies on an earlier call of the send for
+// the record's lifetime: the first single call, and every comboTakeSource
+// call, set it (and resolveSource sets it on a record without one). Then it decides exactly as takeSource does for
 // one meter (releasing the meter's expired holds, if it holds any), and
 // replies as takeSource does: one integer when the meter holds nothing
 // for others, else the array.
@@ -264,20 +285,10 @@ local function mark(state)
     redis.call('HSET', rec, f, state)
   end
 end
+local now = ARGV[5]
 local v = redis.call('HMGET', key, 'used', 'reserved')
 local u, r = tonumber(v[1] or '0'), tonumber(v[2] or '0')
-if r > 0 then
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
-  if #gone > 0 then
-    for _, m in ipairs(gone) do
-      local amt = string.match(m, ':(%d+)$')
-      redis.call('HINCRBY', key, 'reserved', '-' .. amt)
-      r = r - tonumber(amt)
-    end
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
-  end
-end
-local exp = tonumber(ARGV[4])
+` + releaseExpiredLua + `local exp = tonumber(ARGV[4])
 local limit = tonumber(ARGV[3])
 local n
 if limit >= 0 and tonumber(ARGV[2]) > limit - u - r then
@@ -328,20 +339,10 @@ for i = 1, n do
   fields[i] = ARGV[4*i-1]
 end
 local old = redis.call('HMGET', rec, unpack(fields))
+local now = ARGV[1]
 local v = redis.call('HMGET', key, 'used', 'reserved')
 local u, r = tonumber(v[1] or '0'), tonumber(v[2] or '0')
-if r > 0 then
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
-  if #gone > 0 then
-    for _, m in ipairs(gone) do
-      local amt = string.match(m, ':(%d+)$')
-      redis.call('HINCRBY', key, 'reserved', '-' .. amt)
-      r = r - tonumber(amt)
-    end
-    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
-  end
-end
-local out, rv, exp = {}, {}, 0
+` + releaseExpiredLua + `local out, rv, exp = {}, {}, 0
 for i = 1, n do
   local a = 4*i - 1
   local f, amt, limit, e = ARGV[a], ARGV[a+1], tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
@@ -499,6 +500,16 @@ type RedisOptions struct {
 	// not resolve (see [LostTakeResolver]). The default is
 	// slog.Default().
 	Logger *slog.Logger
+	// RecordPerTake keeps a record key per take, in its subject's hash
+	// slot, on a standalone or Sentinel client too, instead of one record
+	// shared by the decisions sent together (see
+	// [RedisStore.ResolvesLostTakes]), whose key shares no slot with
+	// their counters. Set it when the client talks to a proxy that shards
+	// by hash slot (Redis Enterprise without the OSS Cluster API,
+	// Envoy's or twemproxy's Redis proxies): a script's keys must share a
+	// slot there. The middleware then gives every take an ID and refunds
+	// it itself. It costs redis-server about 4 µs more per decision.
+	RecordPerTake bool
 }
 
 func (o *RedisOptions) withDefaults() RedisOptions {
@@ -603,7 +614,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 		s.batch = &batcher{client: client, max: o.MaxBatch}
 		// One server (standalone or Sentinel): a batch's decisions can
 		// share one record.
-		if _, ok := client.(*redis.Client); ok {
+		if _, ok := client.(*redis.Client); ok && !o.RecordPerTake {
 			var rnd [8]byte
 			if _, err := rand.Read(rnd[:]); err != nil {
 				return nil, fmt.Errorf("quota: random record prefix: %w", err)
@@ -727,7 +738,8 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 
 // ResolvesLostTakes implements [LostTakeResolver]: it reports true when
 // s coalesces decisions on one server (a *redis.Client: standalone or
-// Sentinel), where the decisions of one send share one record. A take
+// Sentinel) without [RedisOptions.RecordPerTake], where the decisions of
+// one send share one record. A take
 // without ID and without holds then writes a field of its send's record
 // (a hash that lives [RedisOptions.RefundWindow]; a string of its own
 // when it is sent alone) instead of nothing; the takes of one counter in

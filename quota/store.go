@@ -56,9 +56,11 @@ type Store interface {
 // the outcome of a lost take: a take without ID and without holds whose
 // [Store.Take] call failed after the take may have reached the store (its
 // context ended while the reply was on its way, or the connection broke).
-// Once Take has returned its error, such a take counts nothing, or is
-// undone in the background as a [Store.Refund] would undo it: there is
-// nothing for the caller to refund.
+// Once Take has returned its error, such a take counts nothing, or the
+// store undoes it in the background as a [Store.Refund] would: there is
+// nothing for the caller to refund. (A store that cannot reach its
+// backend to undo a take says so in its own way: [RedisStore] retries for
+// half its refund window, then logs it.)
 //
 // When its Store implements LostTakeResolver and ResolvesLostTakes
 // reports true, the [Middleware] takes requests without reservations
