@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,20 +136,22 @@ func (b *batcher) recKey() string {
 }
 
 // lost reports whether err leaves a lean decision's outcome unknown. Only
-// a reply of the server that says the script counted nothing (a wrong
-// type, an increment past the int64 range) is known. Every other error
-// may hide a run: go-redis retries a command or pipeline after a broken
-// connection, so even a failure to reach the server may follow an
-// attempt that ran, and a BILLKIT_DUPLICATE reply may be a retry finding
-// its own earlier run. Resolving a decision that never ran costs one
-// mark that expires with the record.
+// the script's own errors are known to have counted nothing: a counter of
+// the wrong type (the script stops at its first read) and an increment
+// past the int64 range (its record says so). Every other error may hide
+// a run: go-redis retries a command or pipeline after a broken connection
+// and after some replies of the server (LOADING, READONLY, TRYAGAIN...),
+// so the last error may follow an attempt that ran, and a
+// BILLKIT_DUPLICATE reply may be a retry finding its own earlier run.
+// Resolving a decision that never ran costs one mark that expires with
+// the record.
 func lost(err error) bool {
 	if err == nil {
 		return false
 	}
 	var re redis.Error
-	if errors.As(err, &re) {
-		return redis.HasErrorPrefix(err, duplicatePrefix)
+	if errors.As(err, &re) && (redis.HasErrorPrefix(err, "WRONGTYPE") || strings.Contains(err.Error(), "overflow")) {
+		return false
 	}
 	return true
 }
@@ -339,8 +342,7 @@ const maxCombo = 128
 // wires numbers the lean decisions of a send in its record and turns the
 // send into script calls, in the decisions' order: lean decisions on one
 // counter go as one comboScript call (at most maxCombo of them), at the
-// place of the first of them. The first lean call, and every combined
-// call, gives the record its lifetime.
+// place of the first of them.
 func (b *batcher) wires(live []*pending) []wire {
 	ws := make([]wire, 0, len(live))
 	var rec string
@@ -349,7 +351,6 @@ func (b *batcher) wires(live []*pending) []wire {
 		b.groups = make(map[string]int)
 	}
 	clear(b.groups)
-	combos := false
 	for _, p := range live {
 		if !p.lean {
 			ws = append(ws, wire{sc: p.sc, args: p.args, p: p})
@@ -357,30 +358,33 @@ func (b *batcher) wires(live []*pending) []wire {
 		}
 		if rec == "" {
 			rec = b.recKey()
-			*p.first = b.rttl
 		}
 		field++
 		*p.rec, *p.field = rec, field
 		if i, ok := b.groups[p.counter]; ok && len(ws[i].more) < maxCombo-1 {
 			ws[i].more = append(ws[i].more, p)
-			combos = true
 			continue
 		}
 		b.groups[p.counter] = len(ws)
 		ws = append(ws, wire{sc: p.sc, args: p.args, p: p})
 	}
-	if !combos {
-		return ws
-	}
+	// The first single call of the send, and every combined call, give the
+	// record its lifetime: the two scripts may be refused (NOSCRIPT)
+	// independently, so each kind needs its own.
+	single := false
 	for i := range ws {
 		w := &ws[i]
+		if !w.p.lean {
+			continue
+		}
 		if w.more == nil {
+			if !single {
+				single = true
+				*w.p.first = b.rttl
+			}
 			continue
 		}
 		p0 := w.p
-		// Every combined call gives the record its lifetime: it runs
-		// another script than the single calls, so one of them may be
-		// refused (NOSCRIPT) while the other runs.
 		*p0.first = b.rttl
 		args := make([]any, 0, 12+4*len(w.more))
 		args = append(args, "evalsha", comboScript.sha, "3", p0.args[leanRec], p0.args[leanCounter], p0.args[leanHolds],
@@ -470,11 +474,14 @@ func evalArgs(sc script, args []any) []any {
 // at once when the client is closed; then it is logged and dropped (its
 // units stay counted if it ran). At most
 // maxUnresolved decisions wait; past that the newest are dropped and
-// logged.
+// logged (at most once a second).
 type resolver struct {
 	client redis.UniversalClient
 	rttl   int64 // the records' lifetime in milliseconds
 	log    *slog.Logger
+
+	dropped     atomic.Int64 // not queued since the last log
+	lastDropLog atomic.Int64 // Unix ns of that log
 
 	mu      sync.Mutex
 	running bool
@@ -511,7 +518,12 @@ func (r *resolver) add(ps ...*pending) {
 	r.running = true
 	r.mu.Unlock()
 	if dropped > 0 {
-		r.log.Error("quota: too many lost decisions waiting to be resolved; these may stay counted", slog.Int("decisions", dropped))
+		r.dropped.Add(int64(dropped))
+		if now := time.Now().UnixNano(); now-r.lastDropLog.Load() >= int64(time.Second) {
+			r.lastDropLog.Store(now)
+			r.log.Error("quota: too many lost decisions waiting to be resolved; those that reached Redis stay counted",
+				slog.Int64("decisions", r.dropped.Swap(0)))
+		}
 	}
 	if start {
 		go r.loop()

@@ -415,14 +415,25 @@ func TestRedisStoreWait(t *testing.T) {
 // armed and answers with the second run, as go-redis does when it retries
 // after a connection broke under a first run that reached the server: the
 // second run finds the first's record.
-type retryHook struct{ armed atomic.Bool }
+// With replyErr set, it runs them once and answers replyErr instead: the
+// reply of a server that a retry reached after the first run (a Sentinel
+// failover's READONLY, say).
+type retryHook struct {
+	armed    atomic.Bool
+	replyErr error
+}
 
 func (h *retryHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *retryHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		if h.armed.Load() && takesIn(cmd)+evalTakesIn(cmd) > 0 {
-			_ = next(ctx, cmd)
+			err := next(ctx, cmd)
+			if h.replyErr != nil {
+				cmd.SetErr(h.replyErr)
+				return h.replyErr
+			}
+			_ = err
 		}
 		return next(ctx, cmd)
 	}
@@ -432,33 +443,50 @@ func (h *retryHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		if h.armed.Load() && len(cmds) > 0 && takesIn(cmds[0])+evalTakesIn(cmds[0]) > 0 {
 			_ = next(ctx, cmds)
+			if h.replyErr != nil {
+				for _, c := range cmds {
+					c.SetErr(h.replyErr)
+				}
+				return h.replyErr
+			}
 		}
 		return next(ctx, cmds)
 	}
 }
 
+// serverError is an error reply of Redis, as go-redis gives it.
+type serverError string
+
+func (e serverError) Error() string { return string(e) }
+func (serverError) RedisError()     {}
+
 // TestRetriedTake checks that a take whose first run reached the server,
 // and whose retry (go-redis's, after a broken connection) then found its
-// own record, is not left counted: the caller gets an error (503 through
+// own record or got an error reply that go-redis retries (READONLY), is
+// not left counted: the caller gets an error (503 through
 // the middleware), and the first run is undone, by the store for takes
 // without ID (alone, in a pipeline, and combined on one counter) and by
 // the middleware's refund for takes with an ID (RecordPerTake).
 func TestRetriedTake(t *testing.T) {
 	t.Parallel()
 	srv := testserver.StartRedis(t)
+	readOnly := serverError("READONLY You can't write against a read only replica.")
 	for _, tc := range []struct {
 		name     string
 		opts     quota.RedisOptions
 		subjects int // of the concurrent requests
+		replyErr error
 	}{
-		{"Alone", quota.RedisOptions{}, 0},
-		{"Pipeline", quota.RedisOptions{}, 4},
-		{"OneCounter", quota.RedisOptions{}, 1},
-		{"RecordPerTake", quota.RedisOptions{RecordPerTake: true}, 4},
+		{"Alone", quota.RedisOptions{}, 0, nil},
+		{"Pipeline", quota.RedisOptions{}, 4, nil},
+		{"OneCounter", quota.RedisOptions{}, 1, nil},
+		{"RecordPerTake", quota.RedisOptions{RecordPerTake: true}, 4, nil},
+		{"ReadOnlyAlone", quota.RedisOptions{}, 0, readOnly},
+		{"ReadOnlyPipeline", quota.RedisOptions{}, 4, readOnly},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := redisClient(t, srv.Addr)
-			hook := &retryHook{}
+			hook := &retryHook{replyErr: tc.replyErr}
 			c.AddHook(hook)
 			st, err := quota.NewRedisStore(c, tc.opts)
 			if err != nil {
