@@ -39,9 +39,15 @@ type batcher struct {
 	client redis.UniversalClient
 	max    int
 	lean   bool
-	recPfx string // PREFIX:batch:RANDOM: starts every record key
+	recPfx string // PREFIX:batch:RANDOM: starts every shared record key
+	recRnd string // :batch:RANDOM: follows the subject's tag in a record key of one subject
 	rttl   int64  // the records' lifetime in milliseconds
 	seq    atomic.Uint64
+	// tagged is set once the server refused a shared record (CROSSSLOT:
+	// a proxy that shards by hash slot): from then on every record is of
+	// one subject, in its hash slot.
+	tagged atomic.Bool
+	log    *slog.Logger
 	res    resolver
 	groups map[string]int // scratch of wires, used by the one send in flight
 
@@ -87,7 +93,7 @@ func (b *batcher) run(p *pending, runOne func(context.Context, script, []any) (a
 		b.busy = true
 		b.mu.Unlock()
 		if p.lean {
-			*p.rec, *p.field, *p.first = b.recKey(), 0, b.rttl // alone
+			*p.rec, *p.field, *p.first = b.tagKey(p.counter), 0, b.rttl // alone
 		}
 		v, err := runOne(ctx, p.sc, p.args)
 		if p.lean && lost(err) {
@@ -133,6 +139,16 @@ func (b *batcher) run(p *pending, runOne func(context.Context, script, []any) (a
 func (b *batcher) recKey() string {
 	var buf [64]byte
 	return string(strconv.AppendUint(append(buf[:0], b.recPfx...), b.seq.Add(1), 36))
+}
+
+// tagKey returns a new record key of one subject, in its hash slot:
+// PREFIX:{SUBJECT}:batch:RANDOM:SEQ, from its counter's key
+// PREFIX:{SUBJECT}:usage:....
+func (b *batcher) tagKey(counter string) string {
+	tag := counter[:strings.IndexByte(counter, '}')+1]
+	buf := make([]byte, 0, len(tag)+len(b.recRnd)+13)
+	buf = append(append(buf, tag...), b.recRnd...)
+	return string(strconv.AppendUint(buf, b.seq.Add(1), 36))
 }
 
 // lost reports whether err leaves a lean decision's outcome unknown. Only
@@ -227,37 +243,22 @@ func (b *batcher) send(batch []*pending) {
 		ctx, cancel = context.WithDeadline(ctx, latest)
 		defer cancel()
 	}
-	ws := b.wires(live)
-	if len(live) == 1 {
-		w := &ws[0]
-		if w.p.lean {
-			*w.p.field = 0 // alone: its record is a key of its own
+	b.exec(ctx, b.wires(live, len(live) == 1 || b.tagged.Load()), len(live) == 1)
+	if !b.tagged.Load() && len(live) > 1 {
+		// A server that refuses a script whose keys span hash slots (a
+		// proxy that shards by slot) ran none of it: the decisions go
+		// again, each with a record of its own subject, and so do all
+		// that follow.
+		var again []*pending
+		for _, p := range live {
+			if p.lean && redis.HasErrorPrefix(p.err, "CROSSSLOT") {
+				again = append(again, p)
+			}
 		}
-		w.deliver(b.runOneCtx(ctx, w.sc, w.args))
-	} else {
-		cmds := b.pipeline(ctx, ws, false)
-		var retry []wire
-		for i := range ws {
-			v, err := cmds[i].Result()
-			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				retry = append(retry, ws[i])
-				continue
-			}
-			ws[i].deliver(v, err)
-		}
-		if len(retry) > 0 {
-			// The server does not have a script (restart, SCRIPT FLUSH):
-			// EVAL loads it, and the decisions it refused run now. Each
-			// lean one may be the first of its record to run.
-			for _, w := range retry {
-				if w.p.lean {
-					*w.p.first = b.rttl
-				}
-			}
-			cmds = b.pipeline(ctx, retry, true)
-			for i := range retry {
-				retry[i].deliver(cmds[i].Result())
-			}
+		if len(again) > 0 {
+			b.tagged.Store(true)
+			b.log.Warn("quota: Redis refuses scripts whose keys span hash slots; each subject's decisions now get a record in its own slot (set RedisOptions.RecordPerTake to skip this probe)")
+			b.exec(ctx, b.wires(again, true), len(again) == 1)
 		}
 	}
 	var resolve []*pending
@@ -279,6 +280,42 @@ func (b *batcher) send(batch []*pending) {
 	b.res.add(resolve...)
 	for _, p := range live {
 		close(p.done)
+	}
+}
+
+// exec sends the calls of a send (alone, without a pipeline, when it
+// holds one decision) and gives each decision its reply. A call refused
+// with NOSCRIPT is sent again with EVAL.
+func (b *batcher) exec(ctx context.Context, ws []wire, alone bool) {
+	if alone {
+		w := &ws[0]
+		w.deliver(b.runOneCtx(ctx, w.sc, w.args))
+		return
+	}
+	cmds := b.pipeline(ctx, ws, false)
+	var retry []wire
+	for i := range ws {
+		v, err := cmds[i].Result()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			retry = append(retry, ws[i])
+			continue
+		}
+		ws[i].deliver(v, err)
+	}
+	if len(retry) == 0 {
+		return
+	}
+	// The server does not have a script (restart, SCRIPT FLUSH): EVAL
+	// loads it, and the decisions it refused run now. Each lean call may
+	// be the first of its record to run.
+	for _, w := range retry {
+		if w.p.lean {
+			*w.p.first = b.rttl
+		}
+	}
+	cmds = b.pipeline(ctx, retry, true)
+	for i := range retry {
+		retry[i].deliver(cmds[i].Result())
 	}
 }
 
@@ -342,8 +379,10 @@ const maxCombo = 128
 // wires numbers the lean decisions of a send in its record and turns the
 // send into script calls, in the decisions' order: lean decisions on one
 // counter go as one comboScript call (at most maxCombo of them), at the
-// place of the first of them.
-func (b *batcher) wires(live []*pending) []wire {
+// place of the first of them. The decisions share one record, unless
+// tagged is set: then each call has a record of its own, in its subject's
+// hash slot (a key for a decision alone, a hash for a combined call).
+func (b *batcher) wires(live []*pending, tagged bool) []wire {
 	ws := make([]wire, 0, len(live))
 	var rec string
 	var field int64
@@ -356,14 +395,29 @@ func (b *batcher) wires(live []*pending) []wire {
 			ws = append(ws, wire{sc: p.sc, args: p.args, p: p})
 			continue
 		}
-		if rec == "" {
-			rec = b.recKey()
-		}
-		field++
-		*p.rec, *p.field = rec, field
 		if i, ok := b.groups[p.counter]; ok && len(ws[i].more) < maxCombo-1 {
-			ws[i].more = append(ws[i].more, p)
+			w := &ws[i]
+			if tagged {
+				if w.more == nil {
+					*w.p.field = 1 // the record of its counter's calls becomes a hash
+				}
+				*p.rec, *p.field = *w.p.rec, int64(len(w.more))+2
+			} else {
+				field++
+				*p.rec, *p.field = rec, field
+			}
+			w.more = append(w.more, p)
 			continue
+		}
+		switch {
+		case tagged:
+			*p.rec, *p.field = b.tagKey(p.counter), 0 // alone, unless others join it
+		default:
+			if rec == "" {
+				rec = b.recKey()
+			}
+			field++
+			*p.rec, *p.field = rec, field
 		}
 		b.groups[p.counter] = len(ws)
 		ws = append(ws, wire{sc: p.sc, args: p.args, p: p})
@@ -378,9 +432,9 @@ func (b *batcher) wires(live []*pending) []wire {
 			continue
 		}
 		if w.more == nil {
-			if !single {
+			if !single || tagged {
 				single = true
-				*w.p.first = b.rttl
+				*w.p.first = b.rttl // a record of its own, in tagged mode
 			}
 			continue
 		}

@@ -209,10 +209,13 @@
 //	PREFIX:{SUBJECT}:take:TAKEID            string: a take's outcome, for refunds (takes with an ID)
 //	    "a" allowed, "d" denied, "r" refunded (a tombstone)
 //	    expiry:   PX RefundWindow (one minute by default)
-//	PREFIX:batch:RANDOM:SEQ                 the record of one send of takes without ID (one server):
-//	    a hash, field: the take's number in the send, value "a" allowed,
-//	    "d" denied, "x" counted nothing, "r" resolved by the store;
-//	    a string holding that value for a take sent alone
+//	PREFIX:batch:RANDOM:SEQ                 the record shared by takes without ID sent together (one server)
+//	    hash, field: the take's number in the send, value "a" allowed,
+//	    "d" denied, "x" counted nothing, "r" resolved by the store
+//	    expiry:   PX RefundWindow (one minute by default)
+//	PREFIX:{SUBJECT}:batch:RANDOM:SEQ       the record of a take without ID sent alone (a string
+//	    holding that value), or of one subject's takes of a send on a server
+//	    that refuses keys across hash slots (a hash, as above)
 //	    expiry:   PX RefundWindow (one minute by default)
 //
 // PREFIX is [RedisOptions.Prefix], [DefaultPrefix] by default. PERIODID is

@@ -89,7 +89,7 @@ func ExampleRedisStore_Usage() {
 	u, _ := store.Usage(ctx, "alice", "requests", period)
 	fmt.Printf("used %d, denied %d\n", u.Used, u.Denied)
 	for _, k := range mr.Keys() {
-		if !strings.HasPrefix(k, "billkit:batch:") { // the records of the takes, for a minute
+		if !strings.Contains(k, ":batch:") { // the records of the takes, for a minute
 			fmt.Println(k, "expires in", mr.TTL(k))
 		}
 	}

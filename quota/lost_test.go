@@ -610,3 +610,76 @@ func TestComboBounded(t *testing.T) {
 	}
 	wantUsage(t, st, sub, "requests", quota.Usage{Used: 250, Denied: n - 249})
 }
+
+// TestSlotShardedServer runs the middleware on a plain client of a server
+// that refuses scripts whose keys span hash slots, as a proxy that shards
+// by slot does (here a one-node Redis Cluster owning every slot, reached
+// without cluster support). The first send whose record is shared across
+// subjects is refused with CROSSSLOT before it runs; its decisions go
+// again with records of their own subjects, and so does everything after.
+// Nothing is refused to the client and every count is exact.
+func TestSlotShardedServer(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	ctx := context.Background()
+	c := redisClient(t, srv.Addr)
+	if err := c.Do(ctx, "cluster", "addslotsrange", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the cluster", func() bool {
+		info, err := c.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	})
+	var logs testserver.LockedBuffer
+	st, err := quota.NewRedisStore(c, quota.RedisOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A generous deadline: 400 requests at once on a loaded machine are
+	// not what this test is about.
+	h := newMiddleware(t, quota.Config{Store: st, Limits: quota.StaticLimits{Plan: "pro", Included: 1000}, Deadline: 10 * time.Second}).Handle(okHandler())
+	base := quotatest.Subject(t)
+	subs := []string{base + "a", base + "b", base + "c", base + "d"}
+	if w := do(h, subs[0]); w.Code != http.StatusOK { // alone: a record in its slot
+		t.Fatalf("lone request: status %d", w.Code)
+	}
+	const n = 400
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	var lastBad atomic.Int64
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code := do(h, subs[i%len(subs)]).Code; code != http.StatusOK {
+				bad.Add(1)
+				lastBad.Store(int64(code))
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d of %d requests not allowed (the last with status %d), want none", bad.Load(), n, lastBad.Load())
+	}
+	for i, s := range subs {
+		want := int64(n / len(subs))
+		if i == 0 {
+			want++
+		}
+		wantUsage(t, st, s, "requests", quota.Usage{Used: want})
+	}
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if strings.HasPrefix(k, "billkit:batch:") {
+			t.Errorf("key %s: a record shared across slots on a server that refuses them", k)
+		}
+	}
+	if !strings.Contains(logs.String(), "span hash slots") {
+		t.Logf("log: %s", logs.String())
+		t.Error("the switch to records of one subject was not logged (did any send share a record?)")
+	}
+	assertAllKeysExpire(t, c)
+}

@@ -504,11 +504,14 @@ type RedisOptions struct {
 	// slot, on a standalone or Sentinel client too, instead of one record
 	// shared by the decisions sent together (see
 	// [RedisStore.ResolvesLostTakes]), whose key shares no slot with
-	// their counters. Set it when the client talks to a proxy that shards
-	// by hash slot (Redis Enterprise without the OSS Cluster API,
-	// Envoy's or twemproxy's Redis proxies): a script's keys must share a
-	// slot there. The middleware then gives every take an ID and refunds
-	// it itself. It costs redis-server about 4 µs more per decision.
+	// their counters. A server that refuses a script's keys across slots
+	// with CROSSSLOT (a proxy that shards by hash slot, such as Redis
+	// Enterprise without the OSS Cluster API) makes the store switch by
+	// itself, at its first shared record, to records of one subject; set
+	// RecordPerTake for a proxy that refuses them otherwise, or to skip
+	// that first attempt. The middleware then gives every take an ID and
+	// refunds it itself. It costs redis-server about 4 µs more per
+	// decision.
 	RecordPerTake bool
 }
 
@@ -542,8 +545,8 @@ func (o *RedisOptions) withDefaults() RedisOptions {
 // counter's holds are a sorted set at PREFIX:{SUBJECT}:holds:METER:PERIODID
 // and a take's record a string at PREFIX:{SUBJECT}:take:ID (or, for a take
 // without ID on one server, PREFIX:batch:RANDOM:SEQ, the record of the
-// decisions sent with it, a hash with a field per decision, or a string
-// when sent alone). Every method
+// decisions sent with it, a hash with a field per decision, or
+// PREFIX:{SUBJECT}:batch:RANDOM:SEQ when sent alone). Every method
 // is one Lua script run with EVALSHA, so a decision, however many meters
 // it checks, is atomic. The subject is the keys' hash tag, so all of a
 // subject's keys share a Cluster slot.
@@ -622,6 +625,8 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 			b := s.batch
 			b.lean, b.rttl = true, s.rttl
 			b.recPfx = o.Prefix + ":batch:" + hex.EncodeToString(rnd[:]) + ":"
+			b.recRnd = ":batch:" + hex.EncodeToString(rnd[:]) + ":"
+			b.log = o.Logger
 			b.res = resolver{client: client, rttl: s.rttl, log: o.Logger}
 		}
 	}
@@ -741,9 +746,10 @@ func (s *RedisStore) takeKeys(req *TakeRequest, keys []string) []string {
 // Sentinel) without [RedisOptions.RecordPerTake], where the decisions of
 // one send share one record. A take
 // without ID and without holds then writes a field of its send's record
-// (a hash that lives [RedisOptions.RefundWindow]; a string of its own
-// when it is sent alone) instead of nothing; the takes of one counter in
-// one send run as one script call, decided one after the other; and
+// (a hash that lives [RedisOptions.RefundWindow]; a string of its own,
+// in its subject's hash slot, when it is sent alone) instead of nothing;
+// the takes of one counter in one send run as one script call, decided
+// one after the other; and
 // when its outcome is lost (its context ended after it was sent, or the
 // connection broke), the store resolves it in the background through
 // that field: an allowed or denied take is undone, one that has not run
