@@ -34,9 +34,9 @@ type quotaInstruments struct {
 	byOutcome [quota.Failed + 1][]metric.RecordOption
 	// sets caches the options of a (outcome, plan, meter); see quotaSets.
 	sets quotaSets
-	// bg holds the background options per operation (settle, refund)
-	// and result (ok, failed; see bgResult).
-	bg [2][2]bgOptions
+	// bg holds the background options per operation (settle, refund,
+	// resolve) and result (ok, failed; see bgResult).
+	bg [3][2]bgOptions
 }
 
 // bgOptions label one kind of background call.
@@ -59,13 +59,13 @@ func (q *quotaInstruments) init(m metric.Meter) error {
 	q.crossings = s.counter("billkit.quota.soft_limit.crossings", "{crossing}",
 		"Requests that crossed their plan's soft limit.")
 	q.bgCalls = s.counter("billkit.quota.background.calls", "{call}",
-		"Settles and refunds sent by the quota middleware after a response.")
+		"Settles and refunds sent by the quota middleware after a response, and lost takes resolved by the store.")
 	q.bgDuration = s.histogram("billkit.quota.background.duration",
-		"Duration of the settles and refunds sent after a response.", callBuckets())
+		"Duration of the settles, refunds and resolutions sent after a response.", callBuckets())
 	for o := range q.byOutcome {
 		q.byOutcome[o] = outcomeOptions(quota.Outcome(o))
 	}
-	for i, op := range [...]string{opSettle, opRefund} {
+	for i, op := range [...]string{opSettle, opRefund, opResolve} {
 		for j := range q.bg[i] {
 			q.bg[i][j] = newBgOptions(op, bgResult(j))
 		}
@@ -115,8 +115,9 @@ func outcomeOptions(o quota.Outcome) []metric.RecordOption {
 
 // The operations of quota.BackgroundObservation.
 const (
-	opSettle = "settle"
-	opRefund = "refund"
+	opSettle  = "settle"
+	opRefund  = "refund"
+	opResolve = "resolve" // quota.RedisOptions.Background
 )
 
 // bgResult names the result of a background call: 0 "ok", 1 "failed".
@@ -138,6 +139,8 @@ func (q *quotaInstruments) background(ctx context.Context, b quota.BackgroundObs
 		opts = q.bg[0][res]
 	case opRefund:
 		opts = q.bg[1][res]
+	case opResolve:
+		opts = q.bg[2][res]
 	default:
 		opts = newBgOptions(b.Op, bgResult(res))
 	}

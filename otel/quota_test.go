@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/billkit/billkit/quota"
 )
@@ -251,4 +252,24 @@ func TestQuotaSpanEvent(t *testing.T) {
 		t.Errorf("event %s %v, want billkit.quota.decision %v", e.Name, got, want)
 	}
 	tm.assertNowhere(t, true, subject)
+}
+
+// TestQuotaResolve checks that the resolutions a quota.RedisStore reports
+// through RedisOptions.Background, given the observer's Background, count
+// as operation "resolve".
+func TestQuotaResolve(t *testing.T) {
+	t.Parallel()
+	tm := newTelemetry(t)
+	bg := tm.Quota().Background
+	bg(context.Background(), quota.BackgroundObservation{Op: "resolve", Duration: time.Millisecond})
+	bg(context.Background(), quota.BackgroundObservation{Op: "resolve", Duration: time.Millisecond, Err: errors.New("redis: connection refused")})
+	want := map[string]int64{
+		"billkit.operation=resolve,billkit.outcome=ok":     1,
+		"billkit.operation=resolve,billkit.outcome=failed": 1,
+	}
+	checkSums(t, tm, "billkit.quota.background.calls", want)
+	checkCounts(t, tm, "billkit.quota.background.duration", map[string]uint64{
+		"billkit.operation=resolve,billkit.outcome=ok":     1,
+		"billkit.operation=resolve,billkit.outcome=failed": 1,
+	})
 }

@@ -530,9 +530,10 @@ func evalArgs(sc script, args []any) []any {
 // maxUnresolved decisions wait; past that the newest are dropped and
 // logged (at most once a second).
 type resolver struct {
-	client redis.UniversalClient
-	rttl   int64 // the records' lifetime in milliseconds
-	log    *slog.Logger
+	client  redis.UniversalClient
+	rttl    int64 // the records' lifetime in milliseconds
+	log     *slog.Logger
+	observe func(context.Context, BackgroundObservation) // RedisOptions.Background
 
 	dropped     atomic.Int64 // not queued since the last log
 	lastDropLog atomic.Int64 // Unix ns of that log
@@ -652,11 +653,17 @@ func (r *resolver) resolve(ts []lostTake) []failedTake {
 		t := &ts[i]
 		cmds[i] = pipe.Eval(ctx, resolveSource, []string{t.rec, t.counter}, t.field, r.rttl, t.amount)
 	}
+	start := time.Now()
 	_, _ = pipe.Exec(ctx)
+	took := time.Since(start)
 	var failed []failedTake
 	for i, c := range cmds {
-		if err := c.Err(); err != nil {
+		err := c.Err()
+		if err != nil {
 			failed = append(failed, failedTake{ts[i], err})
+		}
+		if r.observe != nil {
+			r.observe(ctx, BackgroundObservation{Op: "resolve", Duration: took, Err: err})
 		}
 	}
 	return failed

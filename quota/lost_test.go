@@ -149,7 +149,19 @@ func TestLostTakes(t *testing.T) {
 			hook := newBreakHook(ran)
 			hook.failResolve.Store(1)
 			c.AddHook(hook)
-			st := newRedisStore(t, c)
+			var observed, observedErrs atomic.Int64
+			st, err := quota.NewRedisStore(c, quota.RedisOptions{Background: func(_ context.Context, b quota.BackgroundObservation) {
+				if b.Op != "resolve" {
+					t.Errorf("observed op %q, want resolve", b.Op)
+				}
+				observed.Add(1)
+				if b.Err != nil {
+					observedErrs.Add(1)
+				}
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
 			// The scripts are loaded, so that the broken pipeline's takes
 			// run (AfterServer) and their replay is refused as resolved,
 			// not as NOSCRIPT.
@@ -194,6 +206,11 @@ func TestLostTakes(t *testing.T) {
 				t.Errorf("%d resolution pipelines, want 2 (the first failed)", got)
 			}
 			wantUsage(t, st, sub, "requests", quota.Usage{Used: 1})
+			// Each decision observed twice: its failed resolution, then the
+			// one that succeeded.
+			if observed.Load() != 2*queued || observedErrs.Load() != queued {
+				t.Errorf("%d resolutions observed (%d failed), want %d (%d failed)", observed.Load(), observedErrs.Load(), 2*queued, queued)
+			}
 
 			// A take that reaches the server after its resolution (it was
 			// still on its way) counts nothing.

@@ -100,9 +100,11 @@ type Observation struct {
 }
 
 // BackgroundObservation is the outcome of one settle or refund sent after
-// a response.
+// a response, or of one resolution a store sends by itself.
 type BackgroundObservation struct {
-	// Op is "settle" or "refund".
+	// Op is "settle" or "refund" (from the middleware), or "resolve"
+	// (from a [RedisStore]'s own resolution of a lost take; see
+	// [RedisOptions.Background]).
 	Op string
 	// Duration is how long the store call took.
 	Duration time.Duration

@@ -513,6 +513,13 @@ type RedisOptions struct {
 	// refunds it itself. It costs redis-server about 4 µs more per
 	// decision.
 	RecordPerTake bool
+	// Background, when set, receives every resolution of a lost take the
+	// store sends by itself (see [RedisStore.ResolvesLostTakes]), one per
+	// decision, with Op "resolve": the counterpart of the refunds the
+	// middleware reports to [Observer.Background]. Pass the middleware's
+	// Observer.Background to see both in one place. It is called from the
+	// store's own goroutine and must not block.
+	Background func(ctx context.Context, b BackgroundObservation)
 }
 
 func (o *RedisOptions) withDefaults() RedisOptions {
@@ -627,7 +634,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) (*RedisStore
 			b.recPfx = o.Prefix + ":batch:" + hex.EncodeToString(rnd[:]) + ":"
 			b.recRnd = ":batch:" + hex.EncodeToString(rnd[:]) + ":"
 			b.log = o.Logger
-			b.res = resolver{client: client, rttl: s.rttl, log: o.Logger}
+			b.res = resolver{client: client, rttl: s.rttl, log: o.Logger, observe: o.Background}
 		}
 	}
 	return s, nil

@@ -211,7 +211,10 @@ func (a *App) build() error {
 	a.limits = lifecycle.Limits()
 
 	// Quota: every /v1/ request is counted against the caller's plan.
-	if a.counters, err = quota.NewRedisStore(a.rdb, quota.RedisOptions{}); err != nil {
+	if a.counters, err = quota.NewRedisStore(a.rdb, quota.RedisOptions{
+		Logger:     a.log.With("component", "quota"),
+		Background: a.cfg.Observe.Quota.Background,
+	}); err != nil {
 		return err
 	}
 	if a.meter, err = quota.New(quota.Config{
