@@ -661,6 +661,18 @@ func (s *RedisStore) appendKey(b *strings.Builder, subject, kind, meter string, 
 	b.Write(period.appendID(id[:0]))
 }
 
+// counterKeys returns a counter's key and its holds' key, as substrings
+// of one string (one allocation).
+func (s *RedisStore) counterKeys(subject, meter string, period Period) (counter, holds string) {
+	var b strings.Builder
+	b.Grow(2 * s.keyLen(subject, meter))
+	s.appendKey(&b, subject, "}:usage:", meter, period)
+	mid := b.Len()
+	s.appendKey(&b, subject, "}:holds:", meter, period)
+	all := b.String()
+	return all[:mid], all[mid:]
+}
+
 // keyLen bounds the length of one key of subject and meter.
 func (s *RedisStore) keyLen(subject, meter string) int {
 	return len(s.prefix) + len(subject) + len(meter) + 30
@@ -842,17 +854,12 @@ func (s *RedisStore) leanTake(ctx context.Context, req *TakeRequest) (TakeResult
 	p := &pending{ctx: ctx, sc: leanScript, lean: true, amount: req.Cost}
 	c := &p.call // one allocation for both
 	c.init(leanScript, 3, 3, 6)
-	var b strings.Builder
-	b.Grow(2 * s.keyLen(req.Subject, req.Meter))
-	s.appendKey(&b, req.Subject, "}:usage:", req.Meter, req.Period)
-	mid := b.Len()
-	s.appendKey(&b, req.Subject, "}:holds:", req.Meter, req.Period)
-	all := b.String()
-	p.counter = all[:mid]
+	counter, holds := s.counterKeys(req.Subject, req.Meter, req.Period)
+	p.counter = counter
 	c.str("") // the record, set when sent
 	p.rec = &c.strs[0]
-	c.str(p.counter)
-	c.str(all[mid:])
+	c.str(counter)
+	c.str(holds)
 	c.num(0) // the field, set when sent
 	p.field = &c.nums[len(c.nums)-1]
 	c.num(req.Cost)
@@ -1011,15 +1018,10 @@ func (s *RedisStore) Usage(ctx context.Context, subject, meter string, period Pe
 	if err := validateUsage(subject, meter); err != nil {
 		return Usage{}, err
 	}
-	var b strings.Builder
-	b.Grow(2 * s.keyLen(subject, meter))
-	s.appendKey(&b, subject, "}:usage:", meter, period)
-	mid := b.Len()
-	s.appendKey(&b, subject, "}:holds:", meter, period)
-	all := b.String()
+	counter, holds := s.counterKeys(subject, meter, period)
 	c := newCall(usageScript, 2, 2, 1)
-	c.str(all[:mid])
-	c.str(all[mid:])
+	c.str(counter)
+	c.str(holds)
 	c.num(s.now().UnixMilli())
 	v, err := s.run(ctx, usageScript, c.args)
 	if err != nil {
